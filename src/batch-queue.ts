@@ -1,0 +1,74 @@
+/**
+ * Group commit: items pushed while a flush is running are flushed together by the next one, so under load
+ * one statement carries many requests (or replies, or acknowledgements), and at low load an item waits for
+ * no timer: the flush starts on the next turn of the event loop.
+ */
+export class BatchQueue<T> {
+  readonly #flush: (items: T[]) => Promise<void>
+  readonly #maxBatch: number
+  readonly #maxConcurrent: number
+  #items: T[] = []
+  #running = 0
+  #scheduled = false
+  #idleWaiters: (() => void)[] = []
+
+  /**
+   * @param flush writes one batch; it must not throw (it settles its items itself)
+   * @param maxBatch most items in one flush
+   * @param maxConcurrent most flushes running at once (postgres.js pipelines them)
+   */
+  constructor(flush: (items: T[]) => Promise<void>, maxBatch = 1000, maxConcurrent = 1) {
+    this.#flush = flush
+    this.#maxBatch = maxBatch
+    this.#maxConcurrent = maxConcurrent
+  }
+
+  /** Items waiting for a flush. */
+  get size(): number {
+    return this.#items.length
+  }
+
+  push(item: T): void {
+    this.#items.push(item)
+    this.#schedule()
+  }
+
+  /** Takes up to `max` waiting items out of the queue, for a caller that carries them another way. */
+  take(max = this.#maxBatch): T[] {
+    return this.#items.splice(0, max)
+  }
+
+  /** Resolves once nothing is queued or being flushed. */
+  idle(): Promise<void> {
+    if (this.#items.length === 0 && this.#running === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#running >= this.#maxConcurrent) return
+    this.#scheduled = true
+    setImmediate(() => {
+      this.#scheduled = false
+      this.#run()
+    })
+  }
+
+  #run(): void {
+    while (this.#items.length > 0 && this.#running < this.#maxConcurrent) {
+      const batch = this.#items.splice(0, this.#maxBatch)
+      this.#running++
+      void this.#flush(batch).finally(() => {
+        this.#running--
+        if (this.#items.length > 0) this.#schedule()
+        else if (this.#running === 0) this.#notifyIdle()
+      })
+    }
+    if (this.#items.length === 0 && this.#running === 0) this.#notifyIdle()
+  }
+
+  #notifyIdle(): void {
+    const waiters = this.#idleWaiters
+    this.#idleWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+}

@@ -1,0 +1,511 @@
+/**
+ * The caller side. `request()` queues the request; one statement (pgrr_send) inserts everything queued in
+ * a turn of the event loop and NOTIFYs the responders. Replies come back as NOTIFYs on this client's own
+ * channel, on the one LISTEN connection, usually with the reply inside; larger ones are fetched. Every
+ * outcome read is acknowledged (deleted) in a later batch. A periodic check re-reads requests that have
+ * waited long, which catches lost notifications and responders that died holding a request.
+ */
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import { BatchQueue } from './batch-queue.ts'
+import { assertChannelName } from './channel-name.ts'
+import { booleanArray, createSql, type Sql } from './connection.ts'
+import {
+  CancelledError,
+  ClosedError,
+  ConnectionError,
+  InvalidOptionError,
+  InvalidChannelError,
+  InvalidPayloadError,
+  NoRespondersError,
+  PayloadTooLargeError,
+  PgrrError,
+  RemoteError,
+  ResponderLostError,
+  TimeoutError,
+  TooManyRequestsError,
+} from './errors.ts'
+import { Listener } from './listener.ts'
+import { silentLogger, type Logger } from './logger.ts'
+import { assertMigrated } from './migrate.ts'
+import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
+import { decodePayload, encodePayload } from './payload.ts'
+import { Server, type Handler } from './server.ts'
+import { renderStatements, type Statements } from './statements.ts'
+import { toPgrrError } from './database-error.ts'
+
+interface PendingRequest {
+  channel: string
+  payload: string
+  json: boolean
+  headers: string | null
+  maxAttempts: number | null
+  timeoutMs: number
+  /** Set once pgrr_send returned it. */
+  id?: string
+  startedAt: number
+  /** Counted in the client's in-flight requests. */
+  admitted: boolean
+  settled: boolean
+  resolve: (value: unknown) => void
+  reject: (error: Error) => void
+  timer?: NodeJS.Timeout
+  signal?: AbortSignal
+  onAbort?: () => void
+}
+
+/** A reply entry as carried in a NOTIFY: see pgrr_reply and pgrr_reap. */
+type ReplyEntry = [id: string, kind: 'r', json: boolean, body?: string] | [id: string, kind: 'f', code: string | null, message?: string] | [id: string, kind: 'l']
+
+interface FetchedRow {
+  id: string
+  state: string
+  reply: string | null
+  reply_json: boolean | null
+  error_code: string | null
+  error_message: string | null
+}
+
+/** Parts of the client its servers share. */
+export interface ClientContext {
+  readonly options: ClientOptions
+  readonly schema: string
+  readonly statements: Statements
+  readonly listener: Listener
+  /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
+  readonly pool: Sql
+  readonly logger: Logger
+  readonly host: string
+}
+
+/**
+ * Opens a client: verifies the schema is migrated and opens the LISTEN connection.
+ * Throws `ConnectionError` if the database is unreachable, `SchemaVersionError` if not migrated.
+ */
+export async function connect(options: ClientOptions = {}): Promise<Client> {
+  const client = new Client(options)
+  try {
+    await client.start()
+  } catch (error) {
+    await client.close()
+    throw error
+  }
+  return client
+}
+
+/** A caller (and the home of responders started with {@link Client.serve}). Create it with {@link connect}. */
+export class Client {
+  readonly #options: ClientOptions
+  readonly #schema: string
+  readonly #logger: Logger
+  readonly #sql: Sql
+  readonly #listener: Listener
+  readonly #statements: Statements
+  readonly #defaultTimeoutMs: number
+  readonly #maxInFlight: number
+  readonly #checkIntervalMs: number
+  readonly #replyChannelSuffix = randomBytes(8).toString('hex')
+  #replyChannel = ''
+  #closed = false
+  #inFlight = 0
+  readonly #slotWaiters: (() => void)[] = []
+  /** Requests with an id, by id. */
+  readonly #byId = new Map<string, PendingRequest>()
+  /** Replies that arrived before pgrr_send returned their id (the two travel on different sessions). */
+  readonly #early = new Map<string, { entry: ReplyEntry; at: number }>()
+  readonly #servers = new Set<Server>()
+  readonly #sends: BatchQueue<PendingRequest>
+  readonly #acks: BatchQueue<string>
+  readonly #cancels: BatchQueue<string>
+  readonly #fetches: BatchQueue<string>
+  #checkTimer: NodeJS.Timeout | undefined
+  #checking = false
+
+  /** Use {@link connect}. */
+  constructor(options: ClientOptions) {
+    this.#options = options
+    this.#schema = options.schema ?? 'public'
+    this.#logger = options.logger ?? silentLogger
+    this.#defaultTimeoutMs = positive(options.defaultTimeoutMs ?? 30000, 'defaultTimeoutMs')
+    this.#maxInFlight = positive(options.maxInFlight ?? 10000, 'maxInFlight')
+    this.#checkIntervalMs = positive(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
+    this.#statements = renderStatements(this.#schema)
+    this.#sql = createSql(options, { max: positive(options.poolSize ?? 4, 'poolSize'), dedicated: false })
+    this.#listener = new Listener(options)
+    this.#sends = new BatchQueue((batch) => this.#flushSends(batch), 500, 2)
+    this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), 2000)
+    this.#cancels = new BatchQueue((ids) => this.#runQuietly(this.#statements.cancel, [ids]), 2000)
+    this.#fetches = new BatchQueue((ids) => this.#flushFetches(ids), 500)
+  }
+
+  /** @internal Opens the connections; {@link connect} calls it. */
+  async start(): Promise<void> {
+    try {
+      await assertMigrated(this.#sql, this.#schema)
+      const [row] = await this.#sql.unsafe(this.#statements.notifyPrefix)
+      this.#replyChannel = `${row?.prefix as string}.c${this.#replyChannelSuffix}`
+      await this.#listener.start()
+    } catch (error) {
+      throw toPgrrError(error)
+    }
+    await this.#listener.listen(this.#replyChannel, (payload) => this.#onReplies(payload))
+    this.#listener.onReconnect(() => void this.#check(0))
+  }
+
+  /** @internal What servers of this client share. */
+  get context(): ClientContext {
+    return {
+      options: this.#options,
+      schema: this.#schema,
+      statements: this.#statements,
+      listener: this.#listener,
+      pool: this.#sql,
+      logger: this.#logger,
+      host: hostname(),
+    }
+  }
+
+  /** Requests waiting for their outcome. */
+  get inFlight(): number {
+    return this.#inFlight
+  }
+
+  /**
+   * Sends `payload` to one responder of `channel` and resolves with its reply. A string travels as text,
+   * anything else as JSON; the reply comes back as the handler returned it.
+   *
+   * Rejects with `NoRespondersError` (nobody serves the channel; nothing stored), `TimeoutError`,
+   * `RemoteError` (the handler threw), `ResponderLostError` (its session ended mid-request),
+   * `CancelledError` (the signal fired), `ConnectionError`, `InvalidChannelError`, `InvalidPayloadError`,
+   * `PayloadTooLargeError`, `TooManyRequestsError`, `ClosedError`.
+   */
+  request<Reply = unknown>(channel: string, payload: unknown, options: RequestOptions = {}): Promise<Reply> {
+    return new Promise<Reply>((resolve, reject) => {
+      if (this.#closed) return reject(new ClosedError('the client is closed'))
+      let pending: PendingRequest
+      try {
+        pending = this.#prepare(channel, payload, options, resolve as (value: unknown) => void, reject)
+      } catch (error) {
+        return reject(error)
+      }
+      if (options.signal?.aborted) return reject(abortError(options.signal))
+      if (this.#inFlight >= this.#maxInFlight && (this.#options.overflow ?? 'wait') === 'reject') {
+        return reject(new TooManyRequestsError(this.#maxInFlight))
+      }
+      this.#arm(pending)
+      if (this.#inFlight < this.#maxInFlight) this.#admit(pending)
+      else this.#slotWaiters.push(() => this.#admit(pending))
+    })
+  }
+
+  /** Starts a responder for `channel` sharing this client's LISTEN connection. See {@link Server}. */
+  async serve<Payload = unknown, Reply = unknown>(
+    channel: string,
+    handler: Handler<Payload, Reply>,
+    options: ServeOptions = {},
+  ): Promise<Server> {
+    if (this.#closed) throw new ClosedError('the client is closed')
+    assertChannelName(channel)
+    const server = new Server(this.context, channel, handler as Handler, options, () => this.#servers.delete(server))
+    this.#servers.add(server)
+    try {
+      await server.start()
+    } catch (error) {
+      this.#servers.delete(server)
+      await server.close()
+      throw error
+    }
+    return server
+  }
+
+  /**
+   * Closes the client: its servers close (use their `drain()` first for a graceful stop), requests still
+   * waiting reject with `ClosedError` and are cancelled. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    clearInterval(this.#checkTimer)
+    await Promise.all([...this.#servers].map((server) => server.close()))
+    const error = new ClosedError('the client was closed before the reply arrived')
+    for (const waiter of this.#slotWaiters.splice(0)) waiter()
+    for (const pending of [...this.#byId.values()]) this.#settle(pending, error)
+    await Promise.all([this.#sends.idle(), this.#cancels.idle(), this.#acks.idle()])
+    await this.#listener.close()
+    await this.#sql.end({ timeout: 5 }).catch(() => undefined)
+  }
+
+  #prepare(
+    channel: string,
+    payload: unknown,
+    options: RequestOptions,
+    resolve: (value: unknown) => void,
+    reject: (error: Error) => void,
+  ): PendingRequest {
+    assertChannelName(channel)
+    const timeoutMs = positive(options.timeoutMs ?? this.#defaultTimeoutMs, 'timeoutMs')
+    if (timeoutMs > 2_147_483_647) throw new InvalidOptionError('timeoutMs must be at most 2147483647')
+    const maxAttempts = options.maxAttempts ?? null
+    if (maxAttempts !== null && !(Number.isInteger(maxAttempts) && maxAttempts >= 1 && maxAttempts <= 100)) {
+      throw new InvalidOptionError('maxAttempts must be an integer from 1 to 100')
+    }
+    const encoded = encodePayload(payload)
+    return {
+      channel,
+      payload: encoded.text,
+      json: encoded.json,
+      headers: encodeHeaders(options.headers),
+      maxAttempts,
+      timeoutMs,
+      startedAt: Date.now(),
+      admitted: false,
+      settled: false,
+      resolve,
+      reject,
+      signal: options.signal,
+    }
+  }
+
+  /** Starts the timeout and listens to the signal; both run from the call on, queueing included. */
+  #arm(pending: PendingRequest): void {
+    pending.timer = setTimeout(() => this.#giveUp(pending, new TimeoutError(pending.timeoutMs)), pending.timeoutMs)
+    if (pending.signal !== undefined) {
+      const signal = pending.signal
+      pending.onAbort = () => this.#giveUp(pending, abortError(signal))
+      signal.addEventListener('abort', pending.onAbort, { once: true })
+    }
+  }
+
+  #admit(pending: PendingRequest): void {
+    if (pending.settled) return
+    if (this.#closed) return this.#settle(pending, new ClosedError('the client is closed'))
+    pending.admitted = true
+    this.#inFlight++
+    this.#sends.push(pending)
+    this.#ensureChecking()
+  }
+
+  /** The caller stops waiting: settle now, cancel in the database once the id is known. */
+  #giveUp(pending: PendingRequest, error: PgrrError): void {
+    if (pending.settled) return
+    this.#settle(pending, error)
+    if (pending.id !== undefined) this.#cancels.push(pending.id)
+  }
+
+  #settle(pending: PendingRequest, outcome: Error | { value: unknown }): void {
+    if (pending.settled) return
+    pending.settled = true
+    clearTimeout(pending.timer)
+    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort)
+    if (pending.id !== undefined) this.#byId.delete(pending.id)
+    if (pending.admitted) {
+      this.#inFlight--
+      this.#slotWaiters.shift()?.()
+    }
+    if (outcome instanceof Error) pending.reject(outcome)
+    else pending.resolve(outcome.value)
+  }
+
+  async #flushSends(batch: PendingRequest[]): Promise<void> {
+    const live = batch.filter((pending) => !pending.settled)
+    if (live.length === 0) return
+    const acks = this.#acks.take()
+    let rows: { ord: number; id: string | null; status: string }[]
+    try {
+      rows = (await this.#sql.unsafe(this.#statements.send, [
+        this.#replyChannel,
+        live.map((p) => p.channel),
+        live.map((p) => p.payload),
+        booleanArray(live.map((p) => p.json)),
+        live.map((p) => p.timeoutMs),
+        live.map((p) => p.headers),
+        live.map((p) => p.maxAttempts),
+        acks,
+      ])) as unknown as typeof rows
+    } catch (error) {
+      // The outcome of the insert is unknown: each request ends here, with a typed error.
+      const typed = toPgrrError(error)
+      for (const pending of live) this.#settle(pending, typed)
+      return
+    }
+    for (const row of rows) {
+      const pending = live[row.ord - 1]
+      if (pending === undefined) continue
+      if (row.status !== 'ok' || row.id === null) {
+        this.#settle(pending, sendStatusError(row.status, pending.channel))
+        continue
+      }
+      pending.id = row.id
+      if (pending.settled) {
+        // It timed out or was aborted while being inserted.
+        this.#cancels.push(row.id)
+        continue
+      }
+      this.#byId.set(row.id, pending)
+      const early = this.#early.get(row.id)
+      if (early !== undefined) {
+        this.#early.delete(row.id)
+        this.#applyEntry(early.entry)
+      }
+    }
+  }
+
+  #onReplies(payload: string): void {
+    let entries: ReplyEntry[]
+    try {
+      entries = JSON.parse(payload) as ReplyEntry[]
+    } catch (error) {
+      this.#logger.error({ err: error }, 'unreadable reply notification')
+      return
+    }
+    for (const entry of entries) {
+      if (this.#byId.has(entry[0])) this.#applyEntry(entry)
+      else this.#early.set(entry[0], { entry, at: Date.now() })
+    }
+  }
+
+  #applyEntry(entry: ReplyEntry): void {
+    const pending = this.#byId.get(entry[0])
+    if (pending === undefined) return
+    switch (entry[1]) {
+      case 'r':
+        if (entry.length < 4) return this.#fetches.push(entry[0])
+        this.#acks.push(entry[0])
+        return this.#settleDecoded(pending, entry[3] as string, entry[2])
+      case 'f':
+        if (entry.length < 4) return this.#fetches.push(entry[0])
+        this.#acks.push(entry[0])
+        return this.#settle(pending, new RemoteError(entry[2] ?? 'HANDLER_ERROR', entry[3] as string))
+      case 'l':
+        this.#acks.push(entry[0])
+        return this.#settle(pending, new ResponderLostError())
+    }
+  }
+
+  #settleDecoded(pending: PendingRequest, text: string, json: boolean | null): void {
+    let value: unknown
+    try {
+      value = decodePayload(text, json)
+    } catch (error) {
+      return this.#settle(pending, new InvalidPayloadError('the reply is not valid JSON', { cause: error }))
+    }
+    this.#settle(pending, { value })
+  }
+
+  async #flushFetches(ids: string[]): Promise<void> {
+    try {
+      const rows = (await this.#sql.unsafe(this.#statements.fetch, [ids])) as unknown as FetchedRow[]
+      this.#applyRows(ids, rows, false)
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'fetching replies failed; the periodic check retries')
+    }
+  }
+
+  /** Settles requests from rows read from the table. `missingIsLost`: ids without a row failed. */
+  #applyRows(ids: string[], rows: FetchedRow[], missingIsLost: boolean): void {
+    const seen = new Set<string>()
+    for (const row of rows) {
+      seen.add(row.id)
+      const pending = this.#byId.get(row.id)
+      if (pending === undefined) continue
+      if (row.state === 'replied') {
+        this.#acks.push(row.id)
+        this.#settleDecoded(pending, row.reply ?? '', row.reply_json)
+      } else if (row.state === 'failed') {
+        this.#acks.push(row.id)
+        this.#settle(pending, new RemoteError(row.error_code ?? 'HANDLER_ERROR', row.error_message ?? ''))
+      } else if (row.state === 'lost') {
+        this.#acks.push(row.id)
+        this.#settle(pending, new ResponderLostError())
+      }
+    }
+    if (!missingIsLost) return
+    for (const id of ids) {
+      const pending = this.#byId.get(id)
+      if (pending !== undefined && !seen.has(id)) {
+        this.#settle(pending, new ConnectionError('the request no longer exists in the database (was the server restarted?)'))
+      }
+    }
+  }
+
+  #ensureChecking(): void {
+    if (this.#checkTimer !== undefined) return
+    this.#checkTimer = setInterval(() => void this.#check(this.#checkIntervalMs), this.#checkIntervalMs)
+    this.#checkTimer.unref()
+  }
+
+  /**
+   * Re-reads requests waiting longer than `minAgeMs`: replies whose NOTIFY was missed are taken, and
+   * claims whose responder session is gone are reaped (lost, or back to pending when retryable).
+   */
+  async #check(minAgeMs: number): Promise<void> {
+    this.#purgeEarly()
+    if (this.#checking || this.#closed) return
+    if (this.#byId.size === 0) {
+      if (this.#inFlight === 0 && this.#sends.size === 0 && this.#checkTimer !== undefined) {
+        clearInterval(this.#checkTimer)
+        this.#checkTimer = undefined
+      }
+      return
+    }
+    const now = Date.now()
+    const ids = [...this.#byId.values()].filter((p) => now - p.startedAt >= minAgeMs).map((p) => p.id as string)
+    if (ids.length === 0) return
+    this.#checking = true
+    try {
+      await this.#sql.unsafe(this.#statements.reap, [ids])
+      const rows = (await this.#sql.unsafe(this.#statements.fetch, [ids])) as unknown as FetchedRow[]
+      this.#applyRows(ids, rows, true)
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'checking requests in flight failed')
+    } finally {
+      this.#checking = false
+    }
+  }
+
+  #purgeEarly(): void {
+    const limit = Date.now() - 60_000
+    for (const [id, early] of this.#early) if (early.at < limit) this.#early.delete(id)
+  }
+
+  async #runQuietly(statement: string, parameters: unknown[]): Promise<void> {
+    try {
+      await this.#sql.unsafe(statement, parameters as never[])
+    } catch (error) {
+      // Left-over rows are swept at their deadline; nothing waits on this.
+      this.#logger.warn({ err: error }, 'cleanup statement failed')
+    }
+  }
+}
+
+function positive(value: number, name: string): number {
+  if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) {
+    throw new InvalidOptionError(`${name} must be a positive number, got ${String(value)}`)
+  }
+  return value
+}
+
+function encodeHeaders(headers: Record<string, string> | undefined): string | null {
+  if (headers === undefined) return null
+  for (const [key, value] of Object.entries(headers)) {
+    if (typeof value !== 'string') throw new InvalidOptionError(`header ${JSON.stringify(key)} must be a string`)
+  }
+  return encodePayload(headers, 'headers').text
+}
+
+function abortError(signal: AbortSignal): CancelledError {
+  return new CancelledError('the request was cancelled', { cause: signal.reason })
+}
+
+function sendStatusError(status: string, channel: string): PgrrError {
+  switch (status) {
+    case 'no_responders':
+      return new NoRespondersError(channel)
+    case 'too_large':
+      return new PayloadTooLargeError(channel)
+    case 'invalid_channel':
+      return new InvalidChannelError(channel)
+    default:
+      return new InvalidPayloadError(`the request was refused (${status})`)
+  }
+}

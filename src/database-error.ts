@@ -1,0 +1,81 @@
+/**
+ * Turns errors of the database driver into the library's typed errors: the SQLSTATEs of the protocol into
+ * their classes, lost connections into `ConnectionError`, a missing install into `SchemaVersionError`.
+ * Anything else is returned unchanged: it is a bug or a misconfiguration, and its own message says more.
+ */
+import {
+  CancelledError,
+  ConnectionError,
+  InvalidChannelError,
+  NoRespondersError,
+  PayloadTooLargeError,
+  PgrrError,
+  RemoteError,
+  ResponderLostError,
+  SameTransactionError,
+  SchemaVersionError,
+  TimeoutError,
+  UnknownRequestError,
+} from './errors.ts'
+
+interface DriverError {
+  code?: string
+  message?: string
+  detail?: string
+  errno?: string
+}
+
+// postgres.js's own codes for a broken or unreachable connection.
+const driverConnectionCodes = new Set([
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+])
+
+/** The typed error for a driver error (or the error itself when it has no typed meaning). */
+export function toPgrrError(error: unknown): Error {
+  if (error instanceof PgrrError || !(error instanceof Error)) {
+    return error instanceof Error ? error : new ConnectionError(String(error))
+  }
+  const { code = '', message = '', detail } = error as DriverError
+  switch (code) {
+    case 'PR001':
+      return new NoRespondersError(channelFromMessage(message))
+    case 'PR002':
+      return new TimeoutError(0, message)
+    case 'PR003':
+      return new RemoteError(detail || 'HANDLER_ERROR', message)
+    case 'PR004':
+      return new ResponderLostError(message)
+    case 'PR005':
+      return new UnknownRequestError(message)
+    case 'PR006':
+      return new SameTransactionError(message)
+    case 'PR007':
+      return new InvalidChannelError(channelFromMessage(message))
+    case 'PR008':
+      return new PayloadTooLargeError(channelFromMessage(message))
+    case 'PR009':
+      return new CancelledError(message)
+  }
+  if (driverConnectionCodes.has(code) || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') {
+    return new ConnectionError(`database connection failed: ${message}`, { cause: error })
+  }
+  // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
+  if (code === '42883' || code === '42P01' || code === '3F000') {
+    return new SchemaVersionError(`the pg-request-reply schema is missing or incomplete (${message}): run \`pgrr migrate\``)
+  }
+  return error
+}
+
+function channelFromMessage(message: string): string {
+  const quoted = /'((?:[^']|'')*)'/.exec(message)
+  return quoted?.[1]?.replace(/''/g, "'") ?? ''
+}

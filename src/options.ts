@@ -1,0 +1,81 @@
+/**
+ * Options of the public API. Durations are in milliseconds and say so in their names.
+ */
+import type { Logger } from './logger.ts'
+
+/** Where the database is and which install of the protocol to use. */
+export interface ConnectionOptions {
+  /** `postgres://user:password@host:port/database`. Otherwise the fields below, then the `PG*` variables. */
+  connectionString?: string
+  host?: string
+  port?: number
+  database?: string
+  user?: string
+  password?: string
+  /** TLS: `true`, `'require'`, `'prefer'`, or options for `tls.connect`. @default false */
+  ssl?: boolean | 'require' | 'allow' | 'prefer' | 'verify-full' | object
+  /** Schema the protocol was migrated into. @default 'public' */
+  schema?: string
+  /** Receives the library's log records (pino-compatible). Nothing is logged without it. */
+  logger?: Logger
+  /** `application_name` of the sessions, visible in `pg_stat_activity`. @default 'pgrr' */
+  applicationName?: string
+}
+
+/** Options of {@link connect}. */
+export interface ClientOptions extends ConnectionOptions {
+  /** Connections of the pool that sends requests and acknowledgements. @default 4 */
+  poolSize?: number
+  /** Timeout of a request that does not set `timeoutMs`. @default 30000 */
+  defaultTimeoutMs?: number
+  /**
+   * Most requests this client keeps in flight. Further calls wait for a slot (`overflow: 'wait'`) or fail
+   * at once with `TooManyRequestsError` (`overflow: 'reject'`). Waiting requests count against their
+   * timeout. @default 10000
+   */
+  maxInFlight?: number
+  /** What `request()` does when `maxInFlight` requests are already in flight. @default 'wait' */
+  overflow?: 'wait' | 'reject'
+  /**
+   * How often requests in flight for longer than this are checked in the table: replies whose NOTIFY was
+   * lost are picked up, and requests whose responder's session died are detected (`ResponderLostError`)
+   * or handed to another responder. @default 1000
+   */
+  checkIntervalMs?: number
+  /**
+   * A separate connection string for the LISTEN connection, for when `connectionString` points at a
+   * transaction-pooling PgBouncer (LISTEN needs a real session). @default connectionString
+   */
+  listenConnectionString?: string
+}
+
+/** Options of one request. */
+export interface RequestOptions {
+  /** Give up after this long: the request rejects with `TimeoutError` and is cancelled. @default 30000 */
+  timeoutMs?: number
+  /** Aborting it rejects the request with `CancelledError` and cancels it at the responder. */
+  signal?: AbortSignal
+  /** Small string map carried with the request to the handler. */
+  headers?: Record<string, string>
+  /**
+   * Attempts before the request is reported lost when responders die while holding it. 1 (the default,
+   * or the channel's setting) is at-most-once: no handler ever runs twice for one request. More makes it
+   * at-least-once: a request whose responder's session ended goes to another responder.
+   */
+  maxAttempts?: number
+}
+
+/** Options of {@link Client.serve}. */
+export interface ServeOptions {
+  /** Most handlers running at once in this responder. @default 10 */
+  concurrency?: number
+  /**
+   * Safety net for lost notifications: how often the responder looks for pending requests even without
+   * a NOTIFY. @default 2000
+   */
+  pollIntervalMs?: number
+  /** How often this responder deletes expired requests and reaps requests of dead responders. @default 5000 */
+  sweepIntervalMs?: number
+  /** `drain()` waits this long for running handlers, then aborts them. @default 30000 */
+  drainTimeoutMs?: number
+}

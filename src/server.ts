@@ -1,0 +1,474 @@
+/**
+ * The responder side. A server owns one dedicated session (its "work" connection): it registers there,
+ * which makes it live for request(); it claims batches of pending requests there, which takes their
+ * request locks; and it writes replies there, which releases them. That session's locks are what callers
+ * block on and what tells them the responder died, so it is never pooled, never recycled, and when it
+ * breaks, the requests it held are given up (callers see them lost, or retried) and the server registers
+ * anew on a fresh session.
+ *
+ * Handlers run outside any transaction, at most `concurrency` at once. A NOTIFY on the service channel, a
+ * finished handler while a backlog remains, a reconnect, or the slow poll triggers the next claim.
+ */
+import { BatchQueue } from './batch-queue.ts'
+import type { ClientContext } from './client.ts'
+import { booleanArray, createSql, type Sql } from './connection.ts'
+import { toPgrrError } from './database-error.ts'
+import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, TimeoutError } from './errors.ts'
+import type { ServeOptions } from './options.ts'
+import { decodePayload, encodePayload } from './payload.ts'
+
+/** What a handler is told about the request it handles. */
+export interface HandlerContext {
+  /** Request id (a bigint, as a decimal string). */
+  readonly id: string
+  /** The channel (service) it was sent to. */
+  readonly channel: string
+  /** 1 for the first attempt; more when the request was retried after a responder died. */
+  readonly attempt: number
+  /** When the caller stops waiting. */
+  readonly deadline: Date
+  /** Headers the caller sent. */
+  readonly headers: Readonly<Record<string, string>>
+  /** Fires when the caller cancels or gives up, the deadline passes, or the server closes. */
+  readonly signal: AbortSignal
+}
+
+/**
+ * Handles one request: returns (or resolves with) the reply, a string or any JSON value. Throwing sends an
+ * error reply: the caller gets a `RemoteError` with the error's `message` and its `code` when that is a
+ * string (else `'HANDLER_ERROR'`).
+ */
+export type Handler<Payload = unknown, Reply = unknown> = (
+  payload: Payload,
+  context: HandlerContext,
+) => Reply | Promise<Reply>
+
+/** Lifecycle of a server. */
+export type ServerState = 'starting' | 'running' | 'reconnecting' | 'draining' | 'closed'
+
+interface Session {
+  responderId: number
+  channelId: number
+  serviceChannel: string
+  controlChannel: string
+  generation: number
+}
+
+interface Job {
+  id: string
+  generation: number
+  controller: AbortController
+  timer: NodeJS.Timeout
+  done: boolean
+}
+
+interface Outcome {
+  id: string
+  generation: number
+  failed: boolean
+  body: string
+  json: boolean
+  code: string | null
+}
+
+interface ClaimedRow {
+  id: string
+  payload: string
+  payload_json: boolean
+  headers: Record<string, string> | null
+  attempt: number
+  remaining_ms: number
+}
+
+const maxBackoffMs = 5000
+
+/** A responder for one channel. Start it with `client.serve()` or `serve()`. */
+export class Server {
+  readonly channel: string
+  readonly #context: ClientContext
+  readonly #handler: Handler
+  readonly #concurrency: number
+  readonly #pollIntervalMs: number
+  readonly #sweepIntervalMs: number
+  readonly #drainTimeoutMs: number
+  readonly #onClosed: () => void
+  readonly #closeHooks: (() => Promise<void>)[] = []
+  readonly #work: Sql
+  readonly #jobs = new Map<string, Job>()
+  readonly #replies: BatchQueue<Outcome>
+  #state: ServerState = 'starting'
+  #session: Session | undefined
+  #generation = 0
+  #claiming = false
+  #claimAgain = false
+  #backlog = false
+  #failures = 0
+  #unlisten: (() => Promise<void>)[] = []
+  #removeReconnectHook: (() => void) | undefined
+  #pollTimer: NodeJS.Timeout | undefined
+  #sweepTimer: NodeJS.Timeout | undefined
+  #retryTimer: NodeJS.Timeout | undefined
+  #idleWaiters: (() => void)[] = []
+
+  /** @internal Use `client.serve()` or `serve()`. */
+  constructor(context: ClientContext, channel: string, handler: Handler, options: ServeOptions, onClosed: () => void) {
+    this.channel = channel
+    this.#context = context
+    this.#handler = handler
+    this.#concurrency = integerOption(options.concurrency ?? 10, 'concurrency', 100_000)
+    this.#pollIntervalMs = integerOption(options.pollIntervalMs ?? 2000, 'pollIntervalMs')
+    this.#sweepIntervalMs = integerOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
+    this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
+    this.#onClosed = onClosed
+    this.#work = createSql(context.options, { max: 1, dedicated: true, onclose: () => this.#workLost() })
+    this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), 1000, 2)
+  }
+
+  /** Current lifecycle state. */
+  get state(): ServerState {
+    return this.#state
+  }
+
+  /** Handlers running now. */
+  get running(): number {
+    return this.#jobs.size
+  }
+
+  /** Responder id of the current registration (changes after a reconnect). */
+  get responderId(): number | undefined {
+    return this.#session?.responderId
+  }
+
+  /** @internal Registers and starts claiming. */
+  async start(): Promise<void> {
+    await this.#register()
+    this.#state = 'running'
+    this.#removeReconnectHook = this.#context.listener.onReconnect(() => this.#wake())
+    this.#pollTimer = setInterval(() => this.#wake(), this.#pollIntervalMs)
+    this.#pollTimer.unref()
+    this.#sweepTimer = setInterval(() => void this.#sweep(), this.#sweepIntervalMs)
+    this.#sweepTimer.unref()
+    this.#wake()
+  }
+
+  /** @internal Runs `hook` when the server closes (a server from `serve()` closes its own client). */
+  onClose(hook: () => Promise<void>): void {
+    this.#closeHooks.push(hook)
+  }
+
+  /**
+   * Graceful stop: stops claiming, stops being live (new requests go to other responders, or fail with
+   * no responders), waits for running handlers and their replies up to `timeoutMs` (default
+   * `drainTimeoutMs`), then closes. Requests still queued stay for the remaining responders; handlers still
+   * running at the timeout are aborted and their requests end as lost (or retried, when retryable).
+   */
+  async drain(timeoutMs = this.#drainTimeoutMs): Promise<void> {
+    if (this.#state === 'closed' || this.#state === 'draining') return this.#state === 'closed' ? undefined : this.close()
+    this.#state = 'draining'
+    clearInterval(this.#pollTimer)
+    await this.#stopListening()
+    const session = this.#session
+    if (session !== undefined) {
+      await this.#work.unsafe(this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
+        this.#context.logger.warn({ err: error }, 'unregister failed')
+      })
+    }
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      this.#whenIdle(),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
+    await this.close()
+  }
+
+  /**
+   * Immediate stop: aborts running handlers and ends the session, which releases the locks of their
+   * requests (callers see them lost, or retried when retryable). Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return
+    this.#state = 'closed'
+    clearInterval(this.#pollTimer)
+    clearInterval(this.#sweepTimer)
+    clearTimeout(this.#retryTimer)
+    this.#removeReconnectHook?.()
+    await this.#stopListening()
+    const reason = new ClosedError('the responder closed')
+    for (const job of this.#jobs.values()) this.#abandon(job, reason)
+    this.#session = undefined
+    await this.#work.end({ timeout: 2 }).catch(() => undefined)
+    this.#notifyIdle()
+    this.#onClosed()
+    for (const hook of this.#closeHooks) await hook().catch(() => undefined)
+  }
+
+  async #register(): Promise<void> {
+    const { statements, listener, host } = this.#context
+    let rows
+    try {
+      rows = await this.#work.unsafe(statements.register, [this.channel, host, process.pid, this.#concurrency])
+    } catch (error) {
+      throw toPgrrError(error)
+    }
+    const row = rows[0] as unknown as { responder_id: number; channel_id: number; service_channel: string; control_channel: string }
+    const session: Session = {
+      responderId: row.responder_id,
+      channelId: row.channel_id,
+      serviceChannel: row.service_channel,
+      controlChannel: row.control_channel,
+      generation: ++this.#generation,
+    }
+    this.#session = session
+    this.#unlisten = [
+      await listener.listen(session.serviceChannel, () => this.#wake()),
+      await listener.listen(session.controlChannel, (payload) => this.#cancel(payload)),
+    ]
+  }
+
+  async #stopListening(): Promise<void> {
+    const unlisten = this.#unlisten
+    this.#unlisten = []
+    await Promise.all(unlisten.map((fn) => fn().catch(() => undefined)))
+  }
+
+  /** Claims as many requests as there are free slots; at most one claim at a time. */
+  #wake(): void {
+    if (this.#state !== 'running' || this.#session === undefined) return
+    if (this.#claiming) {
+      this.#claimAgain = true
+      return
+    }
+    const free = this.#concurrency - this.#jobs.size
+    if (free <= 0) {
+      this.#backlog = true
+      return
+    }
+    void this.#claim(this.#session, free)
+  }
+
+  async #claim(session: Session, limit: number): Promise<void> {
+    this.#claiming = true
+    this.#claimAgain = false
+    try {
+      const rows = (await this.#work.unsafe(this.#context.statements.claim, [
+        session.responderId,
+        session.channelId,
+        limit,
+      ])) as unknown as ClaimedRow[]
+      // Rows claimed by a session that has since died were released with it.
+      if (session.generation !== this.#generation) return
+      for (const row of rows) this.#run(row, session)
+      this.#backlog = rows.length === limit
+    } catch (error) {
+      this.#context.logger.warn({ err: error }, 'claim failed')
+    } finally {
+      this.#claiming = false
+    }
+    if (this.#claimAgain || (this.#backlog && this.#jobs.size < this.#concurrency)) this.#wake()
+  }
+
+  #run(row: ClaimedRow, session: Session): void {
+    const controller = new AbortController()
+    const job: Job = {
+      id: row.id,
+      generation: session.generation,
+      controller,
+      done: false,
+      timer: setTimeout(() => {
+        const reason = new TimeoutError(row.remaining_ms, 'the request reached its deadline')
+        controller.abort(reason)
+        this.#finish(job, { failed: true, body: reason.message, json: false, code: 'TIMEOUT' })
+      }, row.remaining_ms),
+    }
+    this.#jobs.set(row.id, job)
+    let payload: unknown
+    try {
+      payload = decodePayload(row.payload, row.payload_json)
+    } catch {
+      return this.#finish(job, { failed: true, body: 'the payload is not valid JSON', json: false, code: 'INVALID_PAYLOAD' })
+    }
+    const context: HandlerContext = {
+      id: row.id,
+      channel: this.channel,
+      attempt: row.attempt,
+      deadline: new Date(Date.now() + row.remaining_ms),
+      headers: row.headers ?? {},
+      signal: controller.signal,
+    }
+    let result: unknown
+    try {
+      result = this.#handler(payload, context)
+    } catch (error) {
+      return this.#finish(job, failure(error))
+    }
+    if (isThenable(result)) {
+      result.then(
+        (value) => this.#finish(job, success(value)),
+        (error: unknown) => this.#finish(job, failure(error)),
+      )
+    } else {
+      this.#finish(job, success(result))
+    }
+  }
+
+  #finish(job: Job, outcome: Omit<Outcome, 'id' | 'generation'>): void {
+    if (job.done) return
+    job.done = true
+    clearTimeout(job.timer)
+    this.#jobs.delete(job.id)
+    // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
+    if (job.generation === this.#generation && this.#state !== 'closed') {
+      this.#replies.push({ ...outcome, id: job.id, generation: job.generation })
+    }
+    if (this.#backlog) this.#wake()
+    if (this.#jobs.size === 0) void this.#replies.idle().then(() => this.#notifyIdle())
+  }
+
+  /** Ends a job without a reply: its request is released with the session. */
+  #abandon(job: Job, reason: Error): void {
+    if (job.done) return
+    job.done = true
+    clearTimeout(job.timer)
+    this.#jobs.delete(job.id)
+    job.controller.abort(reason)
+  }
+
+  #cancel(payload: string): void {
+    for (const id of payload.split(',')) {
+      this.#jobs.get(id)?.controller.abort(new CancelledError('the caller cancelled the request'))
+    }
+  }
+
+  async #flushReplies(outcomes: Outcome[]): Promise<void> {
+    const session = this.#session
+    const current = outcomes.filter((outcome) => session !== undefined && outcome.generation === session.generation)
+    if (session === undefined || current.length === 0) return
+    try {
+      await this.#work.unsafe(this.#context.statements.reply, [
+        session.responderId,
+        current.map((o) => o.id),
+        booleanArray(current.map((o) => o.failed)),
+        current.map((o) => o.body),
+        booleanArray(current.map((o) => o.json)),
+        current.map((o) => o.code),
+      ])
+    } catch (error) {
+      if (session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
+      // Not a connection problem: a reply the database refused. Ending the session releases every lock it
+      // holds, so no caller waits on a reply that cannot be written.
+      this.#context.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
+      await this.#work.end({ timeout: 1 }).catch(() => undefined)
+    }
+  }
+
+  /** The work session ended: its locks are gone, so its requests are no longer ours. Register anew. */
+  #workLost(): void {
+    if (this.#state === 'closed' || this.#state === 'starting') return
+    const wasDraining = this.#state === 'draining'
+    this.#generation++
+    this.#session = undefined
+    const reason = new ConnectionError('the responder lost its database session')
+    for (const job of this.#jobs.values()) this.#abandon(job, reason)
+    if (wasDraining) {
+      this.#notifyIdle()
+      return
+    }
+    this.#context.logger.warn('responder session lost; registering again')
+    this.#state = 'reconnecting'
+    void this.#stopListening()
+    this.#scheduleRegister()
+  }
+
+  #scheduleRegister(): void {
+    const ceiling = Math.min(maxBackoffMs, 50 * 2 ** this.#failures)
+    this.#retryTimer = setTimeout(async () => {
+      if (this.#state !== 'reconnecting') return
+      try {
+        await this.#register()
+      } catch (error) {
+        this.#failures++
+        this.#context.logger.warn({ err: error, attempt: this.#failures }, 'responder registration failed')
+        if (this.#state === 'reconnecting') this.#scheduleRegister()
+        return
+      }
+      if (this.#state !== 'reconnecting') return
+      this.#failures = 0
+      this.#state = 'running'
+      this.#context.logger.info({ responderId: this.#session?.responderId }, 'responder registered again')
+      this.#wake()
+    }, Math.random() * ceiling)
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#state !== 'running') return
+    const { pool, statements, logger } = this.#context
+    try {
+      // On the pool, never on the work session: that session holds locks, and a session always gets its
+      // own locks, so from there every request it holds would look abandoned.
+      await pool.unsafe(statements.reap, [null])
+      await pool.unsafe(statements.sweep)
+    } catch (error) {
+      logger.debug({ err: error }, 'sweep failed')
+    }
+  }
+
+  #whenIdle(): Promise<void> {
+    if (this.#jobs.size === 0) return this.#replies.idle()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  #notifyIdle(): void {
+    if (this.#jobs.size > 0 && this.#state !== 'closed') return
+    const waiters = this.#idleWaiters
+    this.#idleWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+}
+
+function success(value: unknown): Omit<Outcome, 'id' | 'generation'> {
+  try {
+    const encoded = encodePayload(value, 'reply')
+    return { failed: false, body: encoded.text, json: encoded.json, code: null }
+  } catch (error) {
+    return { failed: true, body: (error as Error).message, json: false, code: 'INVALID_REPLY' }
+  }
+}
+
+function failure(error: unknown): Omit<Outcome, 'id' | 'generation'> {
+  const code = (error as { code?: unknown } | null)?.code
+  return {
+    failed: true,
+    body: describe(error),
+    json: false,
+    code: typeof code === 'string' && code.length > 0 ? sanitize(code).slice(0, 200) : 'HANDLER_ERROR',
+  }
+}
+
+/** A message for any thrown value, never throwing itself (a thrown value may have a hostile toString). */
+function describe(error: unknown): string {
+  try {
+    const message = error instanceof Error ? error.message : typeof error === 'string' ? error : JSON.stringify(error) ?? String(error)
+    return sanitize(message)
+  } catch {
+    return 'the handler threw a value that cannot be described'
+  }
+}
+
+/** PostgreSQL text cannot hold NUL, nor lone surrogates in UTF-8. */
+function sanitize(text: string): string {
+  return text.replaceAll("\u0000", '\uFFFD').toWellFormed()
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function'
+}
+
+function integerOption(value: number, name: string, max = 2_147_483_647): number {
+  if (!(Number.isInteger(value) && value >= 1 && value <= max)) {
+    throw new InvalidOptionError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`)
+  }
+  return value
+}

@@ -1,0 +1,24 @@
+/**
+ * The statements the library runs, one per protocol function, rendered once per schema. Values are always
+ * parameters; the schema is the only substituted identifier. postgres.js prepares each on first use.
+ */
+import { quoteIdentifier } from './connection.ts'
+
+export type Statements = ReturnType<typeof renderStatements>
+
+export function renderStatements(schema: string) {
+  const s = quoteIdentifier(schema)
+  return {
+    notifyPrefix: `select ${s}.pgrr_notify_prefix() as prefix`,
+    send: `select ord, id, status from ${s}.pgrr_send($1::text, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[], $8::bigint[])`,
+    ack: `select ${s}.pgrr_ack($1::bigint[])`,
+    cancel: `select ${s}.pgrr_cancel($1::bigint[])`,
+    fetch: `select id, state, reply, reply_json, error_code, error_message from ${s}.pgrr_fetch($1::bigint[])`,
+    reap: `select id, state from ${s}.pgrr_reap($1::bigint[])`,
+    sweep: `select ${s}.pgrr_sweep() as deleted`,
+    register: `select responder_id, channel_id, service_channel, control_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
+    unregister: `select ${s}.pgrr_unregister($1::int)`,
+    claim: `select id, payload, payload_json, headers, attempt, remaining_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int)`,
+    reply: `select ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[])`,
+  }
+}
