@@ -1,12 +1,15 @@
 /**
  * Group commit: items pushed while a flush is running are flushed together by the next one, so under load
  * one statement carries many requests (or replies, or acknowledgements), and at low load an item waits for
- * no timer: the flush starts on the next turn of the event loop.
+ * no timer: the flush starts as soon as the current task and its microtasks are done (everything pushed
+ * synchronously, or in the same burst of promise reactions, goes in one batch). Work that is not urgent
+ * (acknowledgements) can ask for a delay instead, to give other statements a chance to carry it.
  */
 export class BatchQueue<T> {
   readonly #flush: (items: T[]) => Promise<void>
   readonly #maxBatch: number
   readonly #maxConcurrent: number
+  readonly #delayMs: number
   #items: T[] = []
   #running = 0
   #scheduled = false
@@ -16,11 +19,13 @@ export class BatchQueue<T> {
    * @param flush writes one batch; it must not throw (it settles its items itself)
    * @param maxBatch most items in one flush
    * @param maxConcurrent most flushes running at once (postgres.js pipelines them)
+   * @param delayMs wait this long before a flush (0: right after the current microtasks)
    */
-  constructor(flush: (items: T[]) => Promise<void>, maxBatch = 1000, maxConcurrent = 1) {
+  constructor(flush: (items: T[]) => Promise<void>, { maxBatch = 1000, maxConcurrent = 1, delayMs = 0 } = {}) {
     this.#flush = flush
     this.#maxBatch = maxBatch
     this.#maxConcurrent = maxConcurrent
+    this.#delayMs = delayMs
   }
 
   /** Items waiting for a flush. */
@@ -47,10 +52,12 @@ export class BatchQueue<T> {
   #schedule(): void {
     if (this.#scheduled || this.#running >= this.#maxConcurrent) return
     this.#scheduled = true
-    setImmediate(() => {
+    const run = () => {
       this.#scheduled = false
       this.#run()
-    })
+    }
+    if (this.#delayMs > 0) setTimeout(run, this.#delayMs).unref()
+    else queueMicrotask(run)
   }
 
   #run(): void {

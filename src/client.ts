@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { BatchQueue } from './batch-queue.ts'
 import { assertChannelName } from './channel-name.ts'
-import { booleanArray, createSql, type Sql } from './connection.ts'
+import { booleanArray, createSql, query, type Sql } from './connection.ts'
 import {
   CancelledError,
   ClosedError,
@@ -56,6 +56,12 @@ interface PendingRequest {
 
 /** A reply entry as carried in a NOTIFY: see pgrr_reply and pgrr_reap. */
 type ReplyEntry = [id: string, kind: 'r', json: boolean, body?: string] | [id: string, kind: 'f', code: string | null, message?: string] | [id: string, kind: 'l']
+
+interface SendRow {
+  ord: number
+  id: string | null
+  status: string
+}
 
 interface FetchedRow {
   id: string
@@ -132,17 +138,18 @@ export class Client {
     this.#statements = renderStatements(this.#schema)
     this.#sql = createSql(options, { max: positive(options.poolSize ?? 4, 'poolSize'), dedicated: false })
     this.#listener = new Listener(options)
-    this.#sends = new BatchQueue((batch) => this.#flushSends(batch), 500, 2)
-    this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), 2000)
-    this.#cancels = new BatchQueue((ids) => this.#runQuietly(this.#statements.cancel, [ids]), 2000)
-    this.#fetches = new BatchQueue((ids) => this.#flushFetches(ids), 500)
+    this.#sends = new BatchQueue((batch) => this.#flushSends(batch), { maxBatch: 500, maxConcurrent: 2 })
+    // Acknowledgements ride along with the next send when there is one soon; otherwise on their own.
+    this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), { maxBatch: 5000, delayMs: 20 })
+    this.#cancels = new BatchQueue((ids) => this.#runQuietly(this.#statements.cancel, [ids]), { maxBatch: 2000 })
+    this.#fetches = new BatchQueue((ids) => this.#flushFetches(ids), { maxBatch: 500 })
   }
 
   /** @internal Opens the connections; {@link connect} calls it. */
   async start(): Promise<void> {
     try {
       await assertMigrated(this.#sql, this.#schema)
-      const [row] = await this.#sql.unsafe(this.#statements.notifyPrefix)
+      const [row] = await query(this.#sql, this.#statements.notifyPrefix)
       this.#replyChannel = `${row?.prefix as string}.c${this.#replyChannelSuffix}`
       await this.#listener.start()
     } catch (error) {
@@ -310,9 +317,9 @@ export class Client {
     const live = batch.filter((pending) => !pending.settled)
     if (live.length === 0) return
     const acks = this.#acks.take()
-    let rows: { ord: number; id: string | null; status: string }[]
+    let rows: SendRow[]
     try {
-      rows = (await this.#sql.unsafe(this.#statements.send, [
+      rows = await query<SendRow>(this.#sql, this.#statements.send, [
         this.#replyChannel,
         live.map((p) => p.channel),
         live.map((p) => p.payload),
@@ -321,7 +328,7 @@ export class Client {
         live.map((p) => p.headers),
         live.map((p) => p.maxAttempts),
         acks,
-      ])) as unknown as typeof rows
+      ])
     } catch (error) {
       // The outcome of the insert is unknown: each request ends here, with a typed error.
       const typed = toPgrrError(error)
@@ -394,7 +401,7 @@ export class Client {
 
   async #flushFetches(ids: string[]): Promise<void> {
     try {
-      const rows = (await this.#sql.unsafe(this.#statements.fetch, [ids])) as unknown as FetchedRow[]
+      const rows = await query<FetchedRow>(this.#sql, this.#statements.fetch, [ids])
       this.#applyRows(ids, rows, false)
     } catch (error) {
       this.#logger.warn({ err: error }, 'fetching replies failed; the periodic check retries')
@@ -453,8 +460,8 @@ export class Client {
     if (ids.length === 0) return
     this.#checking = true
     try {
-      await this.#sql.unsafe(this.#statements.reap, [ids])
-      const rows = (await this.#sql.unsafe(this.#statements.fetch, [ids])) as unknown as FetchedRow[]
+      await query(this.#sql, this.#statements.reap, [ids])
+      const rows = await query<FetchedRow>(this.#sql, this.#statements.fetch, [ids])
       this.#applyRows(ids, rows, true)
     } catch (error) {
       this.#logger.warn({ err: error }, 'checking requests in flight failed')
@@ -470,7 +477,7 @@ export class Client {
 
   async #runQuietly(statement: string, parameters: unknown[]): Promise<void> {
     try {
-      await this.#sql.unsafe(statement, parameters as never[])
+      await query(this.#sql, statement, parameters as never[])
     } catch (error) {
       // Left-over rows are swept at their deadline; nothing waits on this.
       this.#logger.warn({ err: error }, 'cleanup statement failed')

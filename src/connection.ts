@@ -72,3 +72,12 @@ export function quoteLiteral(value: string): string {
 export function booleanArray(values: readonly boolean[]): string {
   return '{' + values.map((value) => (value ? 't' : 'f')).join(',') + '}'
 }
+
+/**
+ * Runs one of the library's statements as a named prepared statement: one round trip, planned once per
+ * connection. (postgres.js's `unsafe` otherwise sends an unnamed statement and describes it first, which
+ * costs a second round trip on every call.)
+ */
+export async function query<Row = Record<string, unknown>>(sql: Sql, text: string, parameters: unknown[] = []): Promise<Row[]> {
+  return (await sql.unsafe(text, parameters as never[], { prepare: true })) as unknown as Row[]
+}

@@ -11,7 +11,7 @@
  */
 import { BatchQueue } from './batch-queue.ts'
 import type { ClientContext } from './client.ts'
-import { booleanArray, createSql, type Sql } from './connection.ts'
+import { booleanArray, createSql, query, type Sql } from './connection.ts'
 import { toPgrrError } from './database-error.ts'
 import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, TimeoutError } from './errors.ts'
 import type { ServeOptions } from './options.ts'
@@ -121,7 +121,7 @@ export class Server {
     this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
     this.#onClosed = onClosed
     this.#work = createSql(context.options, { max: 1, dedicated: true, onclose: () => this.#workLost() })
-    this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), 1000, 2)
+    this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
 
   /** Current lifecycle state. */
@@ -169,7 +169,7 @@ export class Server {
     await this.#stopListening()
     const session = this.#session
     if (session !== undefined) {
-      await this.#work.unsafe(this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
+      await query(this.#work, this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
         this.#context.logger.warn({ err: error }, 'unregister failed')
       })
     }
@@ -209,7 +209,7 @@ export class Server {
     const { statements, listener, host } = this.#context
     let rows
     try {
-      rows = await this.#work.unsafe(statements.register, [this.channel, host, process.pid, this.#concurrency])
+      rows = await query(this.#work, statements.register, [this.channel, host, process.pid, this.#concurrency])
     } catch (error) {
       throw toPgrrError(error)
     }
@@ -253,11 +253,11 @@ export class Server {
     this.#claiming = true
     this.#claimAgain = false
     try {
-      const rows = (await this.#work.unsafe(this.#context.statements.claim, [
+      const rows = await query<ClaimedRow>(this.#work, this.#context.statements.claim, [
         session.responderId,
         session.channelId,
         limit,
-      ])) as unknown as ClaimedRow[]
+      ])
       // Rows claimed by a session that has since died were released with it.
       if (session.generation !== this.#generation) return
       for (const row of rows) this.#run(row, session)
@@ -347,7 +347,7 @@ export class Server {
     const current = outcomes.filter((outcome) => session !== undefined && outcome.generation === session.generation)
     if (session === undefined || current.length === 0) return
     try {
-      await this.#work.unsafe(this.#context.statements.reply, [
+      await query(this.#work, this.#context.statements.reply, [
         session.responderId,
         current.map((o) => o.id),
         booleanArray(current.map((o) => o.failed)),
@@ -408,8 +408,8 @@ export class Server {
     try {
       // On the pool, never on the work session: that session holds locks, and a session always gets its
       // own locks, so from there every request it holds would look abandoned.
-      await pool.unsafe(statements.reap, [null])
-      await pool.unsafe(statements.sweep)
+      await query(pool, statements.reap, [null])
+      await query(pool, statements.sweep)
     } catch (error) {
       logger.debug({ err: error }, 'sweep failed')
     }

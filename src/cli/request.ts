@@ -1,0 +1,95 @@
+/** `pgrr request`: sends one request and prints the reply on stdout. */
+import { constants } from 'node:os'
+import { connect, type Client } from '../client.ts'
+import {
+  commonOptions,
+  commonOptionsHelp,
+  connectionFrom,
+  databaseOptions,
+  databaseOptionsHelp,
+  parseCommandArgs,
+  parseHeaders,
+  parseInteger,
+} from './arguments.ts'
+import { writeOut, type Command } from './command.ts'
+import { CliError, exitCodes, UsageError } from './exit-codes.ts'
+
+const help = `Usage: pgrr request <channel> <payload> [options]
+
+Sends <payload> to one responder of <channel>, waits for the reply and prints only the reply on stdout: a
+text reply as is, followed by a newline; any other reply as JSON. A payload of - is read from stdin (sent
+exactly as read). SIGINT (Ctrl-C) while waiting cancels the request (exit code 9).
+
+Options:
+  --timeout <ms>         give up after this long (default: 30000); exit code 4
+  --json                 parse <payload> as JSON and print the reply as JSON
+  --header <k=v>         a header for the handler (ctx.headers); repeatable
+${databaseOptionsHelp}
+${commonOptionsHelp}
+
+Exit codes: 3 no responders, 4 timeout, 5 the handler failed, 6 responder lost, 7 connection,
+8 schema not migrated, 9 cancelled, 10 invalid payload or channel (see pgrr --help).`
+
+const options = {
+  ...commonOptions,
+  ...databaseOptions,
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+  header: { type: 'string', multiple: true },
+} as const
+
+export const requestCommand: Command = {
+  name: 'request',
+  summary: 'send one request and print the reply',
+  help,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs('request', argv, options, true)
+    if (values.help) {
+      await writeOut(`${help}\n`)
+      return exitCodes.ok
+    }
+    if (positionals.length !== 2) {
+      throw new UsageError('request: expected a channel and a payload (pgrr request <channel> <payload>; - reads stdin)')
+    }
+    const [channel, payloadArgument] = positionals as [string, string]
+    const timeoutMs = parseInteger('--timeout', values.timeout)
+    const headers = parseHeaders(values.header)
+    const connection = connectionFrom(values, process.env, 'pgrr request')
+    const text = payloadArgument === '-' ? await readStdin() : payloadArgument
+    const payload: unknown = values.json ? parseJson(text) : text
+
+    const cancel = new AbortController()
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (cancel.signal.aborted) process.exit(128 + constants.signals[signal])
+      cancel.abort(new Error(`interrupted by ${signal}`))
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+    let client: Client | undefined
+    try {
+      client = await connect({ ...connection, poolSize: 1 })
+      const reply = await client.request(channel, payload, { timeoutMs, headers, signal: cancel.signal })
+      await writeOut(typeof reply === 'string' && !values.json ? `${reply}\n` : `${JSON.stringify(reply)}\n`)
+      return exitCodes.ok
+    } finally {
+      // Closing also sends the cancellation of a request given up on, so it is awaited.
+      await client?.close()
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  },
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new CliError(`--json: the payload is not valid JSON: ${(error as Error).message}`, exitCodes.invalidInput)
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
