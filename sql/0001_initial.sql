@@ -563,10 +563,11 @@ $$;
 -- pgrr_claim(responder, channel, limit): take up to limit pending requests of the channel, oldest first.
 -- FOR UPDATE SKIP LOCKED lets competing responders claim concurrently without waiting on each other; each
 -- claimed row gets its request lock (session level, exclusive) inside this same transaction, so the lock
--- is held before anyone can see the row as claimed. Returns the remaining time to the deadline in ms.
+-- is held before anyone can see the row as claimed. Returns the remaining time to the deadline and the
+-- time spent waiting since the request was made, both in ms.
 create function :SCHEMA.pgrr_claim(p_responder int, p_channel_id int, p_limit int)
 returns table (id bigint, payload text, payload_json boolean, headers jsonb, attempt int, remaining_ms int,
-               locked boolean)
+               queued_ms int, locked boolean)
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -588,6 +589,7 @@ begin
    where q.id = picked.id
   returning q.id, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
+            greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int,
             :SCHEMA.pgrr_hold_request_lock(q.id);
 end
 $$;

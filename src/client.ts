@@ -33,6 +33,7 @@ import { decodePayload, encodePayload } from './payload.ts'
 import { Server, type Handler } from './server.ts'
 import { renderStatements, type Statements } from './statements.ts'
 import { toPgrrError } from './database-error.ts'
+import { combineTelemetry, type RequestObservation, type Telemetry } from './telemetry.ts'
 
 interface PendingRequest {
   channel: string
@@ -52,6 +53,7 @@ interface PendingRequest {
   timer?: NodeJS.Timeout
   signal?: AbortSignal
   onAbort?: () => void
+  observation?: RequestObservation
 }
 
 /** A reply entry as carried in a NOTIFY: see pgrr_reply and pgrr_reap. */
@@ -81,6 +83,7 @@ export interface ClientContext {
   /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
   readonly pool: Sql
   readonly logger: Logger
+  readonly telemetry: Telemetry
   readonly host: string
 }
 
@@ -104,6 +107,7 @@ export class Client {
   readonly #options: ClientOptions
   readonly #schema: string
   readonly #logger: Logger
+  readonly #telemetry: Telemetry
   readonly #sql: Sql
   readonly #listener: Listener
   readonly #statements: Statements
@@ -132,6 +136,7 @@ export class Client {
     this.#options = options
     this.#schema = options.schema ?? 'public'
     this.#logger = options.logger ?? silentLogger
+    this.#telemetry = combineTelemetry([options.telemetry ?? []].flat())
     this.#defaultTimeoutMs = positive(options.defaultTimeoutMs ?? 30000, 'defaultTimeoutMs')
     this.#maxInFlight = positive(options.maxInFlight ?? 10000, 'maxInFlight')
     this.#checkIntervalMs = positive(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
@@ -156,7 +161,10 @@ export class Client {
       throw toPgrrError(error)
     }
     await this.#listener.listen(this.#replyChannel, (payload) => this.#onReplies(payload))
-    this.#listener.onReconnect(() => void this.#check(0))
+    this.#listener.onReconnect(() => {
+      this.#telemetry.reconnected?.('listener')
+      void this.#check(0)
+    })
   }
 
   /** @internal What servers of this client share. */
@@ -168,6 +176,7 @@ export class Client {
       listener: this.#listener,
       pool: this.#sql,
       logger: this.#logger,
+      telemetry: this.#telemetry,
       host: hostname(),
     }
   }
@@ -257,11 +266,18 @@ export class Client {
       throw new InvalidOptionError('maxAttempts must be an integer from 1 to 100')
     }
     const encoded = encodePayload(payload)
+    let headers = options.headers
+    let observation: RequestObservation | undefined
+    if (this.#telemetry.requestStarted !== undefined) {
+      headers = { ...headers }
+      observation = this.#telemetry.requestStarted({ channel, headers })
+    }
     return {
       channel,
       payload: encoded.text,
       json: encoded.json,
-      headers: encodeHeaders(options.headers),
+      headers: encodeHeaders(headers),
+      observation,
       maxAttempts,
       timeoutMs,
       startedAt: Date.now(),
@@ -309,8 +325,13 @@ export class Client {
       this.#inFlight--
       this.#slotWaiters.shift()?.()
     }
-    if (outcome instanceof Error) pending.reject(outcome)
-    else pending.resolve(outcome.value)
+    if (outcome instanceof Error) {
+      pending.observation?.end((outcome as { code?: string }).code ?? 'ERROR', outcome)
+      pending.reject(outcome)
+    } else {
+      pending.observation?.end('ok')
+      pending.resolve(outcome.value)
+    }
   }
 
   async #flushSends(batch: PendingRequest[]): Promise<void> {

@@ -40,3 +40,5 @@ export async function serve<Payload = unknown, Reply = unknown>(
     throw error
   }
 }
+export { combineTelemetry } from './telemetry.ts'
+export type { Telemetry, RequestObservation, HandlerObservation, RequestInfo, HandlerInfo, Outcome } from './telemetry.ts'

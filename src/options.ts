@@ -2,6 +2,7 @@
  * Options of the public API. Durations are in milliseconds and say so in their names.
  */
 import type { Logger } from './logger.ts'
+import type { Telemetry } from './telemetry.ts'
 
 /** Where the database is and which install of the protocol to use. */
 export interface ConnectionOptions {
@@ -20,6 +21,8 @@ export interface ConnectionOptions {
   logger?: Logger
   /** `application_name` of the sessions, visible in `pg_stat_activity`. @default 'pgrr' */
   applicationName?: string
+  /** Hook points for metrics and tracing (see `createMetrics()`, `createTracing()`). */
+  telemetry?: Telemetry | readonly Telemetry[]
 }
 
 /** Options of {@link connect}. */

@@ -16,6 +16,7 @@ import { toPgrrError } from './database-error.ts'
 import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, TimeoutError } from './errors.ts'
 import type { ServeOptions } from './options.ts'
 import { decodePayload, encodePayload } from './payload.ts'
+import type { HandlerObservation } from './telemetry.ts'
 
 /** What a handler is told about the request it handles. */
 export interface HandlerContext {
@@ -60,6 +61,7 @@ interface Job {
   controller: AbortController
   timer: NodeJS.Timeout
   done: boolean
+  observation?: HandlerObservation
 }
 
 interface Outcome {
@@ -78,6 +80,7 @@ interface ClaimedRow {
   headers: Record<string, string> | null
   attempt: number
   remaining_ms: number
+  queued_ms: number
 }
 
 const maxBackoffMs = 5000
@@ -260,6 +263,7 @@ export class Server {
       ])
       // Rows claimed by a session that has since died were released with it.
       if (session.generation !== this.#generation) return
+      if (rows.length > 0) this.#context.telemetry.claimed?.(this.channel, rows.length)
       for (const row of rows) this.#run(row, session)
       this.#backlog = rows.length === limit
     } catch (error) {
@@ -298,9 +302,16 @@ export class Server {
       headers: row.headers ?? {},
       signal: controller.signal,
     }
+    job.observation = this.#context.telemetry.handlerStarted?.({
+      channel: this.channel,
+      id: row.id,
+      attempt: row.attempt,
+      headers: context.headers,
+      queuedMs: row.queued_ms,
+    })
     let result: unknown
     try {
-      result = this.#handler(payload, context)
+      result = job.observation === undefined ? this.#handler(payload, context) : job.observation.run(() => this.#handler(payload, context))
     } catch (error) {
       return this.#finish(job, failure(error))
     }
@@ -319,6 +330,7 @@ export class Server {
     job.done = true
     clearTimeout(job.timer)
     this.#jobs.delete(job.id)
+    job.observation?.end(outcome.failed ? (outcome.code ?? 'HANDLER_ERROR') : 'ok', outcome.failed ? outcome.body : undefined)
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
       this.#replies.push({ ...outcome, id: job.id, generation: job.generation })
@@ -333,6 +345,7 @@ export class Server {
     job.done = true
     clearTimeout(job.timer)
     this.#jobs.delete(job.id)
+    job.observation?.end((reason as { code?: string }).code ?? 'ERROR', reason)
     job.controller.abort(reason)
   }
 
@@ -397,6 +410,7 @@ export class Server {
       if (this.#state !== 'reconnecting') return
       this.#failures = 0
       this.#state = 'running'
+      this.#context.telemetry.reconnected?.('responder', this.channel)
       this.#context.logger.info({ responderId: this.#session?.responderId }, 'responder registered again')
       this.#wake()
     }, Math.random() * ceiling)
