@@ -78,7 +78,15 @@ create unlogged table :SCHEMA.pgrr_responder (
   pid int,
   concurrency int,
   backend_pid int not null default pg_backend_pid(),
-  started_at timestamptz not null default now()
+  started_at timestamptz not null default now(),
+  -- Counters the responder reports every few seconds (pgrr_report), for `pgrr status`: kept in memory by
+  -- the responder and written to its own row, so they cost nothing per request.
+  handled_total bigint not null default 0,
+  failed_total bigint not null default 0,
+  handled_last_minute int not null default 0,
+  failed_last_minute int not null default 0,
+  running int not null default 0,
+  reported_at timestamptz
 );
 create index on :SCHEMA.pgrr_responder (channel_id);
 
@@ -531,6 +539,24 @@ begin
   service_channel := :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id;
   control_channel := :SCHEMA.pgrr_notify_prefix() || '.w' || v_responder_id;
   return next;
+end
+$$;
+
+-- pgrr_report(responder, ...): a responder's counters, written to its own row (see pgrr_responder).
+create function :SCHEMA.pgrr_report(
+  p_responder int, p_handled_total bigint, p_failed_total bigint, p_handled_last_minute int,
+  p_failed_last_minute int, p_running int
+) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  update :SCHEMA.pgrr_responder r
+     set handled_total = p_handled_total, failed_total = p_failed_total,
+         handled_last_minute = p_handled_last_minute, failed_last_minute = p_failed_last_minute,
+         running = p_running, reported_at = clock_timestamp()
+   where r.id = p_responder;
 end
 $$;
 

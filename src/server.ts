@@ -16,6 +16,7 @@ import { toPgrrError } from './database-error.ts'
 import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, TimeoutError } from './errors.ts'
 import type { ServeOptions } from './options.ts'
 import { decodePayload, encodePayload } from './payload.ts'
+import { RateWindow } from './rate-window.ts'
 import type { HandlerObservation } from './telemetry.ts'
 
 /** What a handler is told about the request it handles. */
@@ -112,6 +113,10 @@ export class Server {
   #sweepTimer: NodeJS.Timeout | undefined
   #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
+  #handledTotal = 0
+  #failedTotal = 0
+  readonly #handledLastMinute = new RateWindow()
+  readonly #failedLastMinute = new RateWindow()
 
   /** @internal Use `client.serve()` or `serve()`. */
   constructor(context: ClientContext, channel: string, handler: Handler, options: ServeOptions, onClosed: () => void) {
@@ -149,7 +154,10 @@ export class Server {
     this.#removeReconnectHook = this.#context.listener.onReconnect(() => this.#wake())
     this.#pollTimer = setInterval(() => this.#wake(), this.#pollIntervalMs)
     this.#pollTimer.unref()
-    this.#sweepTimer = setInterval(() => void this.#sweep(), this.#sweepIntervalMs)
+    this.#sweepTimer = setInterval(() => {
+      void this.#sweep()
+      void this.#report()
+    }, this.#sweepIntervalMs)
     this.#sweepTimer.unref()
     this.#wake()
   }
@@ -331,6 +339,12 @@ export class Server {
     clearTimeout(job.timer)
     this.#jobs.delete(job.id)
     job.observation?.end(outcome.failed ? (outcome.code ?? 'HANDLER_ERROR') : 'ok', outcome.failed ? outcome.body : undefined)
+    this.#handledTotal++
+    this.#handledLastMinute.add()
+    if (outcome.failed) {
+      this.#failedTotal++
+      this.#failedLastMinute.add()
+    }
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
       this.#replies.push({ ...outcome, id: job.id, generation: job.generation })
@@ -426,6 +440,24 @@ export class Server {
       await query(pool, statements.sweep)
     } catch (error) {
       logger.debug({ err: error }, 'sweep failed')
+    }
+  }
+
+  /** Writes this responder's counters to its row, for `pgrr status`. */
+  async #report(): Promise<void> {
+    const session = this.#session
+    if (this.#state !== 'running' || session === undefined) return
+    try {
+      await query(this.#work, this.#context.statements.report, [
+        session.responderId,
+        this.#handledTotal,
+        this.#failedTotal,
+        this.#handledLastMinute.total(),
+        this.#failedLastMinute.total(),
+        this.#jobs.size,
+      ])
+    } catch (error) {
+      this.#context.logger.debug({ err: error }, 'report failed')
     }
   }
 
