@@ -23,6 +23,12 @@
 --                  responder from claim to the commit of its reply. Awaiters block on it in shared mode.
 --   responder lock (pgrr_ns_responder(), responder id) exclusive, session level, held by a live responder's
 --                  session. It is the presence signal: request() tests it with a shared try-lock.
+--   bell locks     (pgrr_ns_bell(), channel id * 2 + generation % 2) exclusive, session level. One responder
+--                  per channel, the bell holder, holds the bell of the current generation and rings it on
+--                  every claim: in the claim's transaction it takes the next bell, advances the generation
+--                  and moves the current bell to transaction scope, so it is released exactly when the
+--                  claim commits. SQL awaiters of a pending request block on the current bell instead of
+--                  sleeping, and wake the moment a claim commits.
 
 create schema if not exists :SCHEMA;
 
@@ -34,6 +40,15 @@ as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/request') $$;
 create function :SCHEMA.pgrr_ns_responder() returns int
 language sql immutable parallel safe
 as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/responder') $$;
+
+create function :SCHEMA.pgrr_ns_bell() returns int
+language sql immutable parallel safe
+as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/bell') $$;
+
+-- Second lock key of a channel's bell of a generation (see bell locks above).
+create function :SCHEMA.pgrr_bell_key(p_channel_id int, p_generation bigint) returns int
+language sql immutable parallel safe
+as $$ select p_channel_id * 2 + (p_generation % 2)::int $$;
 
 -- Second lock key of a request: the low 31 bits of its id. Two requests share a key only when their ids
 -- differ by a multiple of 2^31 and both are in flight; correctness never depends on the key being unique
@@ -89,6 +104,14 @@ create unlogged table :SCHEMA.pgrr_responder (
   reported_at timestamptz
 );
 create index on :SCHEMA.pgrr_responder (channel_id);
+
+-- Bell generation of each channel (see bell locks above). Updated by the bell holder on every claim; unlogged,
+-- so that costs no WAL.
+create unlogged table :SCHEMA.pgrr_bell (
+  channel_id int primary key,
+  generation bigint not null default 0,
+  holder int
+);
 
 -- Requests in flight. UNLOGGED: no WAL, so no fsync per commit; after a server crash it is empty and every
 -- caller still waiting gets an error (unknown request or connection loss), never a hang.
@@ -310,6 +333,56 @@ exception
 end
 $$;
 
+-- pgrr_wait_bell(channel, generation, timeout_ms): 'free' at once when nobody holds that bell; otherwise
+-- waits until it rings ('rang') or the timeout ('timeout'). Locks: none after return (rolled back
+-- subtransaction, as in pgrr_wait_lock).
+create function :SCHEMA.pgrr_wait_bell(p_channel_id int, p_generation bigint, p_timeout_ms int) returns text
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_key constant int := :SCHEMA.pgrr_bell_key(p_channel_id, p_generation);
+begin
+  if pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_bell(), v_key) then
+    raise exception using errcode = 'PRLK1';
+  end if;
+  perform set_config('lock_timeout', greatest(p_timeout_ms, 1)::text, true);
+  perform pg_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_bell(), v_key);
+  raise exception using errcode = 'PRLK2';
+exception
+  when sqlstate 'PRLK1' then return 'free';
+  when sqlstate 'PRLK2' then return 'rang';
+  when lock_not_available then return 'timeout';
+end
+$$;
+
+-- pgrr_ring(responder, channel): called by pgrr_claim after it claimed rows. The bell holder rings (see bell
+-- locks); a responder that is not the holder becomes it when nobody holds the current bell, else does nothing.
+create function :SCHEMA.pgrr_ring(p_responder int, p_channel_id int) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  b record;
+begin
+  select c.generation, c.holder into b from :SCHEMA.pgrr_bell c where c.channel_id = p_channel_id;
+  if not found then
+    return;
+  end if;
+  if b.holder is distinct from p_responder then
+    if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation)) then
+      return;
+    end if;
+    update :SCHEMA.pgrr_bell c set holder = p_responder where c.channel_id = p_channel_id;
+  end if;
+  perform pg_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation + 1));
+  update :SCHEMA.pgrr_bell c set generation = b.generation + 1 where c.channel_id = p_channel_id;
+  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation)),
+          pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation));
+end
+$$;
+
 -- pgrr_reap(ids): find claimed requests whose request lock nobody holds, i.e. whose responder's session
 -- ended without replying. Each goes back to pending when it has attempts left (NOTIFY on its service
 -- channel) or becomes lost (NOTIFY its TypeScript caller). p_ids null means every claimed request.
@@ -360,8 +433,11 @@ $$;
 --   PR004 the responder's session ended while handling it, PR005 unknown or already consumed id,
 --   PR006 awaited inside the transaction that made the request (it can never be answered there),
 --   PR009 the request was cancelled.
--- Waits without a polling floor once the request is claimed: it blocks on the request lock, which the
--- responder releases exactly when its reply commits. Before the claim it naps 1 ms, doubling to 16 ms.
+-- Waits without a polling floor: before the claim it blocks on the channel's bell, which rings when a claim
+-- of the bell holder commits; once the request is claimed it blocks on the request lock, which the
+-- responder releases exactly when its reply commits. It naps (1 ms, doubling to 16 ms) only when no bell is
+-- held, and wakes at least that often to re-read the request (a claim by another responder than the bell
+-- holder does not ring).
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
 create function :SCHEMA.await_reply(id bigint, timeout interval default null) returns text
 language plpgsql volatile
@@ -374,9 +450,10 @@ declare
   v_until timestamptz;
   v_left_ms int;
   v_nap_ms int := 1;
+  v_generation bigint;
 begin
   loop
-    select q.state, q.reply, q.error_code, q.error_message, q.deadline, q.origin_xact, q.attempt
+    select q.state, q.reply, q.error_code, q.error_message, q.deadline, q.origin_xact, q.attempt, q.channel_id
       into r
       from :SCHEMA.pgrr_request q
      where q.id = v_id;
@@ -417,7 +494,12 @@ begin
     end if;
 
     if r.state = 'pending' then
-      perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
+      -- Wait for the next claim on the channel's bell; nap only when no responder holds it.
+      select b.generation into v_generation from :SCHEMA.pgrr_bell b where b.channel_id = r.channel_id;
+      if v_generation is null
+         or :SCHEMA.pgrr_wait_bell(r.channel_id, v_generation, least(v_nap_ms, v_left_ms)) = 'free' then
+        perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
+      end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
     elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(v_id), v_left_ms) then
       -- The lock is free: the reply has committed, or the responder's session is gone.
@@ -530,6 +612,7 @@ begin
   insert into :SCHEMA.pgrr_channel as c (name) values (p_channel)
     on conflict (name) do nothing;
   select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
+  insert into :SCHEMA.pgrr_bell (channel_id) values (v_channel_id) on conflict do nothing;
   insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency)
     values (v_channel_id, p_host, p_pid, p_concurrency)
     returning pgrr_responder.id into v_responder_id;
@@ -617,6 +700,9 @@ begin
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int,
             :SCHEMA.pgrr_hold_request_lock(q.id);
+  if found then
+    perform :SCHEMA.pgrr_ring(p_responder, p_channel_id);
+  end if;
 end
 $$;
 
