@@ -65,7 +65,17 @@ export function toPgrrError(error: unknown): Error {
     case 'PR009':
       return new CancelledError(message)
   }
-  if (driverConnectionCodes.has(code) || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') {
+  // 08: connection exceptions; 57P01-03: the server shut down or is starting; 28: login refused; 3D000: no
+  // such database. All mean "cannot talk to the database as configured".
+  if (
+    driverConnectionCodes.has(code) ||
+    code.startsWith('08') ||
+    code.startsWith('28') ||
+    code === '3D000' ||
+    code === '57P01' ||
+    code === '57P02' ||
+    code === '57P03'
+  ) {
     return new ConnectionError(`database connection failed: ${message}`, { cause: error })
   }
   // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.

@@ -6,6 +6,7 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { createSql, quoteIdentifier, quoteLiteral, type Sql } from './connection.ts'
+import { toPgrrError } from './database-error.ts'
 import { SchemaVersionError } from './errors.ts'
 import type { ConnectionOptions } from './options.ts'
 
@@ -62,6 +63,8 @@ export async function migrate(options: ConnectionOptions): Promise<MigrateResult
   const sql = createSql(options, { max: 1, dedicated: false })
   try {
     return await migrateWith(sql, schema)
+  } catch (error) {
+    throw toPgrrError(error)
   } finally {
     await sql.end({ timeout: 5 })
   }

@@ -113,6 +113,8 @@ export class Server {
   #sweepTimer: NodeJS.Timeout | undefined
   #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
+  readonly #closedPromise: Promise<void>
+  #resolveClosed!: () => void
   #handledTotal = 0
   #failedTotal = 0
   readonly #handledLastMinute = new RateWindow()
@@ -129,12 +131,18 @@ export class Server {
     this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
     this.#onClosed = onClosed
     this.#work = createSql(context.options, { max: 1, dedicated: true, onclose: () => this.#workLost() })
+    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
 
   /** Current lifecycle state. */
   get state(): ServerState {
     return this.#state
+  }
+
+  /** Resolves once the server is closed (by `close()`, `drain()`, or its client closing). */
+  get closed(): Promise<void> {
+    return this.#closedPromise
   }
 
   /** Handlers running now. */
@@ -214,6 +222,7 @@ export class Server {
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
+    this.#resolveClosed()
   }
 
   async #register(): Promise<void> {

@@ -28,7 +28,12 @@ export const commonOptionsHelp = `  --verbose              print stack traces of
   -h, --help             show this help`
 
 /** parseArgs, strict, with its errors as {@link UsageError}s that name the command. */
-export function parseCommandArgs<T extends OptionSpecs>(command: string, argv: string[], options: T, allowPositionals: boolean) {
+export function parseCommandArgs<T extends OptionSpecs>(
+  command: string,
+  argv: string[],
+  options: T,
+  allowPositionals: boolean,
+): ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: boolean }>> {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals })
   } catch (error) {

@@ -5,7 +5,7 @@
  * (also on SIGINT).
  */
 import { randomBytes } from 'node:crypto'
-import { connect, type Client } from '../client.ts'
+import { connect } from '../client.ts'
 import { createSql, quoteIdentifier, type Sql } from '../connection.ts'
 import { startEmbeddedPostgres } from '../embedded-postgres.ts'
 import { RemoteError } from '../errors.ts'
@@ -31,7 +31,7 @@ ${commonOptionsHelp}`
 
 const options = { ...commonOptions, ...databaseOptions, requests: { type: 'string' } } as const
 
-const width = { call: 44, outcome: 46 }
+const width = { call: 42, outcome: 80 }
 
 export const demoCommand: Command = {
   name: 'demo',
@@ -62,7 +62,10 @@ export const demoCommand: Command = {
       if (!interrupt.signal.aborted) throw error
     } finally {
       const done = await cleanup.run()
-      if (!interrupt.signal.aborted && done.length > 0) print(`\ncleaned up: ${done.join(', ')}`)
+      if (done.length > 0) {
+        if (interrupt.signal.aborted) process.stderr.write(`cleaned up: ${done.join(', ')}\n`)
+        else print(`\ncleaned up: ${done.join(', ')}`)
+      }
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
     }
@@ -143,10 +146,10 @@ async function tour(
   }
 
   const q = quoteIdentifier(schema)
-  section(`SQL: select ${q}.request(channel, payload); select ${q}.await_reply(id)`)
+  section(`SQL: select s.request(channel, payload) as id; select s.await_reply(id)   (s = ${q})`)
   for (const [channel, payload] of [
     ['uppercase', 'from plain sql'],
-    ['embed', 'any language with a driver'],
+    ['embed', 'from any language'],
   ] as const) {
     const { outcome, ms } = await timed(() => sqlRoundTrip(sql, q, channel, payload))
     row(`request('${channel}', '${payload}')`, outcome, ms)
@@ -206,7 +209,7 @@ async function repeat(count: number, signal: AbortSignal, send: () => Promise<un
 function show(reply: unknown): string {
   if (Array.isArray(reply) && reply.length > 4) return `[${reply.slice(0, 4).join(', ')}, …] (${reply.length} numbers)`
   if (typeof reply === 'string' && reply.startsWith('[') && reply.length > 40) {
-    return `'${reply.slice(0, 36)}…' (JSON text)`
+    return `'${reply.split(',').slice(0, 4).join(',')},…]' (JSON text)`
   }
   return JSON.stringify(reply)
 }
@@ -232,7 +235,7 @@ function section(title: string): void {
 
 function row(call: string, outcome: string, ms: number): void {
   const shown = outcome.length > width.outcome ? `${outcome.slice(0, width.outcome - 1)}…` : outcome
-  print(`  ${call.padEnd(width.call)} → ${shown.padEnd(width.outcome)} ${formatMs(ms).padStart(9)}`)
+  print(`  ${call.padEnd(width.call)} ${formatMs(ms).padStart(9)}  → ${shown}`)
 }
 
 function print(line: string): void {

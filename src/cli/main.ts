@@ -88,6 +88,12 @@ function helpCommandFor(name: string | undefined): string {
   return commands.some((command) => command.name === name) ? `pgrr ${name} --help` : 'pgrr --help'
 }
 
+// A reader that goes away (`pgrr demo | head`) must not crash us before cleanup: the rest of the output
+// is dropped and the command finishes normally.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error
+})
+
 const argv = process.argv.slice(2)
 const endOfOptions = argv.indexOf('--')
 const verbose = (endOfOptions === -1 ? argv : argv.slice(0, endOfOptions)).includes('--verbose')
@@ -102,4 +108,5 @@ try {
   if (verbose) process.stderr.write(`${details(error)}\n`)
 }
 // Exit once the output is flushed: a handle a user's handler module left open must not keep us alive.
+if (process.stdout.destroyed) process.exit(code)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)))

@@ -18,7 +18,8 @@ const help = `Usage: pgrr request <channel> <payload> [options]
 
 Sends <payload> to one responder of <channel>, waits for the reply and prints only the reply on stdout: a
 text reply as is, followed by a newline; any other reply as JSON. A payload of - is read from stdin (sent
-exactly as read). SIGINT (Ctrl-C) while waiting cancels the request (exit code 9).
+exactly as read); put -- before a payload that starts with a dash. SIGINT (Ctrl-C) while waiting cancels
+the request (exit code 9).
 
 Options:
   --timeout <ms>         give up after this long (default: 30000); exit code 4

@@ -106,7 +106,9 @@ async function loadHandler(file: string): Promise<Handler> {
     exported = await importFile(resolved)
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error)
-    throw new CliError(`cannot load handler ${file}: ${message.split('\n', 1)[0]}`, exitCodes.error, { cause: error })
+    // Compile errors span lines (esbuild: "Transform failed with 1 error:" then the location): keep one line.
+    const oneLine = message.split('\n').map((line) => line.trim()).filter(Boolean).join(' ')
+    throw new CliError(`cannot load handler ${file}: ${oneLine.slice(0, 500)}`, exitCodes.error, { cause: error })
   }
   // A CommonJS module (or a .ts file compiled as one) arrives wrapped in `default`.
   const nested = (exported.default ?? {}) as Record<string, unknown>

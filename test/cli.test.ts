@@ -1,0 +1,294 @@
+/**
+ * The `pgrr` command line, run as real child processes (`node --import tsx src/cli/main.ts …`) against
+ * DATABASE_URL, in a schema of this file that is dropped at the end. Tests synchronise on what the
+ * processes print (the "serving" line, the handler's "holding" line, serve's debug log), never on sleeps.
+ */
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import path from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import postgres from 'postgres'
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const handlerFixture = 'test/fixtures/cli-handler.ts'
+const databaseUrl = process.env.DATABASE_URL
+if (!databaseUrl) throw new Error('DATABASE_URL is not set: run with `npm test`, or set it to a test database')
+const schema = `pgrr_test_cli_${randomBytes(4).toString('hex')}`
+const timeout = 60_000
+
+/** Every child started, so that `after` can kill what a failed test left running. */
+const children = new Set<ChildProcess>()
+
+interface Exit {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/** A running `pgrr` process whose output is collected and can be waited for. */
+class Cli {
+  readonly child: ChildProcess
+  stdout = ''
+  stderr = ''
+  readonly exited: Promise<Exit>
+  readonly #waiters = new Set<() => void>()
+
+  constructor(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
+    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, DATABASE_URL: databaseUrl, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    children.add(this.child)
+    this.child.stdout?.setEncoding('utf8').on('data', (text: string) => this.#append('stdout', text))
+    this.child.stderr?.setEncoding('utf8').on('data', (text: string) => this.#append('stderr', text))
+    this.child.stdin?.on('error', () => {})
+    this.child.stdin?.end(options.input)
+    this.exited = new Promise((resolve, reject) => {
+      this.child.once('error', reject)
+      this.child.once('close', (code, signal) => {
+        children.delete(this.child)
+        resolve({ code, signal, stdout: this.stdout, stderr: this.stderr })
+        this.#notify()
+      })
+    })
+  }
+
+  /** Resolves once stderr (from character `from` on) matches; rejects if the process exits first. */
+  async waitForStderr(pattern: RegExp, from = 0): Promise<RegExpMatchArray> {
+    for (;;) {
+      const match = this.stderr.slice(from).match(pattern)
+      if (match !== null) return match
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`pgrr exited (${this.child.exitCode ?? this.child.signalCode}) before printing ${pattern}; stderr:\n${this.stderr}`)
+      }
+      await new Promise<void>((resolve) => this.#waiters.add(resolve))
+    }
+  }
+
+  #append(stream: 'stdout' | 'stderr', text: string): void {
+    this[stream] += text
+    this.#notify()
+  }
+
+  #notify(): void {
+    const waiters = [...this.#waiters]
+    this.#waiters.clear()
+    for (const wake of waiters) wake()
+  }
+}
+
+function pgrr(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv }): Promise<Exit> {
+  return new Cli(args, options).exited
+}
+
+/** Asserts the exit code, showing the output when it differs. */
+function assertExit(result: Exit, code: number): void {
+  assert.equal(result.code, code, `expected exit code ${code}, got ${result.code ?? result.signal}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`)
+}
+
+/** Starts `pgrr serve` and resolves once it says it is serving. */
+async function startServe(channel: string, extra: string[] = []): Promise<Cli> {
+  const cli = new Cli(['serve', channel, '--handler', handlerFixture, '--schema', schema, ...extra])
+  await cli.waitForStderr(/serving /)
+  return cli
+}
+
+const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} })
+
+after(async () => {
+  for (const child of children) child.kill('SIGKILL')
+  await admin.unsafe(`drop schema if exists "${schema}" cascade`)
+  await admin.end({ timeout: 5 })
+})
+
+describe('help and usage', () => {
+  test('pgrr --help lists the commands and the exit codes', { timeout }, async () => {
+    const result = await pgrr(['--help'])
+    assertExit(result, 0)
+    for (const command of ['migrate', 'serve', 'request', 'demo', 'bench']) assert.match(result.stdout, new RegExp(`\\n  ${command} `))
+    assert.match(result.stdout, /Exit codes:/)
+    assert.match(result.stdout, /\n +3 +no responders/)
+    assert.match(result.stdout, /\n +10 +invalid payload/)
+  })
+
+  test('pgrr --version prints the package version', { timeout }, async () => {
+    const result = await pgrr(['--version'])
+    assertExit(result, 0)
+    assert.match(result.stdout, /^\d+\.\d+\.\d+/)
+  })
+
+  const expected: Record<string, string[]> = {
+    migrate: ['--database-url', '--schema', '--json'],
+    serve: ['--handler', '--concurrency', '--drain-timeout', '--log-format', '--schema'],
+    request: ['--timeout', '--json', '--header', '--database-url', '--schema'],
+    demo: ['--database-url', '--schema', '--requests'],
+    bench: ['Usage: pgrr bench'],
+  }
+  for (const [command, mentions] of Object.entries(expected)) {
+    test(`pgrr ${command} --help exits 0 and mentions its options`, { timeout }, async () => {
+      const result = await pgrr([command, '--help'])
+      assertExit(result, 0)
+      for (const mention of mentions) assert.ok(result.stdout.includes(mention), `${command} --help should mention ${mention}`)
+    })
+  }
+
+  test('usage errors exit 2 with one line on stderr', { timeout }, async () => {
+    for (const args of [['frobnicate'], ['request', 'greet'], ['request', 'greet', 'x', '--bogus'], ['request', 'greet', 'x', '--timeout', 'soon']]) {
+      const result = await pgrr(args)
+      assertExit(result, 2)
+      assert.match(result.stderr, /^pgrr: .+\n$/)
+    }
+  })
+})
+
+describe('migrate', () => {
+  test('request before migrating exits 8 (schema not migrated)', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'x', '--schema', schema])
+    assertExit(result, 8)
+    assert.match(result.stderr, /^pgrr: .*pgrr migrate/)
+  })
+
+  test('migrates once, then says it is up to date', { timeout }, async () => {
+    const first = await pgrr(['migrate', '--schema', schema])
+    assertExit(first, 0)
+    assert.equal(first.stdout, `migrated schema "${schema}" from version 0 to 1 (applied 0001_initial.sql)\n`)
+    const second = await pgrr(['migrate', '--schema', schema, '--json'])
+    assertExit(second, 0)
+    assert.deepEqual(JSON.parse(second.stdout), { schema, fromVersion: 1, toVersion: 1, applied: [] })
+    const third = await pgrr(['migrate', '--schema', schema])
+    assert.equal(third.stdout, `schema "${schema}" is up to date (version 1)\n`)
+  })
+})
+
+describe('serve and request', () => {
+  let server: Cli
+  before(async () => {
+    server = await startServe('greet', ['--log-level', 'debug'])
+  })
+  after(async () => {
+    server.child.kill('SIGTERM')
+    assertExit(await server.exited, 0)
+  })
+
+  test('request prints exactly the reply', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'world', '--schema', schema])
+    assertExit(result, 0)
+    assert.equal(result.stdout, 'hello world\n')
+  })
+
+  test('headers reach the handler', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'world', '--schema', schema, '--header', 'greeting=hola'])
+    assertExit(result, 0)
+    assert.equal(result.stdout, 'hola world\n')
+  })
+
+  test('--json sends JSON and prints the reply as JSON', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', '{"n":[1,2]}', '--json', '--schema', schema, '--header', 'k=v=w'])
+    assertExit(result, 0)
+    assert.equal(result.stdout, '{"echo":{"n":[1,2]},"headers":{"k":"v=w"}}\n')
+  })
+
+  test('a payload of - is read from stdin', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', '-', '--schema', schema], { input: 'from stdin' })
+    assertExit(result, 0)
+    assert.equal(result.stdout, 'hello from stdin\n')
+  })
+
+  test('invalid JSON with --json exits 10', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', '{nope', '--json', '--schema', schema])
+    assertExit(result, 10)
+    assert.match(result.stderr, /not valid JSON/)
+  })
+
+  test('an invalid channel name exits 10', { timeout }, async () => {
+    const result = await pgrr(['request', '', 'x', '--schema', schema])
+    assertExit(result, 10)
+    assert.match(result.stderr, /^pgrr: invalid channel name/)
+  })
+
+  test('a handler error exits 5 with its code and message', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'fail', '--schema', schema])
+    assertExit(result, 5)
+    assert.equal(result.stdout, '')
+    assert.equal(result.stderr, 'pgrr: the handler failed (BOOM): the handler failed on purpose\n')
+  })
+
+  test('--timeout on a slow handler exits 4', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'slow:30000', '--timeout', '200', '--schema', schema])
+    assertExit(result, 4)
+    assert.match(result.stderr, /^pgrr: no reply within 200 ms\n$/)
+  })
+
+  test('SIGINT while waiting cancels the request and exits 9', { timeout }, async () => {
+    const from = server.stderr.length
+    const request = new Cli(['request', 'greet', 'slow:30000', '--schema', schema])
+    // serve logs each request it starts at debug level: then the request is in flight.
+    await server.waitForStderr(/request started/, from)
+    request.child.kill('SIGINT')
+    const result = await request.exited
+    assertExit(result, 9)
+    assert.match(result.stderr, /cancelled/)
+  })
+})
+
+describe('errors of request and serve', () => {
+  test('request with no responder exits 3', { timeout }, async () => {
+    const result = await pgrr(['request', 'nobody-serves-this', 'x', '--schema', schema])
+    assertExit(result, 3)
+    assert.equal(result.stdout, '')
+    assert.equal(result.stderr, 'pgrr: no responders on channel "nobody-serves-this"\n')
+  })
+
+  test('an unreachable database exits 7', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'x', '--database-url', 'postgres://postgres@127.0.0.1:1/test'])
+    assertExit(result, 7)
+    assert.match(result.stderr, /^pgrr: database connection failed/)
+  })
+
+  test('serve refuses a module without a handler, and a missing file, with exit 1', { timeout }, async () => {
+    const none = await pgrr(['serve', 'greet', '--handler', 'test/fixtures/cli-handler-none.mjs', '--schema', schema])
+    assertExit(none, 1)
+    assert.match(none.stderr, /^pgrr: test\/fixtures\/cli-handler-none\.mjs exports no handler/)
+    const missing = await pgrr(['serve', 'greet', '--handler', 'test/fixtures/cli-no-such-file.ts', '--schema', schema])
+    assertExit(missing, 1)
+    assert.match(missing.stderr, /^pgrr: handler file not found/)
+  })
+})
+
+test('serve drains on SIGTERM: the request in flight gets its reply, serve exits 0', { timeout }, async () => {
+  const server = await startServe('drain', ['--log-format', 'json'])
+  const ready = JSON.parse(server.stderr.split('\n')[0] ?? '') as { level: string; msg: string; channel: string; responderId: number }
+  assert.equal(ready.level, 'info')
+  assert.equal(ready.channel, 'drain')
+  assert.match(ready.msg, /^serving drain \(concurrency 10, responder id \d+\)$/)
+
+  const request = new Cli(['request', 'drain', 'hold', '--schema', schema])
+  // The fixture prints this once it holds the request; it replies only after this process gets SIGTERM.
+  await server.waitForStderr(/cli-handler: holding request/)
+  server.child.kill('SIGTERM')
+  const [served, replied] = await Promise.all([server.exited, request.exited])
+  assertExit(replied, 0)
+  assert.equal(replied.stdout, 'released\n')
+  assertExit(served, 0)
+  assert.match(served.stderr, /"msg":"drained; exiting"/)
+})
+
+test('demo runs against DATABASE_URL, prints replies and drops its schema', { timeout }, async () => {
+  const result = await pgrr(['demo', '--requests', '40'])
+  assertExit(result, 0)
+  assert.match(result.stdout, /uppercase\("hello, postgres"\)\s+\S+ (?:µs|ms)\s+→ "HELLO, POSTGRES"/)
+  assert.match(result.stdout, /→ "FROM PLAIN SQL"/)
+  assert.match(result.stdout, /RemoteError EMPTY_INPUT/)
+  assert.match(result.stdout, /NoRespondersError/)
+  assert.match(result.stdout, /TimeoutError/)
+  assert.match(result.stdout, /TypeScript +40 requests +p50/)
+  const demoSchema = /schema "(pgrr_demo_[0-9a-f]+)"/.exec(result.stdout)?.[1]
+  assert.ok(demoSchema, 'the demo names its schema')
+  assert.match(result.stdout, /cleaned up: .*dropped/)
+  const [row] = await admin`select count(*)::int as n from pg_namespace where nspname = ${demoSchema}`
+  assert.equal(row?.n, 0)
+})
