@@ -85,6 +85,8 @@ export interface ClientContext {
   readonly logger: Logger
   readonly telemetry: Telemetry
   readonly host: string
+  /** LISTEN does not deliver (a transaction pooler): replies are polled for. */
+  readonly polling: boolean
 }
 
 /**
@@ -130,6 +132,8 @@ export class Client {
   readonly #fetches: BatchQueue<string>
   #checkTimer: NodeJS.Timeout | undefined
   #checking = false
+  #polling = false
+  #reapedAt = 0
 
   /** Use {@link connect}. */
   constructor(options: ClientOptions) {
@@ -161,6 +165,13 @@ export class Client {
       throw toPgrrError(error)
     }
     await this.#listener.listen(this.#replyChannel, (payload) => this.#onReplies(payload))
+    if (!(await this.#listenDelivers())) {
+      this.#polling = true
+      this.#logger.warn(
+        { pollIntervalMs: this.#pollIntervalMs() },
+        'LISTEN does not deliver notifications (a transaction pooler?): polling for replies; set sessionConnectionString to a direct URL',
+      )
+    }
     this.#listener.onReconnect(() => {
       this.#telemetry.reconnected?.('listener')
       void this.#check(0)
@@ -178,6 +189,7 @@ export class Client {
       logger: this.#logger,
       telemetry: this.#telemetry,
       host: hostname(),
+      polling: this.#polling,
     }
   }
 
@@ -456,9 +468,33 @@ export class Client {
     }
   }
 
+  /** NOTIFYs itself through the pool and reports whether the LISTEN connection received it. */
+  async #listenDelivers(): Promise<boolean> {
+    const channel = `${this.#replyChannel}p`
+    let received!: () => void
+    const arrived = new Promise<boolean>((resolve) => (received = () => resolve(true)))
+    const unlisten = await this.#listener.listen(channel, () => received())
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await query(this.#sql, 'select pg_notify($1, $2)', [channel, 'probe'])
+      return await Promise.race([arrived, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 2000, false)))])
+    } catch (error) {
+      throw toPgrrError(error)
+    } finally {
+      clearTimeout(timer)
+      await unlisten()
+    }
+  }
+
+  #pollIntervalMs(): number {
+    return this.#options.fallbackPollIntervalMs ?? 50
+  }
+
   #ensureChecking(): void {
     if (this.#checkTimer !== undefined) return
-    this.#checkTimer = setInterval(() => void this.#check(this.#checkIntervalMs), this.#checkIntervalMs)
+    // Polling mode reads every request in flight, often; otherwise only those waiting longer than the interval.
+    const intervalMs = this.#polling ? this.#pollIntervalMs() : this.#checkIntervalMs
+    this.#checkTimer = setInterval(() => void this.#check(this.#polling ? 0 : intervalMs), intervalMs)
     this.#checkTimer.unref()
   }
 
@@ -481,7 +517,11 @@ export class Client {
     if (ids.length === 0) return
     this.#checking = true
     try {
-      await query(this.#sql, this.#statements.reap, [ids])
+      // Reaping tests a lock per claimed request: at most once per checkIntervalMs, even when polling.
+      if (now - this.#reapedAt >= this.#checkIntervalMs) {
+        this.#reapedAt = now
+        await query(this.#sql, this.#statements.reap, [ids])
+      }
       const rows = await query<FetchedRow>(this.#sql, this.#statements.fetch, [ids])
       this.#applyRows(ids, rows, true)
     } catch (error) {

@@ -14,7 +14,7 @@ export type NotificationHandler = (payload: string) => void
 
 export interface ListenerOptions extends ConnectionOptions {
   /** Direct (non-pooled) URL for this session, when the main one goes through a transaction pooler. */
-  listenConnectionString?: string
+  sessionConnectionString?: string
   /** How often the session is asked which channels it listens on, to catch a silent loss. @default 30000 */
   healthCheckIntervalMs?: number
 }
@@ -39,7 +39,7 @@ export class Listener {
     this.#sql = createSql(options, {
       max: 1,
       dedicated: true,
-      connectionString: options.listenConnectionString,
+      connectionString: options.sessionConnectionString,
       onnotify: (channel, payload) => this.#dispatch(channel, payload),
       onclose: () => this.#connectionLost(),
     })

@@ -46,10 +46,17 @@ export interface ClientOptions extends ConnectionOptions {
    */
   checkIntervalMs?: number
   /**
-   * A separate connection string for the LISTEN connection, for when `connectionString` points at a
-   * transaction-pooling PgBouncer (LISTEN needs a real session). @default connectionString
+   * A direct (session) connection string for the sessions that need one: the LISTEN connection and each
+   * responder's session (advisory locks). Set it when `connectionString` points at a transaction-pooling
+   * PgBouncer; requests and acknowledgements then go through the pooler. @default connectionString
    */
-  listenConnectionString?: string
+  sessionConnectionString?: string
+  /**
+   * At start the client checks that LISTEN delivers (it NOTIFYs itself through the pool). When it does
+   * not (LISTEN through a transaction pooler), the client warns and polls for replies this often instead;
+   * responders refuse to start there. @default 50
+   */
+  fallbackPollIntervalMs?: number
 }
 
 /** Options of one request. */

@@ -130,7 +130,12 @@ export class Server {
     this.#sweepIntervalMs = integerOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
     this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
     this.#onClosed = onClosed
-    this.#work = createSql(context.options, { max: 1, dedicated: true, onclose: () => this.#workLost() })
+    this.#work = createSql(context.options, {
+      max: 1,
+      dedicated: true,
+      connectionString: context.options.sessionConnectionString,
+      onclose: () => this.#workLost(),
+    })
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
@@ -157,6 +162,11 @@ export class Server {
 
   /** @internal Registers and starts claiming. */
   async start(): Promise<void> {
+    if (this.#context.polling) {
+      throw new ConnectionError(
+        'responders need a direct session (LISTEN and session advisory locks do not work through a transaction pooler): set sessionConnectionString',
+      )
+    }
     await this.#register()
     this.#state = 'running'
     this.#removeReconnectHook = this.#context.listener.onReconnect(() => this.#wake())
