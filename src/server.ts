@@ -85,6 +85,7 @@ interface ClaimedRow {
 }
 
 const maxBackoffMs = 5000
+const vacuumEveryRequests = 20_000
 
 /** A responder for one channel. Start it with `client.serve()` or `serve()`. */
 export class Server {
@@ -115,6 +116,8 @@ export class Server {
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
   #resolveClosed!: () => void
+  #handledSinceVacuum = 0
+  #vacuuming = false
   #handledTotal = 0
   #failedTotal = 0
   readonly #handledLastMinute = new RateWindow()
@@ -360,6 +363,7 @@ export class Server {
     job.observation?.end(outcome.failed ? (outcome.code ?? 'HANDLER_ERROR') : 'ok', outcome.failed ? outcome.body : undefined)
     this.#handledTotal++
     this.#handledLastMinute.add()
+    if (++this.#handledSinceVacuum >= vacuumEveryRequests) void this.#vacuum()
     if (outcome.failed) {
       this.#failedTotal++
       this.#failedLastMinute.add()
@@ -459,6 +463,26 @@ export class Server {
       await query(pool, statements.sweep)
     } catch (error) {
       logger.debug({ err: error }, 'sweep failed')
+    }
+    if (this.#handledSinceVacuum > 0) await this.#vacuum()
+  }
+
+  /**
+   * Every request leaves a few dead row versions behind. Autovacuum may be slow or off, and until a VACUUM
+   * the claim walks over their index entries, so responders vacuum the table themselves after every
+   * `vacuumEveryRequests` requests and at each sweep. It needs ownership of the table: without it PostgreSQL
+   * only warns and skips, and autovacuum must keep up alone.
+   */
+  async #vacuum(): Promise<void> {
+    if (this.#vacuuming || this.#state !== 'running') return
+    this.#vacuuming = true
+    this.#handledSinceVacuum = 0
+    try {
+      await this.#context.pool.unsafe(this.#context.statements.vacuum)
+    } catch (error) {
+      this.#context.logger.debug({ err: error }, 'vacuum failed')
+    } finally {
+      this.#vacuuming = false
     }
   }
 

@@ -16,6 +16,8 @@ export function renderStatements(schema: string) {
     fetch: `select id, state, reply, reply_json, error_code, error_message from ${s}.pgrr_fetch($1::bigint[])`,
     reap: `select id, state from ${s}.pgrr_reap($1::bigint[])`,
     sweep: `select ${s}.pgrr_sweep() as deleted`,
+    // VACUUM cannot run inside a function; SKIP_LOCKED lets concurrent responders skip rather than queue.
+    vacuum: `vacuum (skip_locked) ${s}.pgrr_request, ${s}.pgrr_bell`,
     register: `select responder_id, channel_id, service_channel, control_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
     unregister: `select ${s}.pgrr_unregister($1::int)`,
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
