@@ -120,7 +120,10 @@ export class Client {
   #replyChannel = ''
   #closed = false
   #inFlight = 0
-  readonly #slotWaiters: (() => void)[] = []
+  /** Requests waiting for a slot (maxInFlight reached, overflow 'wait'), oldest first. */
+  readonly #slotWaiters: PendingRequest[] = []
+  /** Every request not yet settled: queued for a slot, being sent, or waiting for its outcome. */
+  readonly #unsettled = new Set<PendingRequest>()
   /** Requests with an id, by id. */
   readonly #byId = new Map<string, PendingRequest>()
   /** Replies that arrived before pgrr_send returned their id (the two travel on different sessions). */
@@ -221,8 +224,9 @@ export class Client {
         return reject(new TooManyRequestsError(this.#maxInFlight))
       }
       this.#arm(pending)
+      this.#unsettled.add(pending)
       if (this.#inFlight < this.#maxInFlight) this.#admit(pending)
-      else this.#slotWaiters.push(() => this.#admit(pending))
+      else this.#slotWaiters.push(pending)
     })
   }
 
@@ -256,8 +260,8 @@ export class Client {
     clearInterval(this.#checkTimer)
     await Promise.all([...this.#servers].map((server) => server.close()))
     const error = new ClosedError('the client was closed before the reply arrived')
-    for (const waiter of this.#slotWaiters.splice(0)) waiter()
-    for (const pending of [...this.#byId.values()]) this.#settle(pending, error)
+    this.#slotWaiters.length = 0
+    for (const pending of [...this.#unsettled]) this.#giveUp(pending, error)
     await Promise.all([this.#sends.idle(), this.#cancels.idle(), this.#acks.idle()])
     await this.#listener.close()
     await this.#sql.end({ timeout: 5 }).catch(() => undefined)
@@ -312,8 +316,6 @@ export class Client {
   }
 
   #admit(pending: PendingRequest): void {
-    if (pending.settled) return
-    if (this.#closed) return this.#settle(pending, new ClosedError('the client is closed'))
     pending.admitted = true
     this.#inFlight++
     this.#sends.push(pending)
@@ -332,10 +334,14 @@ export class Client {
     pending.settled = true
     clearTimeout(pending.timer)
     if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort)
+    this.#unsettled.delete(pending)
     if (pending.id !== undefined) this.#byId.delete(pending.id)
     if (pending.admitted) {
       this.#inFlight--
-      this.#slotWaiters.shift()?.()
+      // Hand the slot to the oldest waiter that is still waiting.
+      let next: PendingRequest | undefined
+      while ((next = this.#slotWaiters.shift()) !== undefined && next.settled);
+      if (next !== undefined) this.#admit(next)
     }
     if (outcome instanceof Error) {
       pending.observation?.end((outcome as { code?: string }).code ?? 'ERROR', outcome)
