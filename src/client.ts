@@ -264,7 +264,9 @@ export class Client {
     for (const pending of [...this.#unsettled]) this.#giveUp(pending, error)
     await Promise.all([this.#sends.idle(), this.#cancels.idle(), this.#acks.idle()])
     await this.#listener.close()
-    await this.#sql.end({ timeout: 5 }).catch(() => undefined)
+    // Everything this client waits for is settled by now; a short timeout keeps a broken connection from
+    // holding close() up (postgres.js waits out the whole timeout after a connection error).
+    await this.#sql.end({ timeout: 1 }).catch(() => undefined)
   }
 
   #prepare(
@@ -421,7 +423,7 @@ export class Client {
       case 'f':
         if (entry.length < 4) return this.#fetches.push(entry[0])
         this.#acks.push(entry[0])
-        return this.#settle(pending, new RemoteError(entry[2] ?? 'HANDLER_ERROR', entry[3] as string))
+        return this.#settle(pending, remoteError(entry[2], entry[3] as string, pending.timeoutMs))
       case 'l':
         this.#acks.push(entry[0])
         return this.#settle(pending, new ResponderLostError())
@@ -459,7 +461,7 @@ export class Client {
         this.#settleDecoded(pending, row.reply ?? '', row.reply_json)
       } else if (row.state === 'failed') {
         this.#acks.push(row.id)
-        this.#settle(pending, new RemoteError(row.error_code ?? 'HANDLER_ERROR', row.error_message ?? ''))
+        this.#settle(pending, remoteError(row.error_code, row.error_message ?? '', pending.timeoutMs))
       } else if (row.state === 'lost') {
         this.#acks.push(row.id)
         this.#settle(pending, new ResponderLostError())
@@ -565,6 +567,12 @@ function encodeHeaders(headers: Record<string, string> | undefined): string | nu
     if (typeof value !== 'string') throw new InvalidOptionError(`header ${JSON.stringify(key)} must be a string`)
   }
   return encodePayload(headers, 'headers').text
+}
+
+/** A failure written by a responder. Code TIMEOUT means the request reached its deadline there. */
+function remoteError(code: string | null, message: string, timeoutMs: number): PgrrError {
+  if (code === 'TIMEOUT') return new TimeoutError(timeoutMs)
+  return new RemoteError(code ?? 'HANDLER_ERROR', message)
 }
 
 function abortError(signal: AbortSignal): CancelledError {

@@ -298,6 +298,11 @@ export class Server {
       this.#backlog = rows.length === limit
     } catch (error) {
       this.#context.logger.warn({ err: error }, 'claim failed')
+      if (session.generation === this.#generation && !(toPgrrError(error) instanceof ConnectionError)) {
+        // A claim that failed part-way may hold request locks of rows it did not claim (session locks
+        // survive a rollback): only ending the session releases them. The server then registers anew.
+        await this.#work.end({ timeout: 1 }).catch(() => undefined)
+      }
     } finally {
       this.#claiming = false
     }
@@ -314,6 +319,7 @@ export class Server {
       timer: setTimeout(() => {
         const reason = new TimeoutError(row.remaining_ms, 'the request reached its deadline')
         controller.abort(reason)
+        // Code TIMEOUT: callers report it as their own timeout (TimeoutError, SQLSTATE PR002).
         this.#finish(job, { failed: true, body: reason.message, json: false, code: 'TIMEOUT' })
       }, row.remaining_ms),
     }

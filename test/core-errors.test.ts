@@ -1,0 +1,127 @@
+// The typed outcomes a TypeScript caller gets besides a reply: no responders, a handler's error, a timeout,
+// a cancellation; and what each one leaves behind at the responder and in the table.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { CancelledError, NoRespondersError, PgrrError, RemoteError, TimeoutError } from '../src/index.ts'
+import { aborted, clientFor, deferred, rejection, requestRows, serverFor, useTestSchema, waitFor } from './helpers.ts'
+
+const db = useTestSchema('errors')
+
+test('no responders: NoRespondersError at once, and nothing is stored', async (t) => {
+  const client = await clientFor(t, db)
+  const error = await rejection(client.request('nobody.ever', 'x'))
+  assert.ok(error instanceof NoRespondersError, `${error.name}: ${error.message}`)
+  assert.ok(error instanceof PgrrError)
+  assert.equal(error.code, 'NO_RESPONDERS')
+  assert.equal(error.channel, 'nobody.ever')
+  assert.match(error.message, /no responders on channel/)
+
+  // A channel that had a responder, now closed: the same, and still no row.
+  const server = await serverFor(t, db, 'nobody.anymore', () => 'here')
+  assert.equal(await client.request('nobody.anymore', 'x'), 'here')
+  await server.close()
+  const again = await rejection(client.request('nobody.anymore', 'y'))
+  assert.ok(again instanceof NoRespondersError, `${again.name}: ${again.message}`)
+  await waitFor(async () => (await requestRows(db, 'nobody.anymore')).length === 0, { message: 'the answered request is acknowledged' })
+  const [{ count }] = await db.sql.unsafe(`select count(*)::int as count from ${db.quoted}.pgrr_request`) as unknown as [{ count: number }]
+  assert.equal(count, 0, 'no request row was stored for refused requests')
+})
+
+test('a handler error reaches the caller as RemoteError with its code and message', async (t) => {
+  await serverFor(t, db, 'fails', async (payload: unknown) => {
+    switch (payload) {
+      case 'coded':
+        throw Object.assign(new Error('the widget is broken: ünïcode 🎉 "quoted"'), { code: 'E_WIDGET' })
+      case 'plain':
+        throw new Error('plain failure')
+      case 'sync':
+        return Promise.reject(Object.assign(new TypeError('rejected'), { code: 'E_TYPE' }))
+      case 'string':
+        throw 'a thrown string'
+      case 'long': {
+        throw Object.assign(new Error('x'.repeat(5000)), { code: 'E_LONG' }) // too long for the NOTIFY: fetched
+      }
+      default:
+        return 'fine'
+    }
+  })
+  const client = await clientFor(t, db)
+  const cases: [payload: string, code: string, message: string][] = [
+    ['coded', 'E_WIDGET', 'the widget is broken: ünïcode 🎉 "quoted"'],
+    ['plain', 'HANDLER_ERROR', 'plain failure'],
+    ['sync', 'E_TYPE', 'rejected'],
+    ['string', 'HANDLER_ERROR', 'a thrown string'],
+    ['long', 'E_LONG', 'x'.repeat(5000)],
+  ]
+  for (const [payload, code, message] of cases) {
+    const error = await rejection(client.request('fails', payload))
+    assert.ok(error instanceof RemoteError, `${payload}: ${error.name}: ${error.message}`)
+    assert.equal(error.code, 'REMOTE_ERROR')
+    assert.equal(error.remoteCode, code, payload)
+    assert.equal(error.message, message, payload)
+  }
+  assert.equal(await client.request('fails', 'other'), 'fine', 'the responder keeps serving after errors')
+  await waitFor(async () => (await requestRows(db, 'fails')).length === 0, { message: 'failed requests are acknowledged' })
+})
+
+test('timeout: TimeoutError, and the handler is told through its signal after the caller gave up', async (t) => {
+  const events: string[] = []
+  const started = deferred()
+  const handlerSignal = deferred<AbortSignal>()
+  await serverFor(t, db, 'slow', (_payload, ctx) => {
+    handlerSignal.resolve(ctx.signal)
+    started.resolve()
+    ctx.signal.addEventListener('abort', () => events.push('handler signal'))
+    return new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)))
+  })
+  const client = await clientFor(t, db)
+  const error = await rejection(client.request('slow', 'x', { timeoutMs: 300 }))
+  events.push('caller timeout')
+  assert.ok(error instanceof TimeoutError, `${error.name}: ${error.message}`)
+  assert.equal(error.code, 'TIMEOUT')
+  assert.equal(error.timeoutMs, 300)
+  await started.promise
+  const reason = await aborted(await handlerSignal.promise)
+  console.log(`the handler's signal fired with ${(reason as Error).name}: ${(reason as Error).message}`)
+  assert.ok(reason instanceof PgrrError && ['CANCELLED', 'TIMEOUT'].includes(reason.code), `reason: ${String(reason)}`)
+  assert.deepStrictEqual(events, ['caller timeout', 'handler signal'])
+  await waitFor(async () => (await requestRows(db, 'slow')).length === 0, { message: 'the timed-out request is removed' })
+})
+
+test('cancel via AbortSignal: CancelledError, and the cancellation reaches the handler', async (t) => {
+  const started = deferred<AbortSignal>()
+  await serverFor(t, db, 'cancellable', (_payload, ctx) => {
+    started.resolve(ctx.signal)
+    return new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)))
+  })
+  const client = await clientFor(t, db)
+  const controller = new AbortController()
+  const pending = rejection(client.request('cancellable', 'x', { signal: controller.signal, timeoutMs: 30_000 }))
+  const signal = await started.promise
+  assert.equal(signal.aborted, false)
+  controller.abort(new Error('the user went away'))
+  const error = await pending
+  assert.ok(error instanceof CancelledError, `${error.name}: ${error.message}`)
+  assert.equal(error.code, 'CANCELLED')
+  assert.equal((error.cause as Error).message, 'the user went away')
+  // Well before the 30 s deadline: only the caller's cancellation can fire it.
+  const reason = await aborted(signal)
+  assert.ok(reason instanceof CancelledError, `the handler's signal fired with ${String(reason)}`)
+  await waitFor(async () => (await requestRows(db, 'cancellable')).length === 0, { message: 'the cancelled request is removed' })
+  assert.equal(client.inFlight, 0)
+})
+
+test('an already-aborted signal rejects at once, and nothing is sent', async (t) => {
+  let calls = 0
+  await serverFor(t, db, 'never', () => {
+    calls++
+    return 'ran'
+  })
+  const client = await clientFor(t, db)
+  const error = await rejection(client.request('never', 'x', { signal: AbortSignal.abort() }))
+  assert.ok(error instanceof CancelledError, `${error.name}: ${error.message}`)
+  assert.equal(client.inFlight, 0)
+  assert.deepStrictEqual(await requestRows(db, 'never'), [])
+  assert.equal(await client.request('never', 'y'), 'ran')
+  assert.equal(calls, 1, 'only the second request reached the handler')
+})
