@@ -23,6 +23,7 @@ export type PgrrErrorCode =
   | 'SAME_TRANSACTION'
   | 'SCHEMA_VERSION'
   | 'INVALID_OPTION'
+  | 'VALIDATION'
 
 /** Base class of every error this library raises on purpose. */
 export class PgrrError extends Error {
@@ -137,6 +138,19 @@ export class SchemaVersionError extends PgrrError {
 export class InvalidOptionError extends PgrrError {
   constructor(message: string) {
     super('INVALID_OPTION', message)
+  }
+}
+
+/** One problem a validator found: where (a path into the value) and what. */
+export interface ValidationIssue {
+  message: string
+  path: PropertyKey[]
+}
+
+/** A typed service's validator rejected a payload or reply on this side (see `defineService`). */
+export class ValidationError extends PgrrError {
+  constructor(message: string, readonly issues: ValidationIssue[]) {
+    super('VALIDATION', message)
   }
 }
 

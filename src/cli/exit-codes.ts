@@ -52,6 +52,7 @@ const byLibraryCode: Record<PgrrErrorCode, ExitCode> = {
   TOO_MANY_REQUESTS: exitCodes.error,
   UNKNOWN_REQUEST: exitCodes.error,
   SAME_TRANSACTION: exitCodes.error,
+  VALIDATION: exitCodes.invalidInput,
 }
 
 /** Raised by commands for problems of their own: a message for stderr and the exit code. */
