@@ -20,3 +20,6 @@ export * from './errors.ts'
 
 export { combineTelemetry } from './telemetry.ts'
 export type { Telemetry, RequestObservation, HandlerObservation, RequestInfo, HandlerInfo, Outcome } from './telemetry.ts'
+export { createMetrics, type Metrics, type MetricsOptions, type BacklogOptions } from './metrics.ts'
+export { createTracing, type TracingOptions, type TracerLike } from './tracing.ts'
+export { getStatus, type Status, type StatusOptions, type ChannelStatus, type ResponderStatus } from './status.ts'

@@ -24,7 +24,8 @@ type State = 'new' | 'connected' | 'reconnecting' | 'closed'
 const maxBackoffMs = 5000
 
 export class Listener {
-  readonly #sql: Sql
+  readonly #options: ListenerOptions
+  #sql: Sql
   readonly #logger: Logger
   readonly #handlers = new Map<string, Set<NotificationHandler>>()
   readonly #reconnectHooks = new Set<() => void>()
@@ -36,13 +37,8 @@ export class Listener {
 
   constructor(options: ListenerOptions) {
     this.#logger = options.logger ?? silentLogger
-    this.#sql = createSql(options, {
-      max: 1,
-      dedicated: true,
-      connectionString: options.sessionConnectionString,
-      onnotify: (channel, payload) => this.#dispatch(channel, payload),
-      onclose: () => this.#connectionLost(),
-    })
+    this.#options = options
+    this.#sql = this.#createSql()
     this.#healthTimer = setInterval(() => void this.#healthCheck(), options.healthCheckIntervalMs ?? 30000)
     this.#healthTimer.unref()
   }
@@ -109,6 +105,20 @@ export class Listener {
     await this.#sql.end({ timeout: 2 }).catch(() => undefined)
   }
 
+  #createSql(): Sql {
+    const sql: Sql = createSql(this.#options, {
+      max: 1,
+      dedicated: true,
+      connectionString: this.#options.sessionConnectionString,
+      onnotify: (channel, payload) => this.#dispatch(channel, payload),
+      // Only the current instance's session matters; a replaced one closing is expected.
+      onclose: () => {
+        if (sql === this.#sql) this.#connectionLost()
+      },
+    })
+    return sql
+  }
+
   #dispatch(channel: string, payload: string): void {
     const handlers = this.#handlers.get(channel)
     if (handlers === undefined) return
@@ -146,6 +156,11 @@ export class Listener {
     } catch (error) {
       this.#failures++
       this.#logger.warn({ err: error, attempt: this.#failures }, 'LISTEN reconnect failed')
+      // A postgres.js instance whose connection broke during its startup can stay stuck, failing every
+      // later attempt (CONNECT_TIMEOUT): the next attempt gets a fresh instance.
+      const stuck = this.#sql
+      this.#sql = this.#createSql()
+      void stuck.end({ timeout: 0 }).catch(() => undefined)
       if (this.#state !== 'closed') this.#scheduleReconnect()
       return
     }

@@ -98,7 +98,7 @@ export class Server {
   readonly #drainTimeoutMs: number
   readonly #onClosed: () => void
   readonly #closeHooks: (() => Promise<void>)[] = []
-  readonly #work: Sql
+  #work: Sql
   readonly #jobs = new Map<string, Job>()
   readonly #replies: BatchQueue<Outcome>
   #state: ServerState = 'starting'
@@ -133,12 +133,7 @@ export class Server {
     this.#sweepIntervalMs = integerOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
     this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
     this.#onClosed = onClosed
-    this.#work = createSql(context.options, {
-      max: 1,
-      dedicated: true,
-      connectionString: context.options.sessionConnectionString,
-      onclose: () => this.#workLost(),
-    })
+    this.#work = this.#createWork()
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
@@ -301,7 +296,7 @@ export class Server {
       if (session.generation === this.#generation && !(toPgrrError(error) instanceof ConnectionError)) {
         // A claim that failed part-way may hold request locks of rows it did not claim (session locks
         // survive a rollback): only ending the session releases them. The server then registers anew.
-        await this.#work.end({ timeout: 1 }).catch(() => undefined)
+        this.#recycleWork()
       }
     } finally {
       this.#claiming = false
@@ -416,13 +411,35 @@ export class Server {
       // Not a connection problem: a reply the database refused. Ending the session releases every lock it
       // holds, so no caller waits on a reply that cannot be written.
       this.#context.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
-      await this.#work.end({ timeout: 1 }).catch(() => undefined)
+      this.#recycleWork()
     }
+  }
+
+  #createWork(): Sql {
+    const work: Sql = createSql(this.#context.options, {
+      max: 1,
+      dedicated: true,
+      connectionString: this.#context.options.sessionConnectionString,
+      // Only the current instance's session matters; a replaced one closing is expected.
+      onclose: () => {
+        if (work === this.#work) this.#workLost()
+      },
+    })
+    return work
+  }
+
+  /** Ends the work session on purpose (which releases its locks) and carries on with a fresh one. */
+  #recycleWork(): void {
+    const old = this.#work
+    this.#work = this.#createWork()
+    void old.end({ timeout: 1 }).catch(() => undefined)
+    this.#workLost()
   }
 
   /** The work session ended: its locks are gone, so its requests are no longer ours. Register anew. */
   #workLost(): void {
-    if (this.#state === 'closed' || this.#state === 'starting') return
+    // While reconnecting, a registration attempt is already scheduled or running (and retries on failure).
+    if (this.#state === 'closed' || this.#state === 'starting' || this.#state === 'reconnecting') return
     const wasDraining = this.#state === 'draining'
     this.#generation++
     this.#session = undefined
@@ -447,6 +464,10 @@ export class Server {
       } catch (error) {
         this.#failures++
         this.#context.logger.warn({ err: error, attempt: this.#failures }, 'responder registration failed')
+        // A postgres.js instance whose connection broke during its startup can stay stuck: use a fresh one.
+        const stuck = this.#work
+        this.#work = this.#createWork()
+        void stuck.end({ timeout: 0 }).catch(() => undefined)
         if (this.#state === 'reconnecting') this.#scheduleRegister()
         return
       }

@@ -12,8 +12,9 @@ import { classify, exitCodes, exitCodeTable, UsageError } from './exit-codes.ts'
 import { migrateCommand } from './migrate.ts'
 import { requestCommand } from './request.ts'
 import { serveCommand } from './serve.ts'
+import { statusCommand } from './status.ts'
 
-const commands: readonly Command[] = [migrateCommand, serveCommand, requestCommand, demoCommand, benchCommand]
+const commands: readonly Command[] = [migrateCommand, serveCommand, requestCommand, statusCommand, demoCommand, benchCommand]
 
 function usage(): string {
   const width = Math.max(...commands.map((command) => command.name.length))

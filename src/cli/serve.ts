@@ -1,9 +1,12 @@
 /** `pgrr serve`: runs a handler module as a responder until SIGTERM/SIGINT, then drains. */
 import { existsSync } from 'node:fs'
+import { createServer, type Server as HttpServer } from 'node:http'
 import { constants } from 'node:os'
 import path from 'node:path'
+import type { Registry } from 'prom-client'
 import { serve } from '../index.ts'
 import type { Logger } from '../logger.ts'
+import { createMetrics, type Metrics } from '../metrics.ts'
 import type { Handler } from '../server.ts'
 import {
   commonOptions,
@@ -26,8 +29,13 @@ Answers the requests sent to <channel> with a handler module: its default export
 an error reply (the error's message, and its code when it has a string one). The file may be .js, .mjs or
 .ts (TypeScript is loaded with tsx). Several processes may serve one channel: each request goes to one.
 
-Logs go to stderr; payloads are never logged. The first SIGTERM or SIGINT drains (stops taking requests,
-lets running handlers finish, up to --drain-timeout) and exits 0; a second one exits at once.
+Logs go to stderr; payloads are never logged unless --log-payloads is given. The first SIGTERM or SIGINT
+drains (stops taking requests, lets running handlers finish, up to --drain-timeout) and exits 0; a second
+one exits at once.
+
+With --metrics-port, Prometheus metrics are served at http://<host>:<port>/metrics: requests handled by
+outcome, handler and queue-wait durations, handlers running, claim batch sizes, reconnects, the channel's
+backlog read from the database at each scrape, and the process's own metrics (see docs/observability.md).
 
 Options:
   --handler <file>       module exporting the handler (required)
@@ -35,6 +43,10 @@ Options:
   --drain-timeout <ms>   on stop, how long to wait for running handlers before aborting them (default: 30000)
   --log-format <f>       text (default) or json (one JSON object per line)
   --log-level <l>        debug, info (default), warn or error; debug logs every request
+  --log-payloads         log every request at info level with its payload, headers and reply (cut at
+                         2000 characters); payloads may hold personal data: for debugging only
+  --metrics-port <port>  serve Prometheus metrics on this port (0: any free port, logged)
+  --metrics-host <host>  address the metrics server listens on (default: 127.0.0.1)
 ${databaseOptionsHelp}
 ${commonOptionsHelp}`
 
@@ -46,6 +58,9 @@ const options = {
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
   'log-level': { type: 'string' },
+  'log-payloads': { type: 'boolean' },
+  'metrics-port': { type: 'string' },
+  'metrics-host': { type: 'string' },
 } as const
 
 export const serveCommand: Command = {
@@ -65,6 +80,11 @@ export const serveCommand: Command = {
     const drainTimeoutMs = parseInteger('--drain-timeout', values['drain-timeout'], 1)
     const logFormat = oneOf('--log-format', values['log-format'] ?? 'text', ['text', 'json'] as const) as LogFormat
     const logLevel = oneOf('--log-level', values['log-level'] ?? 'info', logLevels) as LogLevel
+    const metricsPort = parseInteger('--metrics-port', values['metrics-port'], 0, 65535)
+    const metricsHost = values['metrics-host'] ?? '127.0.0.1'
+    if (values['metrics-host'] !== undefined && metricsPort === undefined) {
+      throw new UsageError('serve: --metrics-host needs --metrics-port')
+    }
     const connection = connectionFrom(values, process.env, `pgrr serve ${channel}`.slice(0, 63))
 
     const handler = await loadHandler(values.handler)
@@ -72,8 +92,19 @@ export const serveCommand: Command = {
     const stop = watchSignals(logger)
     // Nothing else may keep the process alive once connections are up; serve must never end silently.
     const keepAlive = setInterval(() => {}, 1 << 30)
+    let metrics: Metrics | undefined
+    let metricsServer: HttpServer | undefined
     try {
-      const server = await serve({ ...connection, logger, poolSize: 1 }, channel, logged(handler, logger), {
+      if (metricsPort !== undefined) {
+        metrics = createMetrics({
+          processMetrics: true,
+          backlog: { ...connection, channels: [channel], logger, applicationName: 'pgrr serve metrics' },
+        })
+        // Listening before serving: a port in use fails the command before it takes any request.
+        metricsServer = await listenForScrapes(metrics.registry, metricsHost, metricsPort, logger)
+      }
+      const telemetry = metrics === undefined ? {} : { telemetry: metrics.telemetry }
+      const server = await serve({ ...connection, logger, poolSize: 1, ...telemetry }, channel, logged(handler, logger, values['log-payloads'] ?? false), {
         concurrency,
         drainTimeoutMs,
       })
@@ -82,6 +113,10 @@ export const serveCommand: Command = {
         { channel, schema: connection.schema, concurrency, responderId: server.responderId, pid: process.pid },
         `serving ${channel} (concurrency ${concurrency}, responder id ${server.responderId ?? '?'})`,
       )
+      if (metricsServer !== undefined) {
+        const url = metricsUrl(metricsServer)
+        logger.info({ metrics: url }, `metrics on ${url}`)
+      }
       const signal = await stop.signalled
       logger.info(
         { signal, running: server.running },
@@ -93,8 +128,60 @@ export const serveCommand: Command = {
     } finally {
       clearInterval(keepAlive)
       stop.dispose()
+      if (metricsServer !== undefined) {
+        metricsServer.closeAllConnections()
+        metricsServer.close()
+      }
+      await metrics?.close()
     }
   },
+}
+
+/** A plain node:http server answering GET /metrics from the registry, and 404 elsewhere. */
+async function listenForScrapes(registry: Registry, host: string, port: number, logger: Logger): Promise<HttpServer> {
+  const server = createServer((request, response) => {
+    const pathname = (request.url ?? '/').split('?', 1)[0]
+    if (pathname !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found: the metrics are at /metrics\n')
+      return
+    }
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: 'GET, HEAD' }).end()
+      return
+    }
+    registry.metrics().then(
+      (text) => {
+        response.writeHead(200, { 'content-type': registry.contentType })
+        response.end(request.method === 'HEAD' ? undefined : text)
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'collecting metrics failed')
+        response.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('collecting metrics failed\n')
+      },
+    )
+  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error)
+    throw new CliError(`cannot serve metrics on ${host}:${port}: ${message}`, exitCodes.error, { cause: error })
+  }
+  // A scraper's keep-alive connection must not keep the process up after the drain.
+  server.unref()
+  return server
+}
+
+function metricsUrl(server: HttpServer): string {
+  const address = server.address()
+  if (address === null || typeof address === 'string') return String(address)
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return `http://${host}:${address.port}/metrics`
 }
 
 /** Loads the handler module and picks its handler function, with messages that say what to fix. */
@@ -123,20 +210,40 @@ async function loadHandler(file: string): Promise<Handler> {
   )
 }
 
-/** Logs each request at debug level and each failure at warn; never the payload or the reply. */
-function logged(handler: Handler, logger: Logger): Handler {
+/**
+ * Logs each request at debug level and each failure at warn, without the payload or the reply; with
+ * `payloads`, at info level with the payload, the headers and the reply. The library itself never sees a
+ * logger that could log payloads: this wrapper is the only place they are logged.
+ */
+function logged(handler: Handler, logger: Logger, payloads: boolean): Handler {
+  const perRequest = (fields: object, msg: string) => (payloads ? logger.info(fields, msg) : logger.debug(fields, msg))
   return async (payload, context) => {
     const startedAt = performance.now()
-    logger.debug({ id: context.id, attempt: context.attempt }, 'request started')
+    const ids = { id: context.id, attempt: context.attempt }
+    perRequest(payloads ? { ...ids, headers: context.headers, payload: clip(payload) } : ids, 'request started')
     try {
       const reply = await handler(payload, context)
-      logger.debug({ id: context.id, ms: elapsed(startedAt) }, 'request replied')
+      perRequest(payloads ? { id: context.id, ms: elapsed(startedAt), reply: clip(reply) } : { id: context.id, ms: elapsed(startedAt) }, 'request replied')
       return reply
     } catch (error) {
-      logger.warn({ id: context.id, ms: elapsed(startedAt), err: error }, 'handler failed')
+      logger.warn({ id: context.id, ms: elapsed(startedAt), err: error, ...(payloads ? { payload: clip(payload) } : {}) }, 'handler failed')
       throw error
     }
   }
+}
+
+const maxLoggedChars = 2000
+
+/** A payload or reply as logged: as is when short, else its JSON text cut to 2000 characters. */
+function clip(value: unknown): unknown {
+  let text: string
+  try {
+    text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value))
+  } catch {
+    return '(not serialisable)'
+  }
+  if (text.length <= maxLoggedChars) return value
+  return `${text.slice(0, maxLoggedChars)}… (${text.length} characters)`
 }
 
 interface SignalWatch {

@@ -1,0 +1,259 @@
+/**
+ * What `pgrr status` shows, as data: per channel, the live responders and their counters, the backlog, the
+ * requests being handled and the age of the oldest waiting request, plus how full the server's NOTIFY
+ * queue is. Read-only and cheap: a few aggregate queries over the (small) request table and `pg_locks`.
+ *
+ * A responder is live while its session holds its responder lock (see sql/0001_initial.sql). That is read
+ * from `pg_locks`, which shows every session's advisory locks without taking any: a responder row whose
+ * session died stays in the table until a sweep, but its lock is gone, so it is not listed.
+ *
+ * It reads the tables directly, so it needs a role that may: the schema owner (the role that migrated) or
+ * a superuser. The caller and responder roles of `migrate({ roles })` may not.
+ */
+import { createSql, quoteIdentifier, type Sql } from './connection.ts'
+import { toPgrrError } from './database-error.ts'
+import { InvalidOptionError } from './errors.ts'
+import { assertMigrated } from './migrate.ts'
+import type { ConnectionOptions } from './options.ts'
+
+/** Options of {@link getStatus}. */
+export interface StatusOptions extends ConnectionOptions {
+  /** Only these channels. @default every channel ever served in the schema */
+  channels?: readonly string[]
+  /** Longest a read may take (a statement timeout). @default 5000 */
+  timeoutMs?: number
+}
+
+/** A live responder. */
+export interface ResponderStatus {
+  /** Responder id (a new one after each reconnect). */
+  id: number
+  /** Host name of its process. */
+  host: string | null
+  /** Process id on that host. */
+  pid: number | null
+  /** Most handlers it runs at once. */
+  concurrency: number | null
+  /** Handlers running at its last report. */
+  running: number
+  /** When it registered. */
+  since: Date
+  /** Requests handled (replied or failed) since it registered, at its last report. */
+  handledTotal: number
+  /** Of those, the ones whose handler failed. */
+  failedTotal: number
+  /** Requests handled in the minute before its last report. */
+  handledLastMinute: number
+  /** Of those, the failed ones. */
+  failedLastMinute: number
+  /** Its last report (every `sweepIntervalMs`); null before the first one. */
+  reportedAt: Date | null
+}
+
+/** One channel (service). */
+export interface ChannelStatus {
+  channel: string
+  /** Live responders, by id. */
+  responders: ResponderStatus[]
+  /** Requests waiting to be claimed (pending and not yet past their deadline). */
+  backlog: number
+  /** Requests claimed by a responder and not yet answered. */
+  inFlight: number
+  /** Age of the oldest request of the backlog, in milliseconds; null when the backlog is empty. */
+  oldestPendingMs: number | null
+  /** Requests handled per second over the last minute, by the live responders (from their reports). */
+  requestsPerSecond: number
+  /** Of those, failed per second. */
+  errorsPerSecond: number
+}
+
+/** The state of one install (schema) of the protocol. */
+export interface Status {
+  schema: string
+  /** When it was read (the database's clock). */
+  time: Date
+  /** `pg_notification_queue_usage()`: the fraction (0 to 1) of the server's NOTIFY queue in use. */
+  notificationQueueUsage: number
+  /** Channels by name. */
+  channels: ChannelStatus[]
+}
+
+/** Counts per channel: what the status shows and what the metrics' backlog collector exports. */
+export interface ChannelCounts {
+  channel: string
+  backlog: number
+  inFlight: number
+  oldestPendingMs: number | null
+  liveResponders: number
+}
+
+/** Reads the status once: opens a connection, reads, closes it. */
+export async function getStatus(options: StatusOptions = {}): Promise<Status> {
+  const reader = new StatusReader(options)
+  try {
+    return await reader.read()
+  } finally {
+    await reader.close()
+  }
+}
+
+/** @internal Reads the status repeatedly over one connection (`pgrr status --watch`, the metrics). */
+export class StatusReader {
+  readonly #sql: Sql
+  readonly #schema: string
+  readonly #channels: string[] | null
+  readonly #timeoutMs: number
+  readonly #statements: ReturnType<typeof renderStatusStatements>
+  #checked = false
+
+  constructor(options: StatusOptions) {
+    this.#schema = options.schema ?? 'public'
+    this.#channels = options.channels === undefined ? null : [...options.channels]
+    this.#timeoutMs = options.timeoutMs ?? 5000
+    if (!(Number.isInteger(this.#timeoutMs) && this.#timeoutMs >= 1)) {
+      throw new InvalidOptionError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`)
+    }
+    this.#statements = renderStatusStatements(this.#schema)
+    this.#sql = createSql(options, { max: 1, dedicated: false })
+  }
+
+  /** Per channel counts only (one statement): for the metrics, scraped often. */
+  async counts(): Promise<ChannelCounts[]> {
+    return this.#transaction(async (sql) => {
+      const rows = await sql.unsafe(this.#statements.counts, [this.#channels as never], { prepare: true })
+      return rows.map(toCounts)
+    })
+  }
+
+  /** The whole status. */
+  async read(): Promise<Status> {
+    return this.#transaction(async (sql) => {
+      const [head] = await sql.unsafe(this.#statements.head, [], { prepare: true })
+      const counts = await sql.unsafe(this.#statements.counts, [this.#channels as never], { prepare: true })
+      const responders = await sql.unsafe(this.#statements.responders, [this.#channels as never], { prepare: true })
+      const byChannel = new Map<string, ResponderStatus[]>()
+      for (const row of responders) {
+        const list = byChannel.get(row.channel as string) ?? []
+        list.push(toResponder(row))
+        byChannel.set(row.channel as string, list)
+      }
+      return {
+        schema: this.#schema,
+        time: head!.time as Date,
+        notificationQueueUsage: Number(head!.usage),
+        channels: counts.map((row) => {
+          const { channel, backlog, inFlight, oldestPendingMs } = toCounts(row)
+          const live = byChannel.get(channel) ?? []
+          return {
+            channel,
+            responders: live,
+            backlog,
+            inFlight,
+            oldestPendingMs,
+            requestsPerSecond: live.reduce((sum, r) => sum + r.handledLastMinute, 0) / 60,
+            errorsPerSecond: live.reduce((sum, r) => sum + r.failedLastMinute, 0) / 60,
+          }
+        }),
+      }
+    })
+  }
+
+  async close(): Promise<void> {
+    await this.#sql.end({ timeout: 1 }).catch(() => undefined)
+  }
+
+  /** A read-only transaction bounded by the statement timeout; errors as the library's typed errors. */
+  async #transaction<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
+    try {
+      if (!this.#checked) {
+        await assertMigrated(this.#sql, this.#schema)
+        this.#checked = true
+      }
+      return (await this.#sql.begin('read only', async (tx) => {
+        await tx.unsafe(`select pg_catalog.set_config('statement_timeout', $1, true)`, [String(this.#timeoutMs)])
+        return fn(tx as unknown as Sql)
+      })) as T
+    } catch (error) {
+      throw toPgrrError(error)
+    }
+  }
+}
+
+function renderStatusStatements(schema: string) {
+  const s = quoteIdentifier(schema)
+  // Advisory locks with two int keys show the first in classid and the second in objid, objsubid 2; the
+  // keys are int4 shown as oid, so the namespace is cast the same way. A responder is live when its lock
+  // is granted (held). Filtering pg_locks once and hashing the ids keeps this one scan of the lock table.
+  const live = `
+    live as (
+      select r.id, r.channel_id
+        from ${s}.pgrr_responder r
+       where r.id::oid in (
+               select l.objid
+                 from pg_catalog.pg_locks l
+                where l.locktype = 'advisory' and l.objsubid = 2 and l.granted and l.mode = 'ExclusiveLock'
+                  and l.classid = ${s}.pgrr_ns_responder()::oid
+                  and l.database = (select d.oid from pg_catalog.pg_database d
+                                     where d.datname = pg_catalog.current_database()))
+    )`
+  return {
+    head: `select pg_catalog.now() as time, pg_catalog.pg_notification_queue_usage() as usage`,
+    // Pending requests past their deadline are left out: nobody will claim them, a sweep deletes them.
+    counts: `
+      with ${live},
+      requests as (
+        select q.channel_id,
+               count(*) filter (where q.state = 'pending' and q.deadline > pg_catalog.now()) as backlog,
+               count(*) filter (where q.state = 'claimed') as in_flight,
+               min(q.created_at) filter (where q.state = 'pending' and q.deadline > pg_catalog.now()) as oldest
+          from ${s}.pgrr_request q
+         where q.state in ('pending', 'claimed')
+         group by q.channel_id
+      )
+      select c.name as channel,
+             coalesce(q.backlog, 0)::int as backlog,
+             coalesce(q.in_flight, 0)::int as in_flight,
+             (extract(epoch from pg_catalog.now() - q.oldest) * 1000)::float8 as oldest_pending_ms,
+             (select count(*) from live where live.channel_id = c.id)::int as live_responders
+        from ${s}.pgrr_channel c
+        left join requests q on q.channel_id = c.id
+       where $1::text[] is null or c.name = any ($1::text[])
+       order by c.name`,
+    responders: `
+      with ${live}
+      select c.name as channel, r.id, r.host, r.pid, r.concurrency, r.running, r.started_at,
+             r.handled_total::float8 as handled_total, r.failed_total::float8 as failed_total,
+             r.handled_last_minute, r.failed_last_minute, r.reported_at
+        from live
+        join ${s}.pgrr_responder r on r.id = live.id
+        join ${s}.pgrr_channel c on c.id = r.channel_id
+       where $1::text[] is null or c.name = any ($1::text[])
+       order by c.name, r.id`,
+  }
+}
+
+function toCounts(row: Record<string, unknown>): ChannelCounts {
+  return {
+    channel: row.channel as string,
+    backlog: row.backlog as number,
+    inFlight: row.in_flight as number,
+    oldestPendingMs: row.oldest_pending_ms === null ? null : Math.max(0, Math.round(row.oldest_pending_ms as number)),
+    liveResponders: row.live_responders as number,
+  }
+}
+
+function toResponder(row: Record<string, unknown>): ResponderStatus {
+  return {
+    id: row.id as number,
+    host: row.host as string | null,
+    pid: row.pid as number | null,
+    concurrency: row.concurrency as number | null,
+    running: row.running as number,
+    since: row.started_at as Date,
+    handledTotal: row.handled_total as number,
+    failedTotal: row.failed_total as number,
+    handledLastMinute: row.handled_last_minute as number,
+    failedLastMinute: row.failed_last_minute as number,
+    reportedAt: row.reported_at as Date | null,
+  }
+}

@@ -1,0 +1,200 @@
+// getStatus() (src/status.ts) and `pgrr status`: live responders (liveness = the responder lock is held,
+// read from pg_locks), backlog and in-flight counts while a responder is busy, rates from the responders'
+// reports, responders disappearing once closed, drained or killed, and the CLI's text, JSON and --watch.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { hostname } from 'node:os'
+import { test, type TestContext } from 'node:test'
+import { connect, serve, type Handler, type Server, type ServeOptions } from '../src/index.ts'
+import { getStatus, type ChannelStatus } from '../src/status.ts'
+import { deferred, rejection, repoRoot, startResponderProcess, useTestSchema, waitFor } from './helpers.ts'
+
+const db = useTestSchema('obs_status')
+
+async function responder(t: TestContext, channel: string, handler: Handler, options: ServeOptions = {}): Promise<Server> {
+  const server = await serve(db.options, channel, handler, options)
+  t.after(() => server.close())
+  return server
+}
+
+async function channelStatus(channel: string): Promise<ChannelStatus> {
+  const status = await getStatus({ ...db.options, channels: [channel] })
+  assert.equal(status.channels.length, 1, `status of ${channel}: ${JSON.stringify(status.channels)}`)
+  return status.channels[0]!
+}
+
+async function responderRows(channel: string): Promise<number> {
+  const [row] = await db.sql.unsafe(
+    `select count(*)::int as n from ${db.quoted}.pgrr_responder r join ${db.quoted}.pgrr_channel c on c.id = r.channel_id where c.name = $1`,
+    [channel],
+  )
+  return row!.n as number
+}
+
+test('a live responder is listed with its id, host, pid and concurrency', { timeout: 60_000 }, async (t) => {
+  const before = Date.now()
+  const server = await responder(t, 'obs.s.live', (payload: unknown) => payload, { concurrency: 3 })
+  const status = await getStatus({ ...db.options, channels: ['obs.s.live'] })
+  assert.equal(status.schema, db.schema)
+  assert.ok(status.notificationQueueUsage >= 0 && status.notificationQueueUsage <= 1)
+  assert.ok(Math.abs(status.time.getTime() - Date.now()) < 60_000)
+  const [channel] = status.channels
+  assert.equal(channel?.channel, 'obs.s.live')
+  assert.equal(channel.responders.length, 1)
+  const [live] = channel.responders
+  assert.deepEqual(
+    { id: live!.id, host: live!.host, pid: live!.pid, concurrency: live!.concurrency },
+    { id: server.responderId, host: hostname(), pid: process.pid, concurrency: 3 },
+  )
+  assert.ok(live!.since.getTime() >= before - 5000 && live!.since.getTime() <= Date.now() + 5000)
+  assert.deepEqual({ backlog: channel.backlog, inFlight: channel.inFlight, oldest: channel.oldestPendingMs }, { backlog: 0, inFlight: 0, oldest: null })
+})
+
+test('backlog, in-flight count and oldest waiting age while the responder is busy', { timeout: 60_000 }, async (t) => {
+  const release = deferred()
+  await responder(t, 'obs.s.busy', async (payload: unknown) => {
+    await release.promise
+    return payload
+  }, { concurrency: 1 })
+  const client = await connect({ ...db.options, poolSize: 2 })
+  t.after(() => client.close())
+  const replies = ['1', '2', '3'].map((payload) => client.request('obs.s.busy', payload, { timeoutMs: 30_000 }))
+
+  const busy = await waitFor(async () => {
+    const channel = await channelStatus('obs.s.busy')
+    return channel.backlog === 2 && channel.inFlight === 1 ? channel : undefined
+  }, { message: 'backlog 2 and 1 in flight' })
+  assert.ok(busy.oldestPendingMs !== null && busy.oldestPendingMs >= 0 && busy.oldestPendingMs < 30_000, `oldest ${busy.oldestPendingMs}`)
+  assert.equal(busy.responders.length, 1)
+
+  release.resolve()
+  assert.deepEqual(await Promise.all(replies), ['1', '2', '3'])
+  const idle = await channelStatus('obs.s.busy')
+  assert.deepEqual({ backlog: idle.backlog, inFlight: idle.inFlight, oldest: idle.oldestPendingMs }, { backlog: 0, inFlight: 0, oldest: null })
+})
+
+test('requests and errors per second over the last minute come from the responders\' reports', { timeout: 60_000 }, async (t) => {
+  await responder(t, 'obs.s.rates', (payload: unknown) => {
+    if (payload === 'fail') throw new Error('no')
+    return payload
+  }, { sweepIntervalMs: 100 })
+  const client = await connect({ ...db.options, poolSize: 1 })
+  t.after(() => client.close())
+  for (const payload of ['a', 'b', 'c', 'd', 'e']) await client.request('obs.s.rates', payload)
+  await rejection(client.request('obs.s.rates', 'fail'))
+  const channel = await waitFor(async () => {
+    const status = await channelStatus('obs.s.rates')
+    return status.responders[0]?.handledTotal === 6 ? status : undefined
+  }, { message: 'the responder reported 6 handled' })
+  assert.equal(channel.requestsPerSecond, 6 / 60)
+  assert.equal(channel.errorsPerSecond, 1 / 60)
+  const [live] = channel.responders
+  assert.deepEqual({ failedTotal: live!.failedTotal, handledLastMinute: live!.handledLastMinute, running: live!.running }, { failedTotal: 1, handledLastMinute: 6, running: 0 })
+  assert.ok(live!.reportedAt instanceof Date)
+})
+
+test('a responder disappears once closed (its row stays until a sweep, but its lock is gone) or drained', { timeout: 60_000 }, async (t) => {
+  const first = await responder(t, 'obs.s.gone', (payload: unknown) => payload, { sweepIntervalMs: 600_000 })
+  // No sweep during the test: it would delete the closed responder's row.
+  const second = await responder(t, 'obs.s.gone', (payload: unknown) => payload, { sweepIntervalMs: 600_000 })
+  assert.deepEqual((await channelStatus('obs.s.gone')).responders.map((r) => r.id), [first.responderId, second.responderId].sort((a, b) => a! - b!))
+
+  await first.close()
+  assert.deepEqual((await channelStatus('obs.s.gone')).responders.map((r) => r.id), [second.responderId])
+  assert.equal(await responderRows('obs.s.gone'), 2, 'the closed responder\'s row is still there: liveness is the lock')
+
+  await second.drain()
+  assert.deepEqual((await channelStatus('obs.s.gone')).responders, [])
+})
+
+test('a responder whose process is killed disappears at once', { timeout: 60_000 }, async (t) => {
+  const child = await startResponderProcess({ options: db.options, channel: 'obs.s.killed', behaviour: 'echo' })
+  t.after(() => child.kill())
+  assert.deepEqual((await channelStatus('obs.s.killed')).responders.map((r) => [r.id, r.pid]), [[child.responderId, child.child.pid]])
+  await child.kill()
+  await waitFor(async () => (await channelStatus('obs.s.killed')).responders.length === 0, { timeoutMs: 5000, message: 'the killed responder is gone' })
+})
+
+test('without a channel filter every channel of the schema is listed, by name', { timeout: 60_000 }, async (t) => {
+  await responder(t, 'obs.s.all.b', (payload: unknown) => payload)
+  await responder(t, 'obs.s.all.a', (payload: unknown) => payload)
+  const names = (await getStatus(db.options)).channels.map((c) => c.channel)
+  assert.deepEqual(names, [...names].sort())
+  assert.ok(names.includes('obs.s.all.a') && names.includes('obs.s.all.b'), names.join(', '))
+  const [unmigrated] = [await rejection(getStatus({ ...db.options, schema: 'pgrr_test_no_such_schema' }))]
+  assert.equal(unmigrated!.code, 'SCHEMA_VERSION')
+})
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs `pgrr status …`; `whenStdout` gets the output so far and may return true to send SIGINT. */
+function pgrrStatus(args: string[], whenStdout?: (stdout: string) => boolean): Promise<Run> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'status', '--schema', db.schema, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, DATABASE_URL: db.options.connectionString },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  let signalled = false
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    stdout += text
+    if (!signalled && whenStdout?.(stdout)) {
+      signalled = true
+      child.kill('SIGINT')
+    }
+  })
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text))
+  return new Promise((resolve) => {
+    child.once('close', (code) => {
+      clearTimeout(killer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+test('pgrr status prints a table and the live responders; --json prints the same as JSON', { timeout: 60_000 }, async (t) => {
+  const server = await responder(t, 'obs.s.cli', (payload: unknown) => payload, { concurrency: 4 })
+  const text = await pgrrStatus(['obs.s.cli'])
+  assert.equal(text.code, 0, text.stderr)
+  const lines = text.stdout.split('\n')
+  assert.match(lines[0]!, new RegExp(`^schema ${db.schema} at \\S+Z, NOTIFY queue \\d+\\.\\d+% used$`))
+  assert.match(text.stdout, /^CHANNEL +RESPONDERS +BACKLOG +IN FLIGHT +OLDEST WAITING +REQ\/S +ERR\/S$/m)
+  assert.match(text.stdout, /^obs\.s\.cli +1 +0 +0 +- +0 +0$/m)
+  assert.match(text.stdout, new RegExp(`^  id ${server.responderId} +${hostname()} +pid ${process.pid} +running 0/4 +up `, 'm'))
+
+  const json = await pgrrStatus(['obs.s.cli', '--json'])
+  assert.equal(json.code, 0, json.stderr)
+  const parsed = JSON.parse(json.stdout) as { schema: string; channels: ChannelStatus[] }
+  assert.equal(parsed.schema, db.schema)
+  assert.equal(parsed.channels[0]?.channel, 'obs.s.cli')
+  assert.equal(parsed.channels[0]?.responders[0]?.id, server.responderId)
+})
+
+test('pgrr status --watch prints again every interval until SIGINT, then exits 0', { timeout: 60_000 }, async (t) => {
+  await responder(t, 'obs.s.watch', (payload: unknown) => payload)
+  const json = await pgrrStatus(['--watch', '0.2', '--json', 'obs.s.watch'], (stdout) => stdout.split('\n').length > 3)
+  assert.equal(json.code, 0, json.stderr)
+  const objects = json.stdout.trim().split('\n').map((line) => JSON.parse(line) as { channels: ChannelStatus[] })
+  assert.ok(objects.length >= 3, `${objects.length} lines`)
+  for (const status of objects) assert.equal(status.channels[0]?.channel, 'obs.s.watch')
+
+  const text = await pgrrStatus(['obs.s.watch', '--watch=0.2'], (stdout) => stdout.split('CHANNEL').length > 2)
+  assert.equal(text.code, 0, text.stderr)
+  assert.ok(text.stdout.split('CHANNEL').length > 2)
+})
+
+test('pgrr status: usage errors exit 2, an unmigrated schema exits 8', { timeout: 60_000 }, async () => {
+  const usage = await pgrrStatus(['--watch', '--bogus'])
+  assert.equal(usage.code, 2)
+  assert.match(usage.stderr, /^pgrr: status: /)
+  const badWatch = await pgrrStatus(['--watch=0'])
+  assert.equal(badWatch.code, 2)
+  const unmigrated = await pgrrStatus(['--schema', 'pgrr_test_no_such_schema'])
+  assert.equal(unmigrated.code, 8, unmigrated.stderr)
+})
