@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test'
 import { Registry } from 'prom-client'
 import { connect, serve, type Handler, type Server, type ServeOptions } from '../src/index.ts'
 import { createMetrics, type Metrics } from '../src/metrics.ts'
-import { deferred, knownBug, rejection, useTestSchema, waitFor } from './helpers.ts'
+import { deferred, rejection, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('obs_metrics')
 
@@ -165,9 +165,8 @@ test('a reconnect of a responder session is counted (component responder)', { ti
   assert.equal(await value(metrics.registry, 'pgrr_reconnects_total', { component: 'listener' }), undefined)
 })
 
-knownBug(
+test(
   'a reconnect of the LISTEN session is counted (component listener)',
-  'after pg_terminate_backend the LISTEN session sometimes never comes back: every reconnect attempt of its postgres.js instance fails with CONNECT_TIMEOUT (src/listener.ts)',
   { timeout: 60_000 },
   async (t) => {
     const metrics = metricsFor(t)
