@@ -1,0 +1,113 @@
+// Command-line options of the benchmark, shared by `node --import tsx bench/run.ts` and the `pgrr bench` command.
+import { parseArgs } from 'node:util'
+import { SYSTEM_NAMES, isSystemName, type SystemName } from './systems.ts'
+
+export interface BenchOptions {
+  /** Systems to run, in this order. @default all of them */
+  systems: SystemName[]
+  /** Requests in flight per scenario. @default [1, 16, 64] */
+  concurrency: number[]
+  /** Measured requests per scenario, before a slow system's own cap. @default 10000 (1000 with quick) */
+  count: number
+  /** The whole matrix in under two minutes, with fewer requests. @default false */
+  quick: boolean
+  /** Print one JSON object on stdout instead of the table. @default false */
+  json: boolean
+  /** Regenerate the results section of docs/benchmarks.md and docs/benchmarks.svg. @default false */
+  writeDocs: boolean
+  /** @default $DATABASE_URL or postgres://postgres@127.0.0.1:5432/test */
+  databaseUrl: string
+  /** @default $NATS_URL or nats://127.0.0.1:4222 */
+  natsUrl: string
+  /** @default $AMQP_URL or amqp://guest:guest@127.0.0.1:5672 */
+  amqpUrl: string
+  /** @default $REDIS_URL or redis://127.0.0.1:6379 */
+  redisUrl: string
+  /** Hard cap of each phase (warm-up, then measured) of a scenario. @default 45000 (6000 with quick) */
+  phaseTimeCapMs: number
+}
+
+export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }
+export const FULL_DEFAULTS = { count: 10_000, phaseTimeCapMs: 45_000 }
+
+export const USAGE = `Usage: node --import tsx bench/run.ts [options]
+
+Runs request-reply side by side: the Postgres floors, pgrr (TypeScript and SQL callers), the proof of
+concept, NATS, RabbitMQ and Redis. One responder process and one caller process per system.
+
+  --systems a,b          ${SYSTEM_NAMES.join(', ')} (default: all)
+  --concurrency 1,16,64  requests in flight per scenario (default: 1,16,64)
+  --count n              measured requests per scenario (default: ${FULL_DEFAULTS.count}, quick: ${QUICK_DEFAULTS.count})
+  --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
+  --quick                the whole matrix in under two minutes
+  --json                 one JSON object on stdout instead of the table
+  --write-docs           regenerate docs/benchmarks.md (results section) and docs/benchmarks.svg
+  --database-url url     (default: $DATABASE_URL or postgres://postgres@127.0.0.1:5432/test)
+  --nats-url, --amqp-url, --redis-url   broker addresses (defaults: local, standard ports)
+  --drivers              instead: compare postgres.js with node-postgres (bench/drivers.ts)
+  -h, --help
+
+Progress goes to stderr; stdout carries only the table or the JSON.`
+
+export type ParsedArgs = { kind: 'help' } | { kind: 'drivers'; databaseUrl: string } | { kind: 'bench'; options: BenchOptions }
+
+export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedArgs {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      systems: { type: 'string' },
+      concurrency: { type: 'string' },
+      count: { type: 'string' },
+      'time-cap': { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      'write-docs': { type: 'boolean', default: false },
+      'database-url': { type: 'string' },
+      'nats-url': { type: 'string' },
+      'amqp-url': { type: 'string' },
+      'redis-url': { type: 'string' },
+      drivers: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  if (values.help) return { kind: 'help' }
+  const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+  if (values.drivers) return { kind: 'drivers', databaseUrl }
+
+  const defaults = values.quick ? QUICK_DEFAULTS : FULL_DEFAULTS
+  return {
+    kind: 'bench',
+    options: {
+      systems: values.systems ? parseSystems(values.systems) : [...SYSTEM_NAMES],
+      concurrency: values.concurrency ? parsePositiveList('--concurrency', values.concurrency) : [1, 16, 64],
+      count: values.count ? parsePositive('--count', values.count) : defaults.count,
+      quick: values.quick,
+      json: values.json,
+      writeDocs: values['write-docs'],
+      databaseUrl,
+      natsUrl: values['nats-url'] ?? env.NATS_URL ?? 'nats://127.0.0.1:4222',
+      amqpUrl: values['amqp-url'] ?? env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+      redisUrl: values['redis-url'] ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      phaseTimeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : defaults.phaseTimeCapMs,
+    },
+  }
+}
+
+function parseSystems(text: string): SystemName[] {
+  const names = text.split(',').map((name) => name.trim()).filter(Boolean)
+  for (const name of names) {
+    if (!isSystemName(name)) throw new Error(`--systems: unknown system "${name}" (known: ${SYSTEM_NAMES.join(', ')})`)
+  }
+  return names as SystemName[]
+}
+
+function parsePositiveList(flag: string, text: string): number[] {
+  return text.split(',').map((part) => parsePositive(flag, part.trim()))
+}
+
+function parsePositive(flag: string, text: string): number {
+  const value = Number(text)
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${flag}: expected a positive integer, got "${text}"`)
+  return value
+}

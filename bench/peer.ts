@@ -1,0 +1,39 @@
+// The contract between the benchmark harness and one system under test. Each system implements a caller side
+// and (except `floor-select1`) a responder side; the harness runs each side in its own Node process.
+
+/** Where the servers are and which names to use; the same object is handed to both sides. */
+export interface PeerConfig {
+  databaseUrl: string
+  natsUrl: string
+  amqpUrl: string
+  redisUrl: string
+  /** Schema the orchestrator migrated pgrr into. */
+  pgrrSchema: string
+  /** Schema the orchestrator installed the proof of concept into. */
+  pocSchema: string
+  /** The service name (channel, subject, queue) every system routes on. */
+  service: string
+}
+
+/** A caller connected to its system, sized for `concurrency` requests in flight. */
+export interface CallerSession {
+  /**
+   * Sends one request and resolves with the reply. `worker` (0 ≤ worker < concurrency) identifies the
+   * closed-loop worker making the call, for systems that give each worker its own connection.
+   */
+  call(payload: string, worker: number): Promise<string>
+  close(): Promise<void>
+}
+
+/** A responder serving `config.service` until closed. */
+export interface ResponderSession {
+  /** Version of the server this responder talks to, for the machine description. */
+  serverVersion?: string
+  close(): Promise<void>
+}
+
+export interface Peer {
+  openCaller(config: PeerConfig, concurrency: number): Promise<CallerSession>
+  /** Null for systems without a responder (the `select 1` floor). */
+  startResponder: ((config: PeerConfig) => Promise<ResponderSession>) | null
+}

@@ -1,0 +1,60 @@
+// The database objects a run creates, and their removal: pgrr migrated into its own schema, the proof of
+// concept installed into another, both dropped at the end whatever happened. Also ends any backend the
+// benchmark's children left behind (a killed caller's await_reply may still be sleeping in its backend).
+import type { Sql } from 'postgres'
+import { APPLICATION_NAME_PREFIX, quoteIdentifier, withApplicationName } from './database-url.ts'
+import { installPoc, dropPoc } from './peers/poc/install.ts'
+import type { PgrrCore } from './peers/pgrr-core.ts'
+
+export class BenchSchemas {
+  private pgrrMigrated = false
+  private pocInstalled = false
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly databaseUrl: string,
+    readonly pgrrSchema: string,
+    readonly pocSchema: string,
+  ) {}
+
+  async preparePgrr(core: PgrrCore): Promise<void> {
+    if (this.pgrrMigrated) return
+    // Start from nothing: a schema left by an older core could be at another version.
+    await this.sql.unsafe(`drop schema if exists ${quoteIdentifier(this.pgrrSchema)} cascade`)
+    this.pgrrMigrated = true
+    await core.migrate({ connectionString: withApplicationName(this.databaseUrl, 'migrate'), schema: this.pgrrSchema })
+  }
+
+  async preparePoc(): Promise<void> {
+    if (this.pocInstalled) return
+    this.pocInstalled = true
+    await installPoc(this.sql, this.pocSchema)
+  }
+
+  async dropPoc(): Promise<void> {
+    if (!this.pocInstalled) return
+    await this.terminateLeftoverBackends()
+    await dropPoc(this.sql, this.pocSchema)
+    this.pocInstalled = false
+  }
+
+  /** Drops everything this run created. Never throws: it runs in `finally`, after the interesting error. */
+  async dropAll(): Promise<string[]> {
+    const problems: string[] = []
+    await this.terminateLeftoverBackends().catch((error: unknown) => problems.push(String(error)))
+    if (this.pocInstalled) await this.dropPoc().catch((error: unknown) => problems.push(`dropping ${this.pocSchema}: ${String(error)}`))
+    if (this.pgrrMigrated) {
+      await this.sql
+        .unsafe(`drop schema if exists ${quoteIdentifier(this.pgrrSchema)} cascade`)
+        .then(() => (this.pgrrMigrated = false))
+        .catch((error: unknown) => problems.push(`dropping ${this.pgrrSchema}: ${String(error)}`))
+    }
+    return problems
+  }
+
+  private async terminateLeftoverBackends(): Promise<void> {
+    await this.sql`
+      select pg_terminate_backend(pid) from pg_stat_activity
+      where application_name like ${`${APPLICATION_NAME_PREFIX}-%`} and pid <> pg_backend_pid()`
+  }
+}
