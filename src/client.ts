@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { BatchQueue } from './batch-queue.ts'
 import { assertChannelName } from './channel-name.ts'
-import { booleanArray, createSql, query, type Sql } from './connection.ts'
+import { createPool, endPool, query, type Pool } from './database.ts'
 import {
   CancelledError,
   ClosedError,
@@ -27,7 +27,7 @@ import {
 } from './errors.ts'
 import { Listener } from './listener.ts'
 import { silentLogger, type Logger } from './logger.ts'
-import { assertMigrated } from './migrate.ts'
+import { assertMigrated } from './schema-version.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
 import { decodePayload, encodePayload } from './payload.ts'
 import { Server, type Handler } from './server.ts'
@@ -81,7 +81,9 @@ export interface ClientContext {
   readonly statements: Statements
   readonly listener: Listener
   /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
-  readonly pool: Sql
+  readonly pool: Pool
+  /** Whether pooled statements are prepared (see the `prepare` option). */
+  readonly prepare: boolean
   readonly logger: Logger
   readonly telemetry: Telemetry
   readonly host: string
@@ -110,7 +112,8 @@ export class Client {
   readonly #schema: string
   readonly #logger: Logger
   readonly #telemetry: Telemetry
-  readonly #sql: Sql
+  readonly #pool: Pool
+  readonly #prepareStatements: boolean
   readonly #listener: Listener
   readonly #statements: Statements
   readonly #defaultTimeoutMs: number
@@ -148,7 +151,8 @@ export class Client {
     this.#maxInFlight = positive(options.maxInFlight ?? 10000, 'maxInFlight')
     this.#checkIntervalMs = positive(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
     this.#statements = renderStatements(this.#schema)
-    this.#sql = createSql(options, { max: positive(options.poolSize ?? 4, 'poolSize'), dedicated: false })
+    this.#pool = createPool(options, positive(options.poolSize ?? 4, 'poolSize'))
+    this.#prepareStatements = options.prepare ?? true
     this.#listener = new Listener(options)
     this.#sends = new BatchQueue((batch) => this.#flushSends(batch), { maxBatch: 500, maxConcurrent: 2 })
     // Acknowledgements ride along with the next send when there is one soon; otherwise on their own.
@@ -160,8 +164,8 @@ export class Client {
   /** @internal Opens the connections; {@link connect} calls it. */
   async start(): Promise<void> {
     try {
-      await assertMigrated(this.#sql, this.#schema)
-      const [row] = await query(this.#sql, this.#statements.notifyPrefix)
+      await assertMigrated(this.#pool, this.#schema)
+      const [row] = await this.#query(this.#statements.notifyPrefix)
       this.#replyChannel = `${row?.prefix as string}.c${this.#replyChannelSuffix}`
       await this.#listener.start()
     } catch (error) {
@@ -188,7 +192,8 @@ export class Client {
       schema: this.#schema,
       statements: this.#statements,
       listener: this.#listener,
-      pool: this.#sql,
+      pool: this.#pool,
+      prepare: this.#prepareStatements,
       logger: this.#logger,
       telemetry: this.#telemetry,
       host: hostname(),
@@ -266,7 +271,7 @@ export class Client {
     await this.#listener.close()
     // Everything this client waits for is settled by now; a short timeout keeps a broken connection from
     // holding close() up (postgres.js waits out the whole timeout after a connection error).
-    await this.#sql.end({ timeout: 1 }).catch(() => undefined)
+    await endPool(this.#pool)
   }
 
   #prepare(
@@ -360,11 +365,11 @@ export class Client {
     const acks = this.#acks.take()
     let rows: SendRow[]
     try {
-      rows = await query<SendRow>(this.#sql, this.#statements.send, [
+      rows = await this.#query<SendRow>(this.#statements.send, [
         this.#replyChannel,
         live.map((p) => p.channel),
         live.map((p) => p.payload),
-        booleanArray(live.map((p) => p.json)),
+        live.map((p) => p.json),
         live.map((p) => p.timeoutMs),
         live.map((p) => p.headers),
         live.map((p) => p.maxAttempts),
@@ -442,7 +447,7 @@ export class Client {
 
   async #flushFetches(ids: string[]): Promise<void> {
     try {
-      const rows = await query<FetchedRow>(this.#sql, this.#statements.fetch, [ids])
+      const rows = await this.#query<FetchedRow>(this.#statements.fetch, [ids])
       this.#applyRows(ids, rows, false)
     } catch (error) {
       this.#logger.warn({ err: error }, 'fetching replies failed; the periodic check retries')
@@ -484,7 +489,7 @@ export class Client {
     const unlisten = await this.#listener.listen(channel, () => received())
     let timer: NodeJS.Timeout | undefined
     try {
-      await query(this.#sql, 'select pg_notify($1, $2)', [channel, 'probe'])
+      await this.#query('select pg_notify($1, $2)', [channel, 'probe'])
       return await Promise.race([arrived, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 2000, false)))])
     } catch (error) {
       throw toPgrrError(error)
@@ -528,15 +533,19 @@ export class Client {
       // Reaping tests a lock per claimed request: at most once per checkIntervalMs, even when polling.
       if (now - this.#reapedAt >= this.#checkIntervalMs) {
         this.#reapedAt = now
-        await query(this.#sql, this.#statements.reap, [ids])
+        await this.#query(this.#statements.reap, [ids])
       }
-      const rows = await query<FetchedRow>(this.#sql, this.#statements.fetch, [ids])
+      const rows = await this.#query<FetchedRow>(this.#statements.fetch, [ids])
       this.#applyRows(ids, rows, true)
     } catch (error) {
       this.#logger.warn({ err: error }, 'checking requests in flight failed')
     } finally {
       this.#checking = false
     }
+  }
+
+  #query<Row = Record<string, unknown>>(text: string, values: unknown[] = []): Promise<Row[]> {
+    return query<Row>(this.#pool, text, values, this.#prepareStatements)
   }
 
   #purgeEarly(): void {
@@ -546,7 +555,7 @@ export class Client {
 
   async #runQuietly(statement: string, parameters: unknown[]): Promise<void> {
     try {
-      await query(this.#sql, statement, parameters as never[])
+      await this.#query(statement, parameters)
     } catch (error) {
       // Left-over rows are swept at their deadline; nothing waits on this.
       this.#logger.warn({ err: error }, 'cleanup statement failed')

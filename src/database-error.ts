@@ -25,7 +25,7 @@ interface DriverError {
   errno?: string
 }
 
-// postgres.js's own codes for a broken or unreachable connection.
+// Codes of the drivers and of Node for a broken or unreachable connection.
 const driverConnectionCodes = new Set([
   'CONNECTION_CLOSED',
   'CONNECTION_ENDED',
@@ -79,6 +79,10 @@ export function toPgrrError(error: unknown): Error {
     return new ConnectionError(`database connection failed: ${message}`, { cause: error })
   }
   // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
+  // node-postgres reports a broken connection without a code.
+  if (code === '' && /connection terminated|not queryable|client was closed|connection timeout|ended by the server/i.test(message)) {
+    return new ConnectionError(`database connection failed: ${message}`, { cause: error })
+  }
   if (code === '42883' || code === '42P01' || code === '3F000') {
     return new SchemaVersionError(`the pg-request-reply schema is missing or incomplete (${message}): run \`pgrr migrate\``)
   }

@@ -1,10 +1,10 @@
 /**
  * The one LISTEN connection of a client process: a dedicated session outside the pool that every caller
  * and responder of the client shares. NOTIFY is only a hint, so what matters here is knowing when hints may
- * have been missed: after the connection breaks it reconnects with jittered backoff, LISTENs again on every
- * channel, and then runs the reconnect hooks, which re-read the table (the truth).
+ * have been missed: after the connection breaks it reconnects with jittered backoff on a new session,
+ * LISTENs again on every channel, and then runs the reconnect hooks, which re-read the table (the truth).
  */
-import { createSql, quoteIdentifier, type Sql } from './connection.ts'
+import { createSession, endSession, query, quoteIdentifier, type Session } from './database.ts'
 import { ClosedError, ConnectionError } from './errors.ts'
 import { silentLogger, type Logger } from './logger.ts'
 import type { ConnectionOptions } from './options.ts'
@@ -25,20 +25,19 @@ const maxBackoffMs = 5000
 
 export class Listener {
   readonly #options: ListenerOptions
-  #sql: Sql
   readonly #logger: Logger
   readonly #handlers = new Map<string, Set<NotificationHandler>>()
   readonly #reconnectHooks = new Set<() => void>()
   readonly #healthTimer: NodeJS.Timeout
+  #session: Session | undefined
   #state: State = 'new'
   #failures = 0
   #retryTimer: NodeJS.Timeout | undefined
-  #reconnecting: Promise<void> | undefined
+  #reconnecting = false
 
   constructor(options: ListenerOptions) {
-    this.#logger = options.logger ?? silentLogger
     this.#options = options
-    this.#sql = this.#createSql()
+    this.#logger = options.logger ?? silentLogger
     this.#healthTimer = setInterval(() => void this.#healthCheck(), options.healthCheckIntervalMs ?? 30000)
     this.#healthTimer.unref()
   }
@@ -51,7 +50,7 @@ export class Listener {
   /** Opens the session. Throws `ConnectionError` when the database cannot be reached. */
   async start(): Promise<void> {
     try {
-      await this.#sql`select 1`
+      this.#session = await this.#connect([])
       this.#state = 'connected'
     } catch (error) {
       throw new ConnectionError(`cannot open the LISTEN connection: ${(error as Error).message}`, { cause: error })
@@ -68,11 +67,12 @@ export class Listener {
     }
     handlers.add(handler)
     // While reconnecting, the reconnect LISTENs on every registered channel, this one included.
-    if (handlers.size === 1 && this.#state === 'connected') {
+    const session = this.#session
+    if (handlers.size === 1 && this.#state === 'connected' && session !== undefined) {
       try {
-        await this.#sql.unsafe(`listen ${quoteIdentifier(channel)}`)
+        await query(session, `listen ${quoteIdentifier(channel)}`, [], false)
       } catch (error) {
-        if (this.#state === 'connected') {
+        if (this.#state === 'connected' && session === this.#session) {
           handlers.delete(handler)
           throw new ConnectionError(`LISTEN failed: ${(error as Error).message}`, { cause: error })
         }
@@ -83,7 +83,8 @@ export class Listener {
       if (current === undefined || !current.delete(handler) || current.size > 0) return
       this.#handlers.delete(channel)
       if (this.#state === 'connected') {
-        await this.#sql.unsafe(`unlisten ${quoteIdentifier(channel)}`).catch(() => undefined)
+        const session = this.#session
+        if (session !== undefined) await query(session, `unlisten ${quoteIdentifier(channel)}`, [], false).catch(() => undefined)
       }
     }
   }
@@ -102,21 +103,29 @@ export class Listener {
     clearTimeout(this.#retryTimer)
     this.#handlers.clear()
     this.#reconnectHooks.clear()
-    await this.#sql.end({ timeout: 2 }).catch(() => undefined)
+    const session = this.#session
+    this.#session = undefined
+    if (session !== undefined) await endSession(session)
   }
 
-  #createSql(): Sql {
-    const sql: Sql = createSql(this.#options, {
-      max: 1,
-      dedicated: true,
-      connectionString: this.#options.sessionConnectionString,
-      onnotify: (channel, payload) => this.#dispatch(channel, payload),
-      // Only the current instance's session matters; a replaced one closing is expected.
-      onclose: () => {
-        if (sql === this.#sql) this.#connectionLost()
+  /** A new session listening on `channels`. */
+  async #connect(channels: string[]): Promise<Session> {
+    const session: Session = createSession(this.#options, {
+      onNotification: (channel, payload) => {
+        if (session === this.#session) this.#dispatch(channel, payload)
+      },
+      onEnd: () => {
+        if (session === this.#session) this.#connectionLost()
       },
     })
-    return sql
+    try {
+      await session.connect()
+      if (channels.length > 0) await query(session, channels.map((channel) => `listen ${quoteIdentifier(channel)}`).join(';'), [], false)
+    } catch (error) {
+      await endSession(session)
+      throw error
+    }
+    return session
   }
 
   #dispatch(channel: string, payload: string): void {
@@ -135,39 +144,43 @@ export class Listener {
     if (this.#state === 'closed' || this.#state === 'new') return
     if (this.#state === 'connected') this.#logger.warn('LISTEN connection lost; reconnecting')
     this.#state = 'reconnecting'
+    this.#session = undefined
     this.#scheduleReconnect()
   }
 
   #scheduleReconnect(): void {
-    if (this.#retryTimer !== undefined || this.#reconnecting !== undefined || this.#state === 'closed') return
+    if (this.#retryTimer !== undefined || this.#reconnecting || this.#state === 'closed') return
     // Full jitter: processes that lost the server together do not come back together.
     const ceiling = Math.min(maxBackoffMs, 50 * 2 ** this.#failures)
     const delay = this.#failures === 0 ? Math.random() * 50 : Math.random() * ceiling
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined
-      this.#reconnecting = this.#reconnect().finally(() => (this.#reconnecting = undefined))
+      void this.#reconnect()
     }, delay)
   }
 
   async #reconnect(): Promise<void> {
-    const statements = [...this.#handlers.keys()].map((channel) => `listen ${quoteIdentifier(channel)}`)
+    this.#reconnecting = true
+    let session: Session
     try {
-      await this.#sql.unsafe(statements.length > 0 ? statements.join(';') : 'select 1')
+      session = await this.#connect([...this.#handlers.keys()])
     } catch (error) {
       this.#failures++
       this.#logger.warn({ err: error, attempt: this.#failures }, 'LISTEN reconnect failed')
-      // A postgres.js instance whose connection broke during its startup can stay stuck, failing every
-      // later attempt (CONNECT_TIMEOUT): the next attempt gets a fresh instance.
-      const stuck = this.#sql
-      this.#sql = this.#createSql()
-      void stuck.end({ timeout: 0 }).catch(() => undefined)
+      this.#reconnecting = false
       if (this.#state !== 'closed') this.#scheduleReconnect()
       return
     }
-    if (this.#state === 'closed') return
+    this.#reconnecting = false
+    if (this.#state === 'closed') return void endSession(session)
+    this.#session = session
     this.#failures = 0
     this.#state = 'connected'
-    this.#logger.info({ channels: statements.length }, 'LISTEN connection restored')
+    this.#logger.info({ channels: this.#handlers.size }, 'LISTEN connection restored')
+    this.#runReconnectHooks()
+  }
+
+  #runReconnectHooks(): void {
     for (const hook of this.#reconnectHooks) {
       try {
         hook()
@@ -178,18 +191,19 @@ export class Listener {
   }
 
   async #healthCheck(): Promise<void> {
-    if (this.#state !== 'connected') return
+    const session = this.#session
+    if (this.#state !== 'connected' || session === undefined) return
     try {
-      const rows = await this.#sql`select pg_listening_channels() as channel`
-      const listening = new Set(rows.map((row) => row.channel as string))
+      const rows = await query<{ channel: string }>(session, 'select pg_listening_channels() as channel', [], false)
+      const listening = new Set(rows.map((row) => row.channel))
       const missing = [...this.#handlers.keys()].filter((channel) => !listening.has(channel))
-      if (missing.length > 0 && this.#state === 'connected') {
+      if (missing.length > 0 && session === this.#session) {
         this.#logger.warn({ missing }, 'LISTEN registrations missing; listening again')
-        await this.#sql.unsafe(missing.map((channel) => `listen ${quoteIdentifier(channel)}`).join(';'))
-        for (const hook of this.#reconnectHooks) hook()
+        await query(session, missing.map((channel) => `listen ${quoteIdentifier(channel)}`).join(';'), [], false)
+        this.#runReconnectHooks()
       }
     } catch (error) {
-      // A broken session also fires onclose, which reconnects; this only records it.
+      // A broken session also ends, which reconnects; this only records it.
       this.#logger.debug({ err: error }, 'LISTEN health check failed')
     }
   }

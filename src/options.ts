@@ -2,6 +2,7 @@
  * Options of the public API. Durations are in milliseconds and say so in their names.
  */
 import type { Logger } from './logger.ts'
+import type { ConnectionOptions as ConnectionOptionsTls } from 'node:tls'
 import type { Telemetry } from './telemetry.ts'
 
 /** Where the database is and which install of the protocol to use. */
@@ -13,8 +14,11 @@ export interface ConnectionOptions {
   database?: string
   user?: string
   password?: string
-  /** TLS: `true`, `'require'`, `'prefer'`, or options for `tls.connect`. @default false */
-  ssl?: boolean | 'require' | 'allow' | 'prefer' | 'verify-full' | object
+  /**
+   * TLS: `true`, or options for `tls.connect` (e.g. `{ rejectUnauthorized: false }`). `sslmode` in the
+   * connection string works too. @default false
+   */
+  ssl?: boolean | ConnectionOptionsTls
   /** Schema the protocol was migrated into. @default 'public' */
   schema?: string
   /** Receives the library's log records (pino-compatible). Nothing is logged without it. */
@@ -23,6 +27,13 @@ export interface ConnectionOptions {
   applicationName?: string
   /** Hook points for metrics and tracing (see `createMetrics()`, `createTracing()`). */
   telemetry?: Telemetry | readonly Telemetry[]
+  /**
+   * Named prepared statements on pooled connections (each statement parsed and planned once per
+   * connection). Set `false` when `connectionString` goes through a transaction pooler that does not track
+   * them (PgBouncer before 1.21, or without `max_prepared_statements`). Dedicated sessions always prepare.
+   * @default true
+   */
+  prepare?: boolean
 }
 
 /** Options of {@link connect}. */

@@ -11,7 +11,7 @@
  */
 import { BatchQueue } from './batch-queue.ts'
 import type { ClientContext } from './client.ts'
-import { booleanArray, createSql, query, type Sql } from './connection.ts'
+import { createSession, endSession, query, type Session } from './database.ts'
 import { toPgrrError } from './database-error.ts'
 import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, TimeoutError } from './errors.ts'
 import type { ServeOptions } from './options.ts'
@@ -48,7 +48,7 @@ export type Handler<Payload = unknown, Reply = unknown> = (
 /** Lifecycle of a server. */
 export type ServerState = 'starting' | 'running' | 'reconnecting' | 'draining' | 'closed'
 
-interface Session {
+interface Registration {
   responderId: number
   channelId: number
   serviceChannel: string
@@ -98,11 +98,12 @@ export class Server {
   readonly #drainTimeoutMs: number
   readonly #onClosed: () => void
   readonly #closeHooks: (() => Promise<void>)[] = []
-  #work: Sql
+  /** The dedicated session; undefined between a loss and the next registration. */
+  #work: Session | undefined
   readonly #jobs = new Map<string, Job>()
   readonly #replies: BatchQueue<Outcome>
   #state: ServerState = 'starting'
-  #session: Session | undefined
+  #session: Registration | undefined
   #generation = 0
   #claiming = false
   #claimAgain = false
@@ -133,7 +134,6 @@ export class Server {
     this.#sweepIntervalMs = integerOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
     this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
     this.#onClosed = onClosed
-    this.#work = this.#createWork()
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
@@ -196,7 +196,7 @@ export class Server {
     await this.#stopListening()
     const session = this.#session
     if (session !== undefined) {
-      await query(this.#work, this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
+      await this.#onWork(this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
         this.#context.logger.warn({ err: error }, 'unregister failed')
       })
     }
@@ -226,7 +226,9 @@ export class Server {
     const reason = new ClosedError('the responder closed')
     for (const job of this.#jobs.values()) this.#abandon(job, reason)
     this.#session = undefined
-    await this.#work.end({ timeout: 2 }).catch(() => undefined)
+    const work = this.#work
+    this.#work = undefined
+    if (work !== undefined) await endSession(work)
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
@@ -235,14 +237,23 @@ export class Server {
 
   async #register(): Promise<void> {
     const { statements, listener, host } = this.#context
+    // A new session for every registration: its advisory locks are this registration's.
+    const work: Session = createSession(this.#context.options, {
+      onEnd: () => {
+        if (work === this.#work) this.#workLost()
+      },
+    })
     let rows
     try {
-      rows = await query(this.#work, statements.register, [this.channel, host, process.pid, this.#concurrency])
+      await work.connect()
+      rows = await query(work, statements.register, [this.channel, host, process.pid, this.#concurrency])
     } catch (error) {
+      await endSession(work)
       throw toPgrrError(error)
     }
+    this.#work = work
     const row = rows[0] as unknown as { responder_id: number; channel_id: number; service_channel: string; control_channel: string }
-    const session: Session = {
+    const session: Registration = {
       responderId: row.responder_id,
       channelId: row.channel_id,
       serviceChannel: row.service_channel,
@@ -277,11 +288,11 @@ export class Server {
     void this.#claim(this.#session, free)
   }
 
-  async #claim(session: Session, limit: number): Promise<void> {
+  async #claim(session: Registration, limit: number): Promise<void> {
     this.#claiming = true
     this.#claimAgain = false
     try {
-      const rows = await query<ClaimedRow>(this.#work, this.#context.statements.claim, [
+      const rows = await this.#onWork<ClaimedRow>(this.#context.statements.claim, [
         session.responderId,
         session.channelId,
         limit,
@@ -304,7 +315,7 @@ export class Server {
     if (this.#claimAgain || (this.#backlog && this.#jobs.size < this.#concurrency)) this.#wake()
   }
 
-  #run(row: ClaimedRow, session: Session): void {
+  #run(row: ClaimedRow, session: Registration): void {
     const controller = new AbortController()
     const job: Job = {
       id: row.id,
@@ -398,12 +409,12 @@ export class Server {
     const current = outcomes.filter((outcome) => session !== undefined && outcome.generation === session.generation)
     if (session === undefined || current.length === 0) return
     try {
-      await query(this.#work, this.#context.statements.reply, [
+      await this.#onWork(this.#context.statements.reply, [
         session.responderId,
         current.map((o) => o.id),
-        booleanArray(current.map((o) => o.failed)),
+        current.map((o) => o.failed),
         current.map((o) => o.body),
-        booleanArray(current.map((o) => o.json)),
+        current.map((o) => o.json),
         current.map((o) => o.code),
       ])
     } catch (error) {
@@ -415,24 +426,18 @@ export class Server {
     }
   }
 
-  #createWork(): Sql {
-    const work: Sql = createSql(this.#context.options, {
-      max: 1,
-      dedicated: true,
-      connectionString: this.#context.options.sessionConnectionString,
-      // Only the current instance's session matters; a replaced one closing is expected.
-      onclose: () => {
-        if (work === this.#work) this.#workLost()
-      },
-    })
-    return work
+  /** Runs a statement on the work session; rejects with ConnectionError between sessions. */
+  async #onWork<Row = Record<string, unknown>>(text: string, values: unknown[]): Promise<Row[]> {
+    const work = this.#work
+    if (work === undefined) throw new ConnectionError('the responder has no database session')
+    return query<Row>(work, text, values)
   }
 
   /** Ends the work session on purpose (which releases its locks) and carries on with a fresh one. */
   #recycleWork(): void {
     const old = this.#work
-    this.#work = this.#createWork()
-    void old.end({ timeout: 1 }).catch(() => undefined)
+    this.#work = undefined
+    if (old !== undefined) void endSession(old)
     this.#workLost()
   }
 
@@ -443,6 +448,7 @@ export class Server {
     const wasDraining = this.#state === 'draining'
     this.#generation++
     this.#session = undefined
+    this.#work = undefined
     const reason = new ConnectionError('the responder lost its database session')
     for (const job of this.#jobs.values()) this.#abandon(job, reason)
     if (wasDraining) {
@@ -464,10 +470,6 @@ export class Server {
       } catch (error) {
         this.#failures++
         this.#context.logger.warn({ err: error, attempt: this.#failures }, 'responder registration failed')
-        // A postgres.js instance whose connection broke during its startup can stay stuck: use a fresh one.
-        const stuck = this.#work
-        this.#work = this.#createWork()
-        void stuck.end({ timeout: 0 }).catch(() => undefined)
         if (this.#state === 'reconnecting') this.#scheduleRegister()
         return
       }
@@ -486,8 +488,8 @@ export class Server {
     try {
       // On the pool, never on the work session: that session holds locks, and a session always gets its
       // own locks, so from there every request it holds would look abandoned.
-      await query(pool, statements.reap, [null])
-      await query(pool, statements.sweep)
+      await query(pool, statements.reap, [null], this.#context.prepare)
+      await query(pool, statements.sweep, [], this.#context.prepare)
     } catch (error) {
       logger.debug({ err: error }, 'sweep failed')
     }
@@ -505,7 +507,7 @@ export class Server {
     this.#vacuuming = true
     this.#handledSinceVacuum = 0
     try {
-      await this.#context.pool.unsafe(this.#context.statements.vacuum)
+      await this.#context.pool.query(this.#context.statements.vacuum)
     } catch (error) {
       this.#context.logger.debug({ err: error }, 'vacuum failed')
     } finally {
@@ -518,7 +520,7 @@ export class Server {
     const session = this.#session
     if (this.#state !== 'running' || session === undefined) return
     try {
-      await query(this.#work, this.#context.statements.report, [
+      await this.#onWork(this.#context.statements.report, [
         session.responderId,
         this.#handledTotal,
         this.#failedTotal,

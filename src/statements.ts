@@ -2,7 +2,7 @@
  * The statements the library runs, one per protocol function, rendered once per schema. Values are always
  * parameters; the schema is the only substituted identifier. postgres.js prepares each on first use.
  */
-import { quoteIdentifier } from './connection.ts'
+import { quoteIdentifier } from './database.ts'
 
 export type Statements = ReturnType<typeof renderStatements>
 
