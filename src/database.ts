@@ -130,3 +130,26 @@ export function quoteLiteral(value: string): string {
 export async function endPool(pool: Pool): Promise<void> {
   await Promise.race([pool.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
 }
+
+/**
+ * Runs `fn` in a transaction on one pooled connection: committed when it resolves, rolled back when it
+ * throws. `mode` is appended to BEGIN (e.g. `'read only'`).
+ */
+export async function withTransaction<T>(pool: Pool, fn: (client: pg.PoolClient) => Promise<T>, mode = ''): Promise<T> {
+  const client = await pool.connect()
+  let broken = false
+  try {
+    await client.query(mode === '' ? 'begin' : `begin ${mode}`)
+    const result = await fn(client)
+    await client.query('commit')
+    return result
+  } catch (error) {
+    await client.query('rollback').catch(() => {
+      broken = true
+    })
+    throw error
+  } finally {
+    // A connection that could not even roll back is not given back to the pool.
+    client.release(broken)
+  }
+}

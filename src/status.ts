@@ -10,10 +10,10 @@
  * It reads the tables directly, so it needs a role that may: the schema owner (the role that migrated) or
  * a superuser. The caller and responder roles of `migrate({ roles })` may not.
  */
-import { createSql, quoteIdentifier, type Sql } from './connection.ts'
+import { createPool, endPool, query, quoteIdentifier, withTransaction, type Pool, type Queryable } from './database.ts'
 import { toPgrrError } from './database-error.ts'
 import { InvalidOptionError } from './errors.ts'
-import { assertMigrated } from './migrate.ts'
+import { assertMigrated } from './schema-version.ts'
 import type { ConnectionOptions } from './options.ts'
 
 /** Options of {@link getStatus}. */
@@ -99,7 +99,7 @@ export async function getStatus(options: StatusOptions = {}): Promise<Status> {
 
 /** @internal Reads the status repeatedly over one connection (`pgrr status --watch`, the metrics). */
 export class StatusReader {
-  readonly #sql: Sql
+  readonly #pool: Pool
   readonly #schema: string
   readonly #channels: string[] | null
   readonly #timeoutMs: number
@@ -114,13 +114,13 @@ export class StatusReader {
       throw new InvalidOptionError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`)
     }
     this.#statements = renderStatusStatements(this.#schema)
-    this.#sql = createSql(options, { max: 1, dedicated: false })
+    this.#pool = createPool(options, 1)
   }
 
   /** Per channel counts only (one statement): for the metrics, scraped often. */
   async counts(): Promise<ChannelCounts[]> {
     return this.#transaction(async (sql) => {
-      const rows = await sql.unsafe(this.#statements.counts, [this.#channels as never], { prepare: true })
+      const rows = await query<Record<string, unknown>>(sql, this.#statements.counts, [this.#channels])
       return rows.map(toCounts)
     })
   }
@@ -128,9 +128,9 @@ export class StatusReader {
   /** The whole status. */
   async read(): Promise<Status> {
     return this.#transaction(async (sql) => {
-      const [head] = await sql.unsafe(this.#statements.head, [], { prepare: true })
-      const counts = await sql.unsafe(this.#statements.counts, [this.#channels as never], { prepare: true })
-      const responders = await sql.unsafe(this.#statements.responders, [this.#channels as never], { prepare: true })
+      const [head] = await query<Record<string, unknown>>(sql, this.#statements.head)
+      const counts = await query<Record<string, unknown>>(sql, this.#statements.counts, [this.#channels])
+      const responders = await query<Record<string, unknown>>(sql, this.#statements.responders, [this.#channels])
       const byChannel = new Map<string, ResponderStatus[]>()
       for (const row of responders) {
         const list = byChannel.get(row.channel as string) ?? []
@@ -159,20 +159,24 @@ export class StatusReader {
   }
 
   async close(): Promise<void> {
-    await this.#sql.end({ timeout: 1 }).catch(() => undefined)
+    await endPool(this.#pool)
   }
 
   /** A read-only transaction bounded by the statement timeout; errors as the library's typed errors. */
-  async #transaction<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
+  async #transaction<T>(fn: (sql: Queryable) => Promise<T>): Promise<T> {
     try {
       if (!this.#checked) {
-        await assertMigrated(this.#sql, this.#schema)
+        await assertMigrated(this.#pool, this.#schema)
         this.#checked = true
       }
-      return (await this.#sql.begin('read only', async (tx) => {
-        await tx.unsafe(`select pg_catalog.set_config('statement_timeout', $1, true)`, [String(this.#timeoutMs)])
-        return fn(tx as unknown as Sql)
-      })) as T
+      return await withTransaction(
+        this.#pool,
+        async (client) => {
+          await query(client, `select pg_catalog.set_config('statement_timeout', $1, true)`, [String(this.#timeoutMs)])
+          return fn(client)
+        },
+        'read only',
+      )
     } catch (error) {
       throw toPgrrError(error)
     }
@@ -233,12 +237,13 @@ function renderStatusStatements(schema: string) {
 }
 
 function toCounts(row: Record<string, unknown>): ChannelCounts {
+  // Counts may arrive as strings (int8, numeric): node-postgres keeps them exact.
   return {
     channel: row.channel as string,
-    backlog: row.backlog as number,
-    inFlight: row.in_flight as number,
-    oldestPendingMs: row.oldest_pending_ms === null ? null : Math.max(0, Math.round(row.oldest_pending_ms as number)),
-    liveResponders: row.live_responders as number,
+    backlog: Number(row.backlog),
+    inFlight: Number(row.in_flight),
+    oldestPendingMs: row.oldest_pending_ms === null ? null : Math.max(0, Math.round(Number(row.oldest_pending_ms))),
+    liveResponders: Number(row.live_responders),
   }
 }
 
@@ -248,12 +253,12 @@ function toResponder(row: Record<string, unknown>): ResponderStatus {
     host: row.host as string | null,
     pid: row.pid as number | null,
     concurrency: row.concurrency as number | null,
-    running: row.running as number,
+    running: Number(row.running),
     since: row.started_at as Date,
-    handledTotal: row.handled_total as number,
-    failedTotal: row.failed_total as number,
-    handledLastMinute: row.handled_last_minute as number,
-    failedLastMinute: row.failed_last_minute as number,
+    handledTotal: Number(row.handled_total),
+    failedTotal: Number(row.failed_total),
+    handledLastMinute: Number(row.handled_last_minute),
+    failedLastMinute: Number(row.failed_last_minute),
     reportedAt: row.reported_at as Date | null,
   }
 }

@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto'
 import { connect } from '../client.ts'
-import { createSql, quoteIdentifier, type Sql } from '../connection.ts'
+import pg from 'pg'
+import { quoteIdentifier } from '../database.ts'
 import { startEmbeddedPostgres } from '../embedded-postgres.ts'
 import { RemoteError } from '../errors.ts'
 import { migrate } from '../migrate.ts'
@@ -115,16 +116,24 @@ async function tour(
   const schema = values.schema ?? (embedded ? 'pgrr_demo' : `pgrr_demo_${randomBytes(3).toString('hex')}`)
   const connection = { connectionString, schema, applicationName: 'pgrr demo' }
 
-  // The SQL caller: a plain postgres.js connection, as any application would have.
-  const sql = createSql(connection, { max: 1, dedicated: false })
-  cleanup.add('', () => sql.end({ timeout: 2 }))
-  const [info] = await sql`select current_setting('server_version') as version,
-    exists (select 1 from pg_namespace where nspname = ${schema}) as taken`
+  // The SQL caller: a plain node-postgres connection, as any application would have.
+  const sql = new pg.Client({ connectionString, application_name: 'pgrr demo sql' })
+  sql.on('error', () => undefined)
+  await sql.connect()
+  cleanup.add('', () => sql.end())
+  const {
+    rows: [info],
+  } = await sql.query(
+    `select current_setting('server_version') as version, exists (select 1 from pg_namespace where nspname = $1) as taken`,
+    [schema],
+  )
   if (info?.taken) {
     throw new CliError(`schema ${JSON.stringify(schema)} already exists; the demo makes its own and drops it: pick another with --schema`, exitCodes.usage)
   }
   const migrated = await migrate(connection)
-  if (!embedded) cleanup.add(`schema ${JSON.stringify(schema)} dropped`, () => sql.unsafe(`drop schema if exists ${quoteIdentifier(schema)} cascade`))
+  if (!embedded) cleanup.add(`schema ${JSON.stringify(schema)} dropped`, async () => {
+        await sql.query(`drop schema if exists ${quoteIdentifier(schema)} cascade`)
+      })
   print(`pgrr demo: PostgreSQL ${info?.version as string}, schema ${JSON.stringify(schema)} (migrated to version ${migrated.toVersion})`)
 
   const client = await connect({ ...connection, poolSize: 1 })
@@ -178,10 +187,10 @@ async function tour(
 }
 
 /** One request from plain SQL: request() commits, then await_reply() blocks in one statement. */
-async function sqlRoundTrip(sql: Sql, q: string, channel: string, payload: string): Promise<string> {
-  const [sent] = await sql.unsafe(`select ${q}.request($1::text, $2::text) as id`, [channel, payload])
-  const [reply] = await sql.unsafe(`select ${q}.await_reply($1::bigint) as reply`, [sent?.id as string])
-  return reply?.reply as string
+async function sqlRoundTrip(sql: pg.Client, q: string, channel: string, payload: string): Promise<string> {
+  const sent = await sql.query(`select ${q}.request($1::text, $2::text) as id`, [channel, payload])
+  const reply = await sql.query(`select ${q}.await_reply($1::bigint) as reply`, [sent.rows[0]?.id as string])
+  return reply.rows[0]?.reply as string
 }
 
 async function timed(send: () => Promise<unknown>): Promise<{ outcome: string; ms: number }> {
