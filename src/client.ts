@@ -82,8 +82,8 @@ export interface ClientContext {
   readonly listener: Listener
   /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
   readonly pool: Pool
-  /** Whether pooled statements are prepared (see the `prepare` option). */
-  readonly prepare: boolean
+  /** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
+  readonly poolQuery: <Row = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>
   readonly logger: Logger
   readonly telemetry: Telemetry
   readonly host: string
@@ -113,7 +113,7 @@ export class Client {
   readonly #logger: Logger
   readonly #telemetry: Telemetry
   readonly #pool: Pool
-  readonly #prepareStatements: boolean
+  #prepareStatements: boolean
   readonly #listener: Listener
   readonly #statements: Statements
   readonly #defaultTimeoutMs: number
@@ -164,15 +164,19 @@ export class Client {
   /** @internal Opens the connections; {@link connect} calls it. */
   async start(): Promise<void> {
     try {
-      await assertMigrated(this.#pool, this.#schema)
+      // Unprepared: it runs once, and must work whatever the pool turns out to be.
+      await assertMigrated(this.#pool, this.#schema, false)
       const [row] = await this.#query(this.#statements.notifyPrefix)
       this.#replyChannel = `${row?.prefix as string}.c${this.#replyChannelSuffix}`
       await this.#listener.start()
     } catch (error) {
       throw toPgrrError(error)
     }
-    await this.#listener.listen(this.#replyChannel, (payload) => this.#onReplies(payload))
-    if (!(await this.#listenDelivers())) {
+    if (await this.#listenDelivers()) {
+      await this.#listener.listen(this.#replyChannel, (payload) => this.#onReplies(payload))
+    } else {
+      // No LISTEN on the reply channel then: through a transaction pooler it would stay registered on
+      // whichever server connection ran it, and every reply NOTIFY would reach a connection nobody reads.
       this.#polling = true
       this.#logger.warn(
         { pollIntervalMs: this.#pollIntervalMs() },
@@ -193,7 +197,7 @@ export class Client {
       statements: this.#statements,
       listener: this.#listener,
       pool: this.#pool,
-      prepare: this.#prepareStatements,
+      poolQuery: (text, values) => this.#query(text, values),
       logger: this.#logger,
       telemetry: this.#telemetry,
       host: hostname(),
@@ -544,8 +548,19 @@ export class Client {
     }
   }
 
-  #query<Row = Record<string, unknown>>(text: string, values: unknown[] = []): Promise<Row[]> {
-    return query<Row>(this.#pool, text, values, this.#prepareStatements)
+  async #query<Row = Record<string, unknown>>(text: string, values: unknown[] = []): Promise<Row[]> {
+    if (!this.#prepareStatements) return query<Row>(this.#pool, text, values, false)
+    try {
+      return await query<Row>(this.#pool, text, values, true)
+    } catch (error) {
+      // duplicate_prepared_statement / invalid_sql_statement_name: the pool's sessions are shared behind
+      // our back (a transaction pooler). Named statements cannot work there; carry on without them.
+      const code = (error as { code?: string }).code
+      if (code !== '42P05' && code !== '26000') throw error
+      this.#prepareStatements = false
+      this.#logger.warn({ code }, 'prepared statements do not survive on this connection (a transaction pooler?): continuing without them; set prepare: false')
+      return query<Row>(this.#pool, text, values, false)
+    }
   }
 
   #purgeEarly(): void {

@@ -484,12 +484,12 @@ export class Server {
 
   async #sweep(): Promise<void> {
     if (this.#state !== 'running') return
-    const { pool, statements, logger } = this.#context
+    const { poolQuery, statements, logger } = this.#context
     try {
       // On the pool, never on the work session: that session holds locks, and a session always gets its
       // own locks, so from there every request it holds would look abandoned.
-      await query(pool, statements.reap, [null], this.#context.prepare)
-      await query(pool, statements.sweep, [], this.#context.prepare)
+      await poolQuery(statements.reap, [null])
+      await poolQuery(statements.sweep)
     } catch (error) {
       logger.debug({ err: error }, 'sweep failed')
     }
