@@ -271,7 +271,11 @@ export class Client {
     const error = new ClosedError('the client was closed before the reply arrived')
     this.#slotWaiters.length = 0
     for (const pending of [...this.#unsettled]) this.#giveUp(pending, error)
-    await Promise.all([this.#sends.idle(), this.#cancels.idle(), this.#acks.idle()])
+    // Cancellations and acknowledgements are best effort: a stuck database must not hold close() up.
+    await Promise.race([
+      Promise.all([this.#sends.idle(), this.#cancels.idle(), this.#acks.idle()]),
+      new Promise((resolve) => setTimeout(resolve, 5000).unref()),
+    ])
     await this.#listener.close()
     // Everything this client waits for is settled by now; a short timeout keeps a broken connection from
     // holding close() up (postgres.js waits out the whole timeout after a connection error).
@@ -535,7 +539,8 @@ export class Client {
     this.#checking = true
     try {
       // Reaping tests a lock per claimed request: at most once per checkIntervalMs, even when polling.
-      if (now - this.#reapedAt >= this.#checkIntervalMs) {
+      // Half the interval: a timer tick that lands a little early must not push detection a whole interval.
+      if (now - this.#reapedAt >= this.#checkIntervalMs / 2) {
         this.#reapedAt = now
         await this.#query(this.#statements.reap, [ids])
       }

@@ -193,20 +193,20 @@ export class Server {
     if (this.#state === 'closed' || this.#state === 'draining') return this.#state === 'closed' ? undefined : this.close()
     this.#state = 'draining'
     clearInterval(this.#pollTimer)
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs)
+    })
     await this.#stopListening()
     const session = this.#session
-    if (session !== undefined) {
+    const unregister = async () => {
+      if (session === undefined) return
       await this.#onWork(this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
         this.#context.logger.warn({ err: error }, 'unregister failed')
       })
     }
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([
-      this.#whenIdle(),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs)
-      }),
-    ])
+    // Everything, the unregister included (it queues behind the session's statements), within the timeout.
+    await Promise.race([unregister().then(() => this.#whenIdle()), deadline])
     clearTimeout(timer)
     await this.close()
   }
@@ -304,14 +304,16 @@ export class Server {
       this.#backlog = rows.length === limit
     } catch (error) {
       this.#context.logger.warn({ err: error }, 'claim failed')
-      if (session.generation === this.#generation && !(toPgrrError(error) instanceof ConnectionError)) {
-        // A claim that failed part-way may hold request locks of rows it did not claim (session locks
-        // survive a rollback): only ending the session releases them. The server then registers anew.
-        this.#recycleWork()
-      }
-    } finally {
       this.#claiming = false
+      // Never claim again straight away: on a broken session the next statement fails without yielding to
+      // the event loop. And a claim that failed part-way may hold request locks of rows it did not claim
+      // (session locks survive a rollback): only ending the session releases them. So: a new session,
+      // a new registration, and claims resume from there.
+      this.#backlog = false
+      if (session.generation === this.#generation) this.#recycleWork()
+      return
     }
+    this.#claiming = false
     if (this.#claimAgain || (this.#backlog && this.#jobs.size < this.#concurrency)) this.#wake()
   }
 

@@ -1,0 +1,110 @@
+/**
+ * Lock leaks. A responder holds a request lock (session level) exactly from its claim to the commit of the
+ * reply; when its claim transaction fails (here it is cancelled with pg_cancel_backend while it waits for a row
+ * lock; in the wild, a deadlock in pgrr_ring or a statement_timeout does the same), the rows go back to pending
+ * and no lock may stay behind, or the next responder to claim them blocks for as long as that session lives.
+ * After an ordinary run, no session holds a request lock at all.
+ */
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { test } from 'node:test'
+import { serve } from '../src/index.ts'
+import { clientFor, deferred, useTestSchema, waitFor, type TestSchema } from './helpers.ts'
+
+const db = useTestSchema('fail_locks')
+
+/** Request locks (advisory, request namespace of the schema) held by each backend pid. */
+async function requestLocks(schema: TestSchema): Promise<Map<number, number>> {
+  const rows = await schema.sql.unsafe(
+    `select l.pid, count(*)::int as locks from pg_locks l
+      where l.locktype = 'advisory' and l.objsubid = 2 and l.granted
+        and l.classid::bigint = (${schema.quoted}.pgrr_ns_request()::bigint & 4294967295)
+      group by l.pid`,
+  )
+  return new Map(rows.map((row) => [Number(row.pid), Number(row.locks)]))
+}
+
+async function backendPid(schema: TestSchema, responderId: number): Promise<number> {
+  const rows = await schema.sql.unsafe(`select backend_pid from ${schema.quoted}.pgrr_responder where id = $1`, [responderId])
+  return Number(rows[0]?.backend_pid)
+}
+
+test('after requests are answered, no session holds a request lock', async (t) => {
+  const channel = 'locks.normal'
+  await Promise.all([1, 2].map(() => serve(db.options, channel, (payload: unknown) => payload, { concurrency: 4 }).then((server) => t.after(() => server.close()))))
+  const client = await clientFor(t, db)
+  const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => client.request(channel, i)))
+  assert.deepEqual(replies, Array.from({ length: 300 }, (_, i) => i))
+  const held = await requestLocks(db)
+  assert.equal([...held.values()].reduce((a, b) => a + b, 0), 0, `request locks still held: ${JSON.stringify([...held])}`)
+})
+
+test(
+  'a claim transaction that fails leaves no lock behind: the request goes to another responder, and the responder recovers',
+  { timeout: 60_000 },
+  async (t) => {
+    const channel = 'locks.abort'
+    const suffix = randomBytes(4).toString('hex')
+    const held = deferred()
+    const release = deferred()
+    const claimFailed = deferred<unknown>()
+    const logger = {
+      debug: () => {},
+      info: () => {},
+      error: () => {},
+      warn: (obj: object | string, message?: string) => {
+        if (message === 'claim failed') claimFailed.resolve((obj as { err?: unknown }).err)
+      },
+    }
+    const first = await serve({ ...db.options, applicationName: `pgrr-locks-a-${suffix}`, logger }, channel, async (payload: unknown) => {
+      if (payload === 'hold') {
+        held.resolve()
+        await release.promise
+      }
+      return `first: ${String(payload)}`
+    }, { concurrency: 2, pollIntervalMs: 600_000 }) // it claims only when notified
+    t.after(async () => {
+      release.resolve()
+      await first.close()
+    })
+    const client = await clientFor(t, db)
+    // A request in flight while the claim fails.
+    const holding = client.request(channel, 'hold', { timeoutMs: 30_000 }).then(
+      (reply) => reply,
+      (error: Error & { code?: string }) => error.code,
+    )
+    await held.promise
+    const pid = await backendPid(db, first.responderId!)
+    const firstId = first.responderId
+
+    // Hold the bell row, so that the next claim waits inside its transaction (after taking the request lock),
+    // then cancel that claim.
+    const admin = await db.sql.reserve()
+    t.after(() => admin.release())
+    await admin`begin`
+    await admin.unsafe(`update ${db.quoted}.pgrr_bell set generation = generation`)
+    const one = client.request(channel, 'one', { timeoutMs: 8000 })
+    await waitFor(async () => (await db.sql`select 1 from pg_stat_activity where pid = ${pid} and wait_event_type = 'Lock'`).length === 1, {
+      message: 'the claim waits for the bell row',
+    })
+    await db.sql`select pg_cancel_backend(${pid})`
+    const error = (await claimFailed.promise) as { code?: string }
+    assert.equal(error.code, '57014', 'the claim was cancelled')
+    await admin`rollback`
+
+    // No session keeps a lock for the request whose claim failed: another responder takes it.
+    const second = await serve({ ...db.options, applicationName: `pgrr-locks-b-${suffix}` }, channel, (payload: unknown) => `second: ${String(payload)}`)
+    assert.equal(await one, 'second: one')
+    // The request in flight at the failed claim: answered if the session survived, lost if it was restarted.
+    const held0 = await holding
+    console.log(`the request in flight during the failed claim ended with: ${String(held0)}`)
+    assert.ok(held0 === 'first: hold' || held0 === 'RESPONDER_LOST', String(held0))
+
+    // The first responder serves again.
+    await waitFor(() => first.state === 'running' && first.responderId !== firstId, { timeoutMs: 10_000, message: `the first responder registers again (state ${first.state})` })
+    await second.close()
+    assert.equal(await client.request(channel, 'two', { timeoutMs: 5000 }), 'first: two')
+    const leaked = [...(await requestLocks(db)).values()].reduce((a, b) => a + b, 0)
+    assert.equal(leaked, 0, 'no request lock is held once everything is answered')
+  },
+)
