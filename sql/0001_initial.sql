@@ -6,7 +6,8 @@
 --
 -- Placeholders, substituted by the migrator: :SCHEMA is the quoted schema name, :SCHEMA_LITERAL the same
 -- name as a quoted string literal. Every function pins search_path and qualifies every name it uses, so a
--- caller's search_path can neither break nor hijack it.
+-- caller's search_path can neither break nor hijack it. Nothing is created outside :SCHEMA (roles are
+-- created by the migrator only when asked, see Security).
 --
 -- Life of a request (states of pgrr_request.state):
 --   pending   inserted by request()/pgrr_send(); NOTIFY on the service channel wakes responders
@@ -16,10 +17,10 @@
 --   lost      the claiming session ended without replying and no attempts were left
 --   cancelled the caller gave up (timeout, abort) while a responder held it
 -- The caller consumes replied/failed/lost rows (await_reply deletes, the TypeScript client acknowledges);
--- pgrr_sweep deletes whatever outlived its deadline.
+-- pgrr_sweep deletes whatever outlived its deadline and is no longer held by a responder.
 --
 -- Locks (always the two-key form; key 1 is a namespace derived from the schema name):
---   request lock   (pgrr_ns_request(), pgrr_request_key(id)) exclusive, session level, held by the claiming
+--   request lock   (pgrr_ns_request(), pgrr_request_key(seq)) exclusive, session level, held by the claiming
 --                  responder from claim to the commit of its reply. Awaiters block on it in shared mode.
 --   responder lock (pgrr_ns_responder(), responder id) exclusive, session level, held by a live responder's
 --                  session. It is the presence signal: request() tests it with a shared try-lock.
@@ -29,6 +30,53 @@
 --                  and moves the current bell to transaction scope, so it is released exactly when the
 --                  claim commits. SQL awaiters of a pending request block on the current bell instead of
 --                  sleeping, and wake the moment a claim commits.
+--
+-- Security. The database may be shared with other teams' code: the request table must not become a way to
+-- read other people's data or to impersonate a service.
+--   The functions are the only way in. No role but the owner (the role that ran the migration) has any
+--   privilege on the tables or sequences, and EXECUTE is revoked from PUBLIC on every function (see the
+--   end of this file). The entry points are SECURITY DEFINER: they run as the owner, with search_path pinned
+--   to pg_catalog, pg_temp (pg_temp last, so a temporary object cannot shadow anything; every name of ours
+--   is schema-qualified anyway), and none runs dynamic SQL. Internal helpers stay SECURITY INVOKER and
+--   executable by the owner only: they run inside the entry points, as the owner.
+--   Two sets of entry points, granted to roles by pgrr_grant_caller(role) and pgrr_grant_responder(role)
+--   (migrate({ roles }) or `pgrr migrate --caller-role x --responder-role y` create NOLOGIN roles when
+--   missing and call these): callers get request, await_reply(_json) and what the TypeScript client uses
+--   (pgrr_send, pgrr_ack, pgrr_cancel, pgrr_fetch, pgrr_reap); responders get pgrr_register, pgrr_claim,
+--   pgrr_reply, pgrr_unregister, pgrr_report, pgrr_sweep, pgrr_reap. Both get USAGE on the schema,
+--   pgrr_notify_prefix() and SELECT on pgrr_migration (the version check of clients). A login that both
+--   asks and answers is made a member of both roles.
+--   Who is asking: session_user, recorded on each request (pgrr_request.caller) and responder
+--   (pgrr_responder.login). Inside a SECURITY DEFINER function current_user is the owner for every caller,
+--   so it identifies nobody; PostgreSQL does not tell a definer function which role was current before
+--   the call. session_user is the role the session logged in as, and only a superuser can change it (SET
+--   ROLE changes current_user only), so it cannot be forged. Hence: one login per application; sessions of
+--   one login are told apart by the request id.
+--   A request's id is its secret: 62 random bits from gen_random_uuid() (a cryptographic generator), so
+--   that another session of the same login cannot guess the id of a request it did not make. Claims are
+--   ordered by, and request locks keyed on, a separate sequential column (seq). Requests of another login
+--   are invisible: await_reply, await_reply_json, pgrr_fetch, pgrr_ack, pgrr_cancel and the
+--   acknowledgements of pgrr_send act only on the caller's own requests; an id of another login is
+--   'unknown' (PR005), the same as a wrong one, so ids cannot be probed across logins either.
+--   Responders serve only channels granted to them, closed by default: pgrr_register refuses (42501) a
+--   login that is neither the owner (or a member of it), a superuser, nor a member of a role granted the
+--   channel in pgrr_channel_grant (pgrr_grant_channel / pgrr_revoke_channel, owner only). Revoking does not
+--   stop a responder already registered; it stops its next registration. A responder id is usable only by
+--   the session that registered it (pgrr_claim, pgrr_report, pgrr_unregister check backend pid and login),
+--   and pgrr_reply writes only outcomes of requests whose request lock the calling session holds, so a
+--   responder can neither claim another channel's requests nor answer for another responder.
+--   NOTIFY channels are not secret (anyone may LISTEN or NOTIFY): they carry empty wake-ups, request ids
+--   (useless without being their caller) and, on a TypeScript caller's reply channel, replies. That
+--   channel's name ends in 64 random bits and is stored only in the request table.
+--
+-- Hostile input. Every entry point takes values only as parameters; channel names never become
+-- identifiers (NOTIFY channels are built from numeric ids). A channel name is 1 to 63 bytes without
+-- control characters (pgrr_valid_channel), else PR007. A request's payload and a reply are limited to the
+-- channel's max_payload_bytes (pgrr_configure_channel; default 64 MiB): PR008 for requests, an
+-- INVALID_REPLY failure for replies. Headers must be a flat JSON object of strings of at most 64 KiB. One claim returns
+-- at most pgrr_claim_max_bytes() of payloads (always at least one request), so a backlog of huge payloads
+-- cannot make one claim exhaust a responder's memory. Nothing a caller stores can make a responder's
+-- reply statement fail (reply channels are validated when the request is made).
 
 create schema if not exists :SCHEMA;
 
@@ -50,12 +98,31 @@ create function :SCHEMA.pgrr_bell_key(p_channel_id int, p_generation bigint) ret
 language sql immutable parallel safe
 as $$ select p_channel_id * 2 + (p_generation % 2)::int $$;
 
--- Second lock key of a request: the low 31 bits of its id. Two requests share a key only when their ids
--- differ by a multiple of 2^31 and both are in flight; correctness never depends on the key being unique
--- (every waiter re-reads the row after the lock), only promptness would.
-create function :SCHEMA.pgrr_request_key(p_id bigint) returns int
+-- Second lock key of a request: its seq modulo 2^32, as an int. Two requests share a key only when their
+-- seqs differ by a multiple of 2^32 and both are in flight; correctness never depends on the key being
+-- unique (every waiter re-reads the row after the lock), only promptness would.
+create function :SCHEMA.pgrr_request_key(p_seq bigint) returns int
 language sql immutable parallel safe
-as $$ select (p_id & 2147483647)::int $$;
+as $$ select (((p_seq + 2147483648) & 4294967295) - 2147483648)::int $$;
+
+-- A new request id: 62 random bits (the last 8 bytes of a version 4 UUID, whose top two bits are fixed),
+-- so that ids cannot be guessed. Volatile, so every row gets its own.
+create function :SCHEMA.pgrr_random_id() returns bigint
+language sql volatile parallel safe
+as $$
+  select ('x' || pg_catalog.encode(pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 9, 8), 'hex'))::bit(64)::bigint
+         & 4611686018427387903
+$$;
+
+-- Most payload bytes one claim returns (see pgrr_claim).
+create function :SCHEMA.pgrr_claim_max_bytes() returns bigint
+language sql immutable parallel safe
+as $$ select 8388608::bigint $$;
+
+-- Largest request payload or reply of a channel without a limit of its own.
+create function :SCHEMA.pgrr_default_max_payload_bytes() returns int
+language sql immutable parallel safe
+as $$ select 67108864 $$;
 
 -- Prefix of every NOTIFY channel of this schema, so that two installs in one database never wake each
 -- other's processes. Service channel: <prefix>.s<channel id>; responder control: <prefix>.w<responder id>;
@@ -73,16 +140,45 @@ as $$
      and p_channel !~ '[\u0001-\u001f\u007f-\u009f]'
 $$;
 
--- Services. Written when a responder first registers; read by every request. Logged, so that settings
--- survive a crash even though requests do not.
+-- Headers as stored: the text parsed as jsonb when it is a flat JSON object of strings, else null (also
+-- for text jsonb cannot hold, such as the escape \u0000). Called only for non-null headers, so the
+-- subtransaction of its exception block costs nothing on requests without headers.
+create function :SCHEMA.pgrr_parse_headers(p_headers text) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v jsonb;
+begin
+  v := p_headers::jsonb;
+  if jsonb_typeof(v) = 'object'
+     and not exists (select 1 from jsonb_each(v) e where jsonb_typeof(e.value) <> 'string') then
+    return v;
+  end if;
+  return null;
+exception
+  when others then return null;
+end
+$$;
+
+-- Services. Written when a responder first registers (or by pgrr_configure_channel, pgrr_grant_channel);
+-- read by every request. Logged, so that settings survive a crash even though requests do not.
 create table :SCHEMA.pgrr_channel (
   id int generated by default as identity primary key,
   name text not null unique check (:SCHEMA.pgrr_valid_channel(name)),
-  -- Largest accepted request payload in bytes; null means the default of pgrr_send (64 MiB).
-  max_payload_bytes int check (max_payload_bytes > 0),
+  -- Largest accepted request payload and reply in bytes; null means pgrr_default_max_payload_bytes().
+  max_payload_bytes int check (max_payload_bytes between 1 and 1073741823),
   -- Attempts for requests that do not say; 1 is at-most-once.
   max_attempts int not null default 1 check (max_attempts between 1 and 100),
   created_at timestamptz not null default now()
+);
+
+-- Roles whose members may serve a channel (see Security). Logged, like the channels.
+create table :SCHEMA.pgrr_channel_grant (
+  channel_id int not null references :SCHEMA.pgrr_channel (id) on delete cascade,
+  grantee regrole not null,
+  primary key (channel_id, grantee)
 );
 
 -- Live (and recently dead) responders. A row is live while its session holds the responder lock.
@@ -93,6 +189,8 @@ create unlogged table :SCHEMA.pgrr_responder (
   pid int,
   concurrency int,
   backend_pid int not null default pg_backend_pid(),
+  -- The session's login: with backend_pid, what proves that a call comes from the registering session.
+  login text not null default session_user,
   started_at timestamptz not null default now(),
   -- Counters the responder reports every few seconds (pgrr_report), for `pgrr status`: kept in memory by
   -- the responder and written to its own row, so they cost nothing per request.
@@ -116,8 +214,11 @@ create unlogged table :SCHEMA.pgrr_bell (
 -- Requests in flight. UNLOGGED: no WAL, so no fsync per commit; after a server crash it is empty and every
 -- caller still waiting gets an error (unknown request or connection loss), never a hang.
 create unlogged table :SCHEMA.pgrr_request (
-  -- The identity sequence of an unlogged table is unlogged too (PostgreSQL 15+): no WAL flush per commit.
-  id bigint generated by default as identity primary key,
+  -- Random (pgrr_random_id): the id is the request's secret, see Security.
+  id bigint primary key,
+  -- Claim order and request lock key. The identity sequence of an unlogged table is unlogged too
+  -- (PostgreSQL 15+): no WAL flush per commit.
+  seq bigint generated always as identity,
   channel_id int not null,
   state text not null default 'pending'
     check (state in ('pending', 'claimed', 'replied', 'failed', 'lost', 'cancelled')),
@@ -125,7 +226,10 @@ create unlogged table :SCHEMA.pgrr_request (
   payload_json boolean not null default false,
   headers jsonb,
   -- NOTIFY channel of a TypeScript caller; null for SQL callers, who wait on the request lock instead.
-  reply_to text,
+  reply_to text check (octet_length(reply_to) between 1 and 63),
+  -- The login that made the request: the only one that can read or consume it. Text, not name: a name
+  -- takes 64 bytes in every row.
+  caller text not null default session_user,
   -- Top-level transaction that inserted the row: await_reply in that same transaction fails at once.
   origin_xact xid8 not null default pg_current_xact_id(),
   created_at timestamptz not null default clock_timestamp(),
@@ -141,14 +245,19 @@ create unlogged table :SCHEMA.pgrr_request (
   finished_at timestamptz
 ) with (fillfactor = 70, autovacuum_vacuum_threshold = 500, autovacuum_vacuum_scale_factor = 0.05);
 
--- The claim scans this index in id order. It deliberately leaves state out: an index on state would make
+-- The claim scans this index in seq order. It deliberately leaves state out: an index on state would make
 -- every state change a non-HOT update that writes new entries into every index.
-create index pgrr_request_channel_id_idx on :SCHEMA.pgrr_request (channel_id, id);
+create index pgrr_request_channel_seq_idx on :SCHEMA.pgrr_request (channel_id, seq);
 
 -- pgrr_send: insert a batch of requests (the TypeScript client's path; request() is built on it).
 -- Contract: one output row per input element, in input order: (ord, id, status) with status one of
---   ok, invalid_channel, no_responders, too_large; id is null unless ok.
+--   ok, invalid_channel, no_responders, invalid_payload (null payload), invalid_headers (not a flat JSON
+--   object of strings), too_large (payload over the channel's limit, or headers over 64 KiB); id is null
+--   unless ok.
+-- p_reply_to: the caller's NOTIFY channel (1 to 63 bytes) or null; anything else raises 22023.
 -- p_ack: ids of finished requests the caller has consumed; deleted first (piggy-backed acknowledgements).
+-- p_max_attempts: clamped to 1..100. Security: requests are recorded as the session's login's (see
+-- Security); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 -- NOTIFY: one empty notification per service that received requests (duplicates fold at commit).
 create function :SCHEMA.pgrr_send(
@@ -161,22 +270,26 @@ create function :SCHEMA.pgrr_send(
   p_max_attempts int[],
   p_ack bigint[]
 ) returns table (ord int, id bigint, status text)
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
-declare
-  v_seq regclass := pg_get_serial_sequence(quote_ident(:SCHEMA_LITERAL) || '.pgrr_request', 'id')::regclass;
 begin
+  -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail.
+  if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
+    raise exception 'pgrr: invalid reply channel name (1 to 63 bytes)' using errcode = '22023';
+  end if;
   if cardinality(p_ack) > 0 then
     delete from :SCHEMA.pgrr_request q
-     where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost');
+     where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
   end if;
 
   return query
   with input as materialized (
     select t.ord::int as ord, t.channel, t.payload, coalesce(t.is_json, false) as is_json,
-           coalesce(t.timeout_ms, 30000) as timeout_ms, t.headers::jsonb as headers, t.max_attempts
+           coalesce(t.timeout_ms, 30000) as timeout_ms, t.headers as headers_text,
+           case when t.headers is not null then :SCHEMA.pgrr_parse_headers(t.headers) end as headers,
+           t.max_attempts
       from unnest(p_channels, p_payloads, p_json, p_timeout_ms, p_headers, p_max_attempts)
            with ordinality as t(channel, payload, is_json, timeout_ms, headers, max_attempts, ord)
   ),
@@ -191,18 +304,21 @@ begin
      where c.name in (select distinct i.channel from input i)
   ),
   checked as materialized (
-    select i.*, ch.id as channel_id, coalesce(i.max_attempts, ch.max_attempts, 1) as attempts,
+    select i.*, ch.id as channel_id,
+           least(greatest(coalesce(i.max_attempts, ch.max_attempts, 1), 1), 100) as attempts,
            case
              when not :SCHEMA.pgrr_valid_channel(i.channel) then 'invalid_channel'
              when ch.id is null or not ch.live then 'no_responders'
              when i.payload is null then 'invalid_payload'
-             when octet_length(i.payload) > coalesce(ch.max_payload_bytes, 67108864) then 'too_large'
+             when i.headers_text is not null and i.headers is null then 'invalid_headers'
+             when octet_length(i.payload) > coalesce(ch.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())
+                  or octet_length(i.headers_text) > 65536 then 'too_large'
              else 'ok'
            end as status
       from input i left join channels ch on ch.name = i.channel
   ),
   numbered as materialized (
-    select c.*, case when c.status = 'ok' then nextval(v_seq) end as id
+    select c.*, case when c.status = 'ok' then :SCHEMA.pgrr_random_id() end as id
       from checked c
   ),
   inserted as (
@@ -223,28 +339,44 @@ begin
 end
 $$;
 
+-- Milliseconds of a request() timeout: null means 30 s; anything but 1 ms to 2^31 - 1 ms (about 24.8 days)
+-- raises 22023, before any conversion could overflow.
+create function :SCHEMA.pgrr_timeout_ms(p_timeout interval) returns int
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  if p_timeout is null then
+    return 30000;
+  end if;
+  if p_timeout <= interval '0' or p_timeout > interval '2147483647 milliseconds' then
+    raise exception 'pgrr: timeout must be between 1 ms and 2147483647 ms, got %', p_timeout using errcode = '22023';
+  end if;
+  return greatest(ceil(extract(epoch from p_timeout) * 1000), 1)::int;
+end
+$$;
+
 -- request(channel, payload [, timeout [, headers]]): send one request; returns its id for await_reply.
 -- Fails at once (SQLSTATE PR001) when no live responder serves the channel, PR007 on an invalid channel
--- name, PR008 when the payload is larger than the channel allows. The request expires after timeout
--- (default 30 s). Locks and NOTIFY: those of pgrr_send.
+-- name, PR008 when the payload is larger than the channel allows (or the headers over 64 KiB), 22023 for a
+-- timeout out of range or headers that are not a flat JSON object of strings. The request expires after timeout (default
+-- 30 s). The id is random: it is what lets the same login, and only it, await the reply. Locks and
+-- NOTIFY: those of pgrr_send.
 create function :SCHEMA.request(
   channel text, payload text, timeout interval default null, headers jsonb default null
 ) returns bigint
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_id bigint;
   v_status text;
-  v_ms int := ceil(extract(epoch from coalesce(timeout, interval '30 seconds')) * 1000);
 begin
-  if v_ms is null or v_ms <= 0 then
-    raise exception 'pgrr: timeout must be positive, got %', timeout using errcode = '22023';
-  end if;
   select s.id, s.status into v_id, v_status
-    from :SCHEMA.pgrr_send(null, array[channel], array[payload], array[false], array[v_ms],
-                           array[headers::text], array[null::int], null) s;
+    from :SCHEMA.pgrr_send(null, array[channel], array[payload], array[false],
+                           array[:SCHEMA.pgrr_timeout_ms(timeout)], array[headers::text], array[null::int], null) s;
   perform :SCHEMA.pgrr_raise_send_status(v_status, channel);
   return v_id;
 end
@@ -254,21 +386,17 @@ $$;
 create function :SCHEMA.request(
   channel text, payload jsonb, timeout interval default null, headers jsonb default null
 ) returns bigint
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_id bigint;
   v_status text;
-  v_ms int := ceil(extract(epoch from coalesce(timeout, interval '30 seconds')) * 1000);
 begin
-  if v_ms is null or v_ms <= 0 then
-    raise exception 'pgrr: timeout must be positive, got %', timeout using errcode = '22023';
-  end if;
   select s.id, s.status into v_id, v_status
-    from :SCHEMA.pgrr_send(null, array[channel], array[payload::text], array[true], array[v_ms],
-                           array[headers::text], array[null::int], null) s;
+    from :SCHEMA.pgrr_send(null, array[channel], array[payload::text], array[true],
+                           array[:SCHEMA.pgrr_timeout_ms(timeout)], array[headers::text], array[null::int], null) s;
   perform :SCHEMA.pgrr_raise_send_status(v_status, channel);
   return v_id;
 end
@@ -278,6 +406,7 @@ $$;
 create function :SCHEMA.pgrr_raise_send_status(p_status text, p_channel text) returns void
 language plpgsql immutable
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 begin
   case p_status
@@ -288,9 +417,12 @@ begin
       raise exception 'pgrr: invalid channel name %', coalesce(quote_literal(p_channel), 'NULL')
         using errcode = 'PR007', hint = 'A channel name is 1 to 63 bytes with no control characters.';
     when 'too_large' then
-      raise exception 'pgrr: payload too large for channel %', quote_literal(p_channel) using errcode = 'PR008';
+      raise exception 'pgrr: payload too large for channel %', quote_literal(p_channel) using errcode = 'PR008',
+        hint = 'The channel''s max_payload_bytes (pgrr_configure_channel) bounds the payload; headers have 64 KiB.';
     when 'invalid_payload' then
       raise exception 'pgrr: payload must not be null' using errcode = '22004';
+    when 'invalid_headers' then
+      raise exception 'pgrr: headers must be a JSON object whose values are strings' using errcode = '22023';
     else
       raise exception 'pgrr: unexpected send status %', p_status using errcode = 'XX000';
   end case;
@@ -358,6 +490,9 @@ $$;
 
 -- pgrr_ring(responder, channel): called by pgrr_claim after it claimed rows. The bell holder rings (see bell
 -- locks); a responder that is not the holder becomes it when nobody holds the current bell, else does nothing.
+-- Never waits for a lock: every advisory lock is a try-lock, and the takeover re-reads the bell row under a
+-- row lock, so that a generation read before another claim committed is never rung (taking the next bell
+-- of a stale generation would wait for a holder that may never ring again, with the claim's rows locked).
 create function :SCHEMA.pgrr_ring(p_responder int, p_channel_id int) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -365,6 +500,7 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   b record;
+  v_generation bigint;
 begin
   select c.generation, c.holder into b from :SCHEMA.pgrr_bell c where c.channel_id = p_channel_id;
   if not found then
@@ -374,9 +510,17 @@ begin
     if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation)) then
       return;
     end if;
+    select c.generation into v_generation from :SCHEMA.pgrr_bell c where c.channel_id = p_channel_id for update;
+    if v_generation is distinct from b.generation then
+      perform pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation));
+      return;
+    end if;
     update :SCHEMA.pgrr_bell c set holder = p_responder where c.channel_id = p_channel_id;
   end if;
-  perform pg_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation + 1));
+  if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation + 1)) then
+    -- Not expected (the previous holder released it when its ring committed); awaiters nap meanwhile.
+    return;
+  end if;
   update :SCHEMA.pgrr_bell c set generation = b.generation + 1 where c.channel_id = p_channel_id;
   perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation)),
           pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation));
@@ -386,11 +530,12 @@ $$;
 -- pgrr_reap(ids): find claimed requests whose request lock nobody holds, i.e. whose responder's session
 -- ended without replying. Each goes back to pending when it has attempts left (NOTIFY on its service
 -- channel) or becomes lost (NOTIFY its TypeScript caller). p_ids null means every claimed request.
--- Returns the ids it changed and their new state. Safe to run anywhere, any number of times at once:
--- every change is conditional on the state and attempt it read.
+-- Returns the ids it changed and their new state, of the calling login's own requests only (ids are
+-- secrets). Safe to run anywhere, any number of times at once: every change is conditional on the state
+-- and attempt it read, and is what the protocol would do anyway.
 create function :SCHEMA.pgrr_reap(p_ids bigint[] default null)
 returns table (id bigint, state text)
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -398,18 +543,20 @@ declare
   r record;
 begin
   for r in
-    select q.id, q.attempt, q.max_attempts, q.channel_id, q.reply_to
+    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and (p_ids is null or q.id = any (p_ids))
   loop
-    continue when not :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.id));
+    continue when not :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq));
     if r.attempt < r.max_attempts then
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null
        where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt;
       if found then
         perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, '');
-        id := r.id; state := 'pending'; return next;
+        if r.caller = session_user then
+          id := r.id; state := 'pending'; return next;
+        end if;
       end if;
     else
       update :SCHEMA.pgrr_request q
@@ -419,7 +566,9 @@ begin
         if r.reply_to is not null then
           perform pg_notify(r.reply_to, json_build_array(json_build_array(r.id::text, 'l'))::text);
         end if;
-        id := r.id; state := 'lost'; return next;
+        if r.caller = session_user then
+          id := r.id; state := 'lost'; return next;
+        end if;
       end if;
     end if;
   end loop;
@@ -429,8 +578,10 @@ $$;
 -- await_reply(id [, timeout]): wait for the reply of request id and consume it.
 -- Returns the reply text (JSON replies as their JSON text). Raises:
 --   PR002 timeout (the wait, or the request's own deadline, ran out; past its deadline the request is
---         cancelled), PR003 the handler failed (message = its message, detail = its error code),
---   PR004 the responder's session ended while handling it, PR005 unknown or already consumed id,
+--         cancelled; also a failure with code TIMEOUT, which a responder writes at the deadline),
+--   PR003 the handler failed (message = its message, detail = its error code),
+--   PR004 the responder's session ended while handling it, PR005 unknown or already consumed id, or a
+--         request of another login (see Security),
 --   PR006 awaited inside the transaction that made the request (it can never be answered there),
 --   PR009 the request was cancelled.
 -- Waits without a polling floor: before the claim it blocks on the channel's bell, which rings when a claim
@@ -439,42 +590,68 @@ $$;
 -- held, and wakes at least that often to re-read the request (a claim by another responder than the bell
 -- holder does not ring).
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
+-- The waiting itself is pgrr_await, which also tells whether the reply is JSON (for await_reply_json).
 create function :SCHEMA.await_reply(id bigint, timeout interval default null) returns text
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_reply text;
+begin
+  select a.reply into v_reply from :SCHEMA.pgrr_await(await_reply.id, await_reply.timeout) a;
+  return v_reply;
+end
+$$;
+
+-- pgrr_await(id, timeout): await_reply's contract (errors, waiting, consumption), returning the reply and
+-- whether it is JSON. Internal: runs inside await_reply and await_reply_json, as the owner.
+create function :SCHEMA.pgrr_await(p_id bigint, p_timeout interval, out reply text, out reply_json boolean)
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
-  v_id constant bigint := id;
+  v_id constant bigint := p_id;
+  timeout constant interval := p_timeout;
   v_until timestamptz;
   v_left_ms int;
   v_nap_ms int := 1;
   v_generation bigint;
 begin
   loop
-    select q.state, q.reply, q.error_code, q.error_message, q.deadline, q.origin_xact, q.attempt, q.channel_id
+    select q.state, q.reply, q.reply_json, q.error_code, q.error_message, q.deadline, q.origin_xact, q.attempt,
+           q.channel_id, q.seq
       into r
       from :SCHEMA.pgrr_request q
-     where q.id = v_id;
+     where q.id = v_id and q.caller = session_user;
     if not found then
       raise exception 'pgrr: unknown request %', v_id using errcode = 'PR005',
-        hint = 'The id was never issued, its reply was already consumed, or it expired.';
+        hint = 'The id was never issued (to this login), its reply was already consumed, or it expired.';
     end if;
     if v_until is null then
       if r.origin_xact = pg_current_xact_id_if_assigned() then
         raise exception 'pgrr: request % was made in this same transaction and cannot be answered before it commits', v_id
           using errcode = 'PR006', hint = 'Commit after request() and call await_reply() in a later transaction.';
       end if;
-      v_until := least(r.deadline, clock_timestamp() + coalesce(timeout, r.deadline - clock_timestamp()));
+      -- Clamped to [now, deadline]: any interval, infinite or negative ones included, is a valid timeout.
+      v_until := clock_timestamp()
+                 + greatest(least(timeout, r.deadline - clock_timestamp()), interval '0');
     end if;
 
     case r.state
       when 'replied' then
         delete from :SCHEMA.pgrr_request q where q.id = v_id;
-        return r.reply;
+        reply := r.reply;
+        reply_json := coalesce(r.reply_json, false);
+        return;
       when 'failed' then
         delete from :SCHEMA.pgrr_request q where q.id = v_id;
+        if r.error_code = 'TIMEOUT' then
+          -- The responder gave up at the deadline: the caller's timeout, as for TypeScript callers.
+          raise exception 'pgrr: request % reached its deadline', v_id using errcode = 'PR002';
+        end if;
         raise exception '%', r.error_message using errcode = 'PR003', detail = coalesce(r.error_code, '');
       when 'lost' then
         delete from :SCHEMA.pgrr_request q where q.id = v_id;
@@ -501,7 +678,7 @@ begin
         perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
-    elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(v_id), v_left_ms) then
+    elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq), v_left_ms) then
       -- The lock is free: the reply has committed, or the responder's session is gone.
       perform :SCHEMA.pgrr_reap(array[v_id]);
     end if;
@@ -510,36 +687,27 @@ end
 $$;
 
 -- await_reply_json(id [, timeout]): await_reply for JSON: a JSON reply as jsonb, a text reply as a JSON
--- string. Same errors and waiting.
+-- string. Same errors and waiting; a JSON reply that jsonb cannot hold (a string with the escape \u0000)
+-- raises 22P05 and is not consumed (await_reply returns its text).
 create function :SCHEMA.await_reply_json(id bigint, timeout interval default null) returns jsonb
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_is_json boolean;
-  v_reply text;
+  o record;
 begin
-  select q.reply_json into v_is_json from :SCHEMA.pgrr_request q where q.id = await_reply_json.id;
-  v_reply := :SCHEMA.await_reply(await_reply_json.id, await_reply_json.timeout);
-  if v_is_json is null then
-    -- Read before the reply existed: decide from the text itself.
-    begin
-      return v_reply::jsonb;
-    exception when invalid_text_representation then
-      return to_jsonb(v_reply);
-    end;
-  end if;
-  return case when v_is_json then v_reply::jsonb else to_jsonb(v_reply) end;
+  select a.reply, a.reply_json into o from :SCHEMA.pgrr_await(await_reply_json.id, await_reply_json.timeout) a;
+  return case when o.reply_json then o.reply::jsonb else to_jsonb(o.reply) end;
 end
 $$;
 
--- pgrr_cancel(ids): the caller gives up on these requests. Pending ones are deleted (never run); claimed
--- ones become cancelled and their responders get a NOTIFY on their control channel (payload: the ids, comma
--- separated) so the handlers' abort signals fire; finished ones are deleted. One UPDATE first, so that a
--- claim committing concurrently is waited for and re-checked rather than missed.
+-- pgrr_cancel(ids): the caller gives up on these requests (its own only). Pending ones are deleted (never
+-- run); claimed ones become cancelled and their responders get a NOTIFY on their control channel (payload:
+-- the ids, comma separated) so the handlers' abort signals fire; finished ones are deleted. One UPDATE
+-- first, so that a claim committing concurrently is waited for and re-checked rather than missed.
 create function :SCHEMA.pgrr_cancel(p_ids bigint[]) returns void
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -550,7 +718,7 @@ begin
     with marked as (
       update :SCHEMA.pgrr_request q
          set state = 'cancelled', finished_at = clock_timestamp()
-       where q.id = any (p_ids) and q.state in ('pending', 'claimed')
+       where q.id = any (p_ids) and q.state in ('pending', 'claimed') and q.caller = session_user
       returning q.id, q.responder_id
     )
     select m.responder_id, string_agg(m.id::text, ',') as ids
@@ -561,28 +729,29 @@ begin
     perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.w' || r.responder_id, r.ids);
   end loop;
   delete from :SCHEMA.pgrr_request q
-   where q.id = any (p_ids)
+   where q.id = any (p_ids) and q.caller = session_user
      and (q.state in ('replied', 'failed', 'lost') or (q.state = 'cancelled' and q.responder_id is null));
 end
 $$;
 
--- pgrr_ack(ids): delete finished requests whose outcome the caller has read. Locks: row locks only.
+-- pgrr_ack(ids): delete finished requests whose outcome the caller (this login) has read. Locks: row locks
+-- only.
 create function :SCHEMA.pgrr_ack(p_ids bigint[]) returns void
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
   delete from :SCHEMA.pgrr_request q
-   where q.id = any (p_ids) and q.state in ('replied', 'failed', 'lost');
+   where q.id = any (p_ids) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
 end
 $$;
 
 -- pgrr_fetch(ids): the current state of these requests, for replies too large to travel in a NOTIFY and
--- for the catch-up after a reconnect. Ids not returned no longer exist.
+-- for the catch-up after a reconnect. Ids not returned no longer exist, or are not this login's.
 create function :SCHEMA.pgrr_fetch(p_ids bigint[])
 returns table (id bigint, state text, reply text, reply_json boolean, error_code text, error_message text)
-language plpgsql stable
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -590,16 +759,19 @@ begin
   return query
   select q.id, q.state, q.reply, q.reply_json, q.error_code, q.error_message
     from :SCHEMA.pgrr_request q
-   where q.id = any (p_ids);
+   where q.id = any (p_ids) and q.caller = session_user;
 end
 $$;
 
--- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Creates the service if
--- new, inserts the responder row and takes its responder lock (session level, exclusive) on the calling
--- session, which must stay dedicated to this responder: from the commit on, request() sees it as live.
+-- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
+-- that may not serve the channel (see Security: a grant in pgrr_channel_grant to a role it is a member of,
+-- or being the owner, a member of it, or a superuser). Creates the service if new, inserts the responder
+-- row and takes its responder lock (session level, exclusive) on the calling session, which must stay
+-- dedicated to this responder: from the commit on, request() sees it as live, and only this session may
+-- use the responder id.
 create function :SCHEMA.pgrr_register(p_channel text, p_host text, p_pid int, p_concurrency int)
 returns table (responder_id int, channel_id int, service_channel text, control_channel text)
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -609,9 +781,20 @@ declare
 begin
   perform :SCHEMA.pgrr_raise_send_status(
     case when :SCHEMA.pgrr_valid_channel(p_channel) then 'ok' else 'invalid_channel' end, p_channel);
-  insert into :SCHEMA.pgrr_channel as c (name) values (p_channel)
-    on conflict (name) do nothing;
   select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
+  -- current_user is the owner here (SECURITY DEFINER).
+  if not pg_has_role(session_user, current_user, 'member')
+     and not exists (select 1 from :SCHEMA.pgrr_channel_grant g
+                      where g.channel_id = v_channel_id and pg_has_role(session_user, g.grantee::oid, 'member')) then
+    raise exception 'pgrr: role % may not serve channel %', quote_ident(session_user), quote_literal(p_channel)
+      using errcode = '42501',
+            hint = 'The schema owner grants a channel with pgrr_grant_channel(channel, role) (TypeScript: grantChannel).';
+  end if;
+  if v_channel_id is null then
+    insert into :SCHEMA.pgrr_channel as c (name) values (p_channel)
+      on conflict (name) do nothing;
+    select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
+  end if;
   insert into :SCHEMA.pgrr_bell (channel_id) values (v_channel_id) on conflict do nothing;
   insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency)
     values (v_channel_id, p_host, p_pid, p_concurrency)
@@ -625,12 +808,13 @@ begin
 end
 $$;
 
--- pgrr_report(responder, ...): a responder's counters, written to its own row (see pgrr_responder).
+-- pgrr_report(responder, ...): a responder's counters, written to its own row (see pgrr_responder). Does
+-- nothing for a responder id this session did not register.
 create function :SCHEMA.pgrr_report(
   p_responder int, p_handled_total bigint, p_failed_total bigint, p_handled_last_minute int,
   p_failed_last_minute int, p_running int
 ) returns void
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -639,37 +823,55 @@ begin
      set handled_total = p_handled_total, failed_total = p_failed_total,
          handled_last_minute = p_handled_last_minute, failed_last_minute = p_failed_last_minute,
          running = p_running, reported_at = clock_timestamp()
-   where r.id = p_responder;
+   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
 end
 $$;
 
 -- pgrr_unregister(responder): stop being live (drain). Deletes the row and releases the responder lock;
--- the request locks of in-flight requests stay held until their replies commit.
+-- the request locks of in-flight requests stay held until their replies commit. Does nothing for a
+-- responder id this session did not register.
 create function :SCHEMA.pgrr_unregister(p_responder int) returns void
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  delete from :SCHEMA.pgrr_responder r where r.id = p_responder;
-  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
+  delete from :SCHEMA.pgrr_responder r
+   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
+  if found then
+    perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
+  end if;
 end
 $$;
 
 -- Takes the request lock at session level (see pgrr_claim); returns true. A function so the claim can
 -- take it once per updated row from its RETURNING list.
-create function :SCHEMA.pgrr_hold_request_lock(p_id bigint) returns boolean
+create function :SCHEMA.pgrr_hold_request_lock(p_seq bigint) returns boolean
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  perform pg_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id));
+  perform pg_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq));
   return true;
 end
 $$;
 
--- pgrr_claim(responder, channel, limit): take up to limit pending requests of the channel, oldest first.
+-- Moves the request lock of seq from session to transaction scope, if this session holds it: true then,
+-- false (without waiting) when another session holds it or nobody did. What proves, in pgrr_reply, that
+-- the caller is the responder holding the request.
+create function :SCHEMA.pgrr_release_request_lock(p_seq bigint) returns boolean
+language sql volatile
+as $$
+  select case when pg_catalog.pg_try_advisory_xact_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq))
+              then pg_catalog.pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq))
+              else false end
+$$;
+
+-- pgrr_claim(responder, channel, limit): take up to limit pending requests of the channel, oldest first,
+-- and at most pgrr_claim_max_bytes() of payloads (rows are added while the payloads before them sum to
+-- less than that, so always at least one): a backlog of huge payloads cannot make one claim exhaust the
+-- responder's memory. Raises 42501 unless this session registered the responder, for this channel.
 -- FOR UPDATE SKIP LOCKED lets competing responders claim concurrently without waiting on each other; each
 -- claimed row gets its request lock (session level, exclusive) inside this same transaction, so the lock
 -- is held before anyone can see the row as claimed. Returns the remaining time to the deadline and the
@@ -677,19 +879,34 @@ $$;
 create function :SCHEMA.pgrr_claim(p_responder int, p_channel_id int, p_limit int)
 returns table (id bigint, payload text, payload_json boolean, headers jsonb, attempt int, remaining_ms int,
                queued_ms int, locked boolean)
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
+  if not exists (select 1 from :SCHEMA.pgrr_responder r
+                  where r.id = p_responder and r.channel_id = p_channel_id
+                    and r.backend_pid = pg_backend_pid() and r.login = session_user) then
+    raise exception 'pgrr: responder % of channel % was not registered by this session', p_responder, p_channel_id
+      using errcode = '42501';
+  end if;
   return query
-  with picked as (
-    select q.id
+  with candidates as (
+    -- octet_length reads the stored size: a large payload is not detoasted to be measured.
+    select q.id, q.seq, octet_length(q.payload) as bytes
       from :SCHEMA.pgrr_request q
      where q.channel_id = p_channel_id and q.state = 'pending' and q.deadline > clock_timestamp()
-     order by q.id
+     order by q.seq
      limit p_limit
        for update skip locked
+  ),
+  picked as (
+    -- Rows left out stay pending; their row locks end with this statement's transaction.
+    select s.id
+      from (select c.id, sum(c.bytes) over (order by c.seq rows between unbounded preceding and current row) - c.bytes
+                          as before
+              from candidates c) s
+     where s.before < :SCHEMA.pgrr_claim_max_bytes()
   )
   update :SCHEMA.pgrr_request q
      set state = 'claimed', responder_id = p_responder, claimed_at = clock_timestamp(),
@@ -699,7 +916,7 @@ begin
   returning q.id, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int,
-            :SCHEMA.pgrr_hold_request_lock(q.id);
+            :SCHEMA.pgrr_hold_request_lock(q.seq);
   if found then
     perform :SCHEMA.pgrr_ring(p_responder, p_channel_id);
   end if;
@@ -707,45 +924,71 @@ end
 $$;
 
 -- pgrr_reply(responder, ids, failed, bodies, json, codes): write the outcomes of handled requests.
--- Each request lock moves from session to transaction scope first, so awaiters wake exactly when this
--- commits. Rows the caller cancelled meanwhile are deleted instead. NOTIFY: per TypeScript caller, JSON
+-- Only requests whose request lock this session holds are written (the others are ignored): a session
+-- cannot answer for another responder. Each of those locks moves from session to transaction scope first,
+-- so awaiters wake exactly when this commits. Rows the caller cancelled meanwhile are deleted instead. A
+-- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
+-- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
 -- arrays of entries [id, 'r', is_json, body] / [id, 'f', code, message]; a body or message whose entry
 -- would exceed 1500 bytes is left out (the caller fetches it); entries are grouped so that every payload
 -- stays under the 8000-byte NOTIFY limit.
 create function :SCHEMA.pgrr_reply(
   p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[]
 ) returns int
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- Its statement is planned once per session, maybe while the table is nearly empty; then a sequential scan
+-- looks cheapest and stays in the cached plan as the table grows. Every access here is by primary key.
+set enable_seqscan = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
   v_count int := 0;
 begin
-  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(i.id)),
-          pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(i.id))
-     from unnest(p_ids) as i(id);
-
-  delete from :SCHEMA.pgrr_request q
-   where q.id = any (p_ids) and q.responder_id = p_responder and q.state = 'cancelled';
-
   for r in
     with input as (
-      select t.id, t.failed, t.body, t.is_json, t.code
+      select t.id, coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code
         from unnest(p_ids, p_failed, p_bodies, p_json, p_codes) as t(id, failed, body, is_json, code)
+    ),
+    -- Every access to pgrr_request also says "id = any (p_ids)": the generic plan then uses the primary key
+    -- whatever the table's size was when it was planned.
+    owned as materialized (
+      select i.*, q.seq, q.channel_id
+        from input i
+        join :SCHEMA.pgrr_request q on q.id = i.id
+       where q.id = any (p_ids) and q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
+    ),
+    held as materialized (
+      select o.* from owned o where :SCHEMA.pgrr_release_request_lock(o.seq)
+    ),
+    gone as (
+      delete from :SCHEMA.pgrr_request q
+       using held h
+       where q.id = any (p_ids) and q.id = h.id and q.responder_id = p_responder and q.state = 'cancelled'
     ),
     done as (
       update :SCHEMA.pgrr_request q
-         set state = case when i.failed then 'failed' else 'replied' end,
-             reply = case when i.failed then null else i.body end,
-             reply_json = case when i.failed then null else i.is_json end,
-             error_code = case when i.failed then i.code end,
-             error_message = case when i.failed then i.body end,
+         set state = case when h.failed or x.too_large then 'failed' else 'replied' end,
+             reply = case when h.failed or x.too_large then null else h.body end,
+             reply_json = case when h.failed or x.too_large then null else h.is_json end,
+             error_code = case when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
+             error_message = case
+               when x.too_large then
+                 format('the %s of %s bytes is over the limit of %s bytes of channel %s',
+                        case when h.failed then 'error message' else 'reply' end,
+                        octet_length(h.body), x.max_bytes, c.name)
+               when h.failed then h.body
+             end,
              finished_at = clock_timestamp()
-        from input i
-       where q.id = i.id and q.state = 'claimed' and q.responder_id = p_responder
-      returning q.id, q.reply_to, i.failed, i.body, i.is_json, i.code
+        from held h
+        join :SCHEMA.pgrr_channel c on c.id = h.channel_id,
+             lateral (select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) as max_bytes) m,
+             lateral (select coalesce(octet_length(h.body) > m.max_bytes, false) as too_large, m.max_bytes) x
+       where q.id = any (p_ids) and q.id = h.id and q.state = 'claimed' and q.responder_id = p_responder
+      returning q.id, q.reply_to, q.state = 'failed' as failed,
+                case when q.state = 'failed' then q.error_message else q.reply end as body,
+                q.reply_json as is_json, q.error_code as code
     ),
     entries as (
       select d.reply_to, d.id,
@@ -777,19 +1020,182 @@ end
 $$;
 
 -- pgrr_sweep(grace): delete requests past their deadline by more than grace (nobody waits for them any
--- more) and responder rows whose session is gone. Returns the number of requests deleted.
+-- more) unless a live responder still holds them (its reply must find the row to release the request
+-- lock), and responder rows whose session is gone. Returns the number of requests deleted.
 create function :SCHEMA.pgrr_sweep(p_grace interval default interval '5 seconds') returns int
-language plpgsql volatile
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_count int;
 begin
-  delete from :SCHEMA.pgrr_request q where q.deadline < clock_timestamp() - p_grace;
+  delete from :SCHEMA.pgrr_request q
+   where q.deadline < clock_timestamp() - p_grace
+     and (q.state not in ('claimed', 'cancelled') or q.responder_id is null
+          or :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(q.seq)));
   get diagnostics v_count = row_count;
   delete from :SCHEMA.pgrr_responder r
    where :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_responder(), r.id);
   return v_count;
 end
 $$;
+
+-- Administration (the owner only: not granted to anyone).
+
+-- pgrr_configure_channel(channel, max_payload_bytes, max_attempts): sets a channel's limits, creating the
+-- channel if new (PR007 for an invalid name). A null argument leaves that setting as it is (a new channel
+-- starts with no size limit of its own, i.e. pgrr_default_max_payload_bytes(), and 1 attempt).
+-- max_payload_bytes (1 to 1073741823) bounds each request's payload (PR008) and each reply;
+-- max_attempts (1 to 100) is the default of requests that do not set theirs. 22023 for values out of range.
+-- Returns the settings in effect.
+create function :SCHEMA.pgrr_configure_channel(
+  p_channel text, p_max_payload_bytes int default null, p_max_attempts int default null
+) returns table (channel_id int, max_payload_bytes int, max_attempts int)
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  perform :SCHEMA.pgrr_raise_send_status(
+    case when :SCHEMA.pgrr_valid_channel(p_channel) then 'ok' else 'invalid_channel' end, p_channel);
+  if p_max_payload_bytes not between 1 and 1073741823 then
+    raise exception 'pgrr: max_payload_bytes must be between 1 and 1073741823, got %', p_max_payload_bytes
+      using errcode = '22023';
+  end if;
+  if p_max_attempts not between 1 and 100 then
+    raise exception 'pgrr: max_attempts must be between 1 and 100, got %', p_max_attempts using errcode = '22023';
+  end if;
+  return query
+  with saved as (
+    insert into :SCHEMA.pgrr_channel as c (name, max_payload_bytes, max_attempts)
+      values (p_channel, p_max_payload_bytes, coalesce(p_max_attempts, 1))
+      on conflict (name) do update
+        set max_payload_bytes = coalesce(p_max_payload_bytes, c.max_payload_bytes),
+            max_attempts = coalesce(p_max_attempts, c.max_attempts)
+    returning c.id, c.max_payload_bytes, c.max_attempts
+  )
+  select s.id, coalesce(s.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), s.max_attempts from saved s;
+end
+$$;
+
+-- pgrr_grant_channel(channel, role): members of role may serve channel (see pgrr_register). Creates the
+-- channel if new. 42704 when the role does not exist. Idempotent.
+create function :SCHEMA.pgrr_grant_channel(p_channel text, p_role name) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_role oid;
+  v_channel_id int;
+begin
+  perform :SCHEMA.pgrr_raise_send_status(
+    case when :SCHEMA.pgrr_valid_channel(p_channel) then 'ok' else 'invalid_channel' end, p_channel);
+  select a.oid into v_role from pg_roles a where a.rolname = p_role;
+  if v_role is null then
+    raise exception 'pgrr: role % does not exist', quote_ident(p_role) using errcode = '42704';
+  end if;
+  insert into :SCHEMA.pgrr_channel as c (name) values (p_channel) on conflict (name) do nothing;
+  select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
+  insert into :SCHEMA.pgrr_channel_grant (channel_id, grantee) values (v_channel_id, v_role::regrole)
+    on conflict do nothing;
+end
+$$;
+
+-- pgrr_revoke_channel(channel, role): undoes pgrr_grant_channel. Responders already registered keep
+-- serving until they register again. Idempotent.
+create function :SCHEMA.pgrr_revoke_channel(p_channel text, p_role name) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  delete from :SCHEMA.pgrr_channel_grant g
+   using :SCHEMA.pgrr_channel c, pg_roles a
+   where g.channel_id = c.id and c.name = p_channel and a.rolname = p_role and g.grantee = a.oid::regrole;
+end
+$$;
+
+-- pgrr_grant_caller(role) / pgrr_grant_responder(role): the privileges of a caller or a responder (see
+-- Security) for role, which must exist. Run by the migrator for the roles it is given; idempotent. USAGE
+-- on the schema is granted only when the role lacks it (so the public schema's ACL is left alone).
+create function :SCHEMA.pgrr_grant_caller(p_role name) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  s constant text := quote_ident(:SCHEMA_LITERAL);
+begin
+  if not has_schema_privilege(p_role, :SCHEMA_LITERAL, 'USAGE') then
+    execute format('grant usage on schema %s to %I', s, p_role);
+  end if;
+  execute format('grant select on table %s.pgrr_migration to %I', s, p_role);
+  execute format(
+    'grant execute on function %1$s.request(text, text, interval, jsonb), %1$s.request(text, jsonb, interval, jsonb), '
+    '%1$s.await_reply(bigint, interval), %1$s.await_reply_json(bigint, interval), '
+    '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]), %1$s.pgrr_ack(bigint[]), '
+    '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
+    'to %2$I', s, p_role);
+end
+$$;
+
+create function :SCHEMA.pgrr_grant_responder(p_role name) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  s constant text := quote_ident(:SCHEMA_LITERAL);
+begin
+  if not has_schema_privilege(p_role, :SCHEMA_LITERAL, 'USAGE') then
+    execute format('grant usage on schema %s to %I', s, p_role);
+  end if;
+  execute format('grant select on table %s.pgrr_migration to %I', s, p_role);
+  execute format(
+    'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
+    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int), '
+    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]), %1$s.pgrr_sweep(interval), '
+    '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
+    'to %2$I', s, p_role);
+end
+$$;
+
+-- Privileges: the owner's only (see Security). Tables and sequences have no privileges for PUBLIC unless
+-- default privileges gave some; functions are executable by PUBLIC by default.
+revoke all on table :SCHEMA.pgrr_channel, :SCHEMA.pgrr_channel_grant, :SCHEMA.pgrr_responder, :SCHEMA.pgrr_bell,
+  :SCHEMA.pgrr_request, :SCHEMA.pgrr_migration from public;
+
+do $$
+declare
+  v_sequence text;
+begin
+  foreach v_sequence in array array[
+    pg_catalog.pg_get_serial_sequence(pg_catalog.quote_ident(:SCHEMA_LITERAL) || '.pgrr_channel', 'id'),
+    pg_catalog.pg_get_serial_sequence(pg_catalog.quote_ident(:SCHEMA_LITERAL) || '.pgrr_responder', 'id'),
+    pg_catalog.pg_get_serial_sequence(pg_catalog.quote_ident(:SCHEMA_LITERAL) || '.pgrr_request', 'seq')
+  ] loop
+    execute pg_catalog.format('revoke all on sequence %s from public', v_sequence);
+  end loop;
+end
+$$;
+
+revoke all on function
+  :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_bell(),
+  :SCHEMA.pgrr_bell_key(int, bigint), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
+  :SCHEMA.pgrr_claim_max_bytes(), :SCHEMA.pgrr_default_max_payload_bytes(), :SCHEMA.pgrr_notify_prefix(),
+  :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
+  :SCHEMA.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]),
+  :SCHEMA.pgrr_timeout_ms(interval),
+  :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),
+  :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int),
+  :SCHEMA.pgrr_wait_lock(int, int, int), :SCHEMA.pgrr_wait_bell(int, bigint, int), :SCHEMA.pgrr_ring(int, int),
+  :SCHEMA.pgrr_reap(bigint[]), :SCHEMA.await_reply(bigint, interval), :SCHEMA.await_reply_json(bigint, interval),
+  :SCHEMA.pgrr_await(bigint, interval),
+  :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
+  :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
+  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
+  :SCHEMA.pgrr_claim(int, int, int), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]),
+  :SCHEMA.pgrr_sweep(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
+  :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),
+  :SCHEMA.pgrr_grant_caller(name), :SCHEMA.pgrr_grant_responder(name)
+from public;

@@ -10,7 +10,8 @@ const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/
 
 /** Throws `InvalidChannelError` unless `channel` is a valid channel name. */
 export function assertChannelName(channel: unknown): asserts channel is string {
-  if (typeof channel !== 'string' || controlCharacters.test(channel)) throw new InvalidChannelError(channel)
+  // A lone surrogate has no UTF-8 form: it would reach the database as U+FFFD, the name of another channel.
+  if (typeof channel !== 'string' || controlCharacters.test(channel) || !channel.isWellFormed()) throw new InvalidChannelError(channel)
   const bytes = Buffer.byteLength(channel)
   if (bytes < 1 || bytes > 63) throw new InvalidChannelError(channel)
 }

@@ -11,7 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
-import postgres from 'postgres'
+import pg from 'pg'
 
 const execFileAsync = promisify(execFile)
 
@@ -384,8 +384,8 @@ interface ServerSpec {
 interface RunningServer {
   /** Stops postgres and waits until it has exited. Idempotent. */
   shutDown(): Promise<void>
-  /** A one-connection client for administrative statements; the caller ends it. */
-  sql(): postgres.Sql
+  /** A connected client for administrative statements; the caller ends it. */
+  connect(): Promise<pg.Client>
 }
 
 /**
@@ -441,7 +441,18 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
   }
 
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`
-  const sql = () => postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} })
+  const connect = async (): Promise<pg.Client> => {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 })
+    // A failing connection emits 'error' as well as rejecting; without a listener that would crash.
+    client.on('error', () => undefined)
+    try {
+      await client.connect()
+    } catch (err) {
+      await client.end().catch(() => undefined)
+      throw err
+    }
+    return client
+  }
   const deadline = Date.now() + (options.startTimeoutMs ?? 30_000)
   let lastError: unknown
   for (;;) {
@@ -450,15 +461,22 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
       await shutDown()
       throw failure
     }
-    const client = sql()
+    let client: pg.Client | undefined
     try {
       // Something else may hold the port and never answer: stop waiting as soon as postgres exits.
-      const answered = await Promise.race([client`select 1`.then(() => true), exited.then(() => false)])
-      if (answered) return { shutDown, sql }
+      const answered = await Promise.race([
+        connect().then(async (connected) => {
+          client = connected
+          await connected.query('select 1')
+          return true
+        }),
+        exited.then(() => false),
+      ])
+      if (answered) return { shutDown, connect }
     } catch (err) {
       lastError = err
     } finally {
-      await client.end({ timeout: 0 })
+      await client?.end().catch(() => undefined)
     }
     if (Date.now() > deadline) {
       const log = await readLogTail(logFile)
@@ -507,12 +525,13 @@ async function exitsWithin(exited: Promise<void>, ms: number): Promise<boolean> 
 }
 
 async function createDatabase(server: RunningServer, database: string): Promise<void> {
-  const sql = server.sql()
+  let client: pg.Client | undefined
   try {
-    await sql`create database ${sql(database)}`
+    client = await server.connect()
+    await client.query(`create database "${database.replace(/"/g, '""')}"`)
   } catch (err) {
     throw new EmbeddedPostgresError('START_FAILED', `could not create database "${database}": ${String(err)}`, { cause: err })
   } finally {
-    await sql.end({ timeout: 1 })
+    await client?.end().catch(() => undefined)
   }
 }

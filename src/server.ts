@@ -300,8 +300,16 @@ export class Server {
       // Rows claimed by a session that has since died were released with it.
       if (session.generation !== this.#generation) return
       if (rows.length > 0) this.#context.telemetry.claimed?.(this.channel, rows.length)
-      for (const row of rows) this.#run(row, session)
-      this.#backlog = rows.length === limit
+      for (const row of rows) {
+        try {
+          this.#run(row, session)
+        } catch (error) {
+          // #run() never throws on purpose; if it does, this request still gets an outcome and the others run.
+          const job = this.#jobs.get(row.id)
+          if (job !== undefined) this.#finish(job, failure(error))
+        }
+      }
+      this.#backlog = rows.length === limit || claimStoppedAtByteCap(rows)
     } catch (error) {
       this.#context.logger.warn({ err: error }, 'claim failed')
       this.#claiming = false
@@ -359,13 +367,22 @@ export class Server {
     } catch (error) {
       return this.#finish(job, failure(error))
     }
-    if (isThenable(result)) {
-      result.then(
+    // A hostile result (a Proxy, a `then` or `then` getter that throws) must not escape #run(): reading
+    // `then` happens inside try, and Promise.resolve() turns a throwing `then` into a rejection.
+    let thenable: boolean
+    try {
+      thenable = isThenable(result)
+    } catch (error) {
+      return this.#finish(job, failure(error))
+    }
+    if (!thenable) return this.#finish(job, success(result))
+    try {
+      Promise.resolve(result as PromiseLike<unknown>).then(
         (value) => this.#finish(job, success(value)),
         (error: unknown) => this.#finish(job, failure(error)),
       )
-    } else {
-      this.#finish(job, success(result))
+    } catch (error) {
+      this.#finish(job, failure(error))
     }
   }
 
@@ -553,12 +570,18 @@ function success(value: unknown): Omit<Outcome, 'id' | 'generation'> {
     const encoded = encodePayload(value, 'reply')
     return { failed: false, body: encoded.text, json: encoded.json, code: null }
   } catch (error) {
-    return { failed: true, body: (error as Error).message, json: false, code: 'INVALID_REPLY' }
+    return { failed: true, body: describe(error), json: false, code: 'INVALID_REPLY' }
   }
 }
 
 function failure(error: unknown): Omit<Outcome, 'id' | 'generation'> {
-  const code = (error as { code?: unknown } | null)?.code
+  let code: unknown
+  try {
+    // A thrown value may be a Proxy or have a throwing getter.
+    code = (error as { code?: unknown } | null)?.code
+  } catch {
+    code = undefined
+  }
   return {
     failed: true,
     body: describe(error),
@@ -580,6 +603,20 @@ function describe(error: unknown): string {
 /** PostgreSQL text cannot hold NUL, nor lone surrogates in UTF-8. */
 function sanitize(text: string): string {
   return text.replaceAll("\u0000", '\uFFFD').toWellFormed()
+}
+
+/** Most payload bytes one claim returns: pgrr_claim_max_bytes() in sql/0001_initial.sql. */
+const claimMaxBytes = 8 * 1024 * 1024
+
+/** Whether pgrr_claim stopped at its byte cap (then more requests may be pending, as after a full batch). */
+function claimStoppedAtByteCap(rows: readonly ClaimedRow[]): boolean {
+  let units = 0
+  for (const row of rows) units += row.payload.length
+  // A UTF-16 unit is at most 3 bytes of UTF-8: below this, the cap was not reached (the common case).
+  if (rows.length === 0 || units * 3 < claimMaxBytes) return false
+  let bytes = 0
+  for (const row of rows) bytes += Buffer.byteLength(row.payload)
+  return bytes >= claimMaxBytes
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

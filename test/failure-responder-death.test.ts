@@ -11,7 +11,7 @@ import postgres from 'postgres'
 import { ResponderLostError } from '../src/index.ts'
 import { killAll, since, startResponderChild } from './fixtures/failure-process.ts'
 import type { FailureReply } from './fixtures/failure-responder.ts'
-import { clientFor, databaseUrl, knownBug, rejection, requestRows, useTestSchema, waitFor } from './helpers.ts'
+import { clientFor, databaseUrl, rejection, requestRows, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('fail_death')
 after(killAll)
@@ -68,9 +68,10 @@ test('SIGKILL mid-request: a SQL caller gets PR004 within 2 s, a TypeScript call
   })
 })
 
-knownBug(
-  'await_reply removes the error outcome it raises (PR003, PR004), as it does a reply',
-  'await_reply deletes failed/lost rows and then raises in the same statement, so the raise rolls the delete back; the rows stay until the sweeper (deadline + 5 s)',
+// Raising rolls back every change of the statement, so await_reply cannot consume an error outcome: it
+// stays readable (the same error again) until the sweeper removes it, 5 s past the request's deadline.
+test(
+  'an error outcome raised by await_reply (PR004) stays readable: the same error again',
   { timeout: 30_000 },
   async (t) => {
     const channel = 'death.sqlconsume'
@@ -82,7 +83,8 @@ knownBug(
     const outcome = sqlCaller.unsafe(`select ${db.quoted}.await_reply($1)`, [id]).catch((error: Error & { code?: string }) => error.code)
     await responder.process.kill('SIGKILL')
     assert.equal(await outcome, 'PR004')
-    assert.deepEqual(await requestRows(db, channel), [], 'the lost outcome was consumed')
+    const again = await sqlCaller.unsafe(`select ${db.quoted}.await_reply($1)`, [id]).catch((error: Error & { code?: string }) => error.code)
+    assert.equal(again, 'PR004', 'awaiting it again raises the same error')
   },
 )
 

@@ -1,20 +1,36 @@
-/** `pgrr migrate`: installs or upgrades the protocol in a schema. */
-import { migrate } from '../migrate.ts'
+/** `pgrr migrate`: installs or upgrades the protocol in a schema, and grants it to roles. */
+import { migrate, type MigrateRoles } from '../migrate.ts'
 import { commonOptions, commonOptionsHelp, connectionFrom, databaseOptions, databaseOptionsHelp, parseCommandArgs } from './arguments.ts'
 import { writeOut, type Command } from './command.ts'
-import { exitCodes } from './exit-codes.ts'
+import { exitCodes, UsageError } from './exit-codes.ts'
 
 const help = `Usage: pgrr migrate [options]
 
 Installs the request-reply protocol (tables and SQL functions) in the schema, or upgrades it. Safe to run
-any number of times, also from several processes at once.
+any number of times, also from several processes at once. Nothing is created outside the schema.
+
+The tables and functions belong to the login that runs this; no other role may use them until granted.
+--caller-role and --responder-role create those roles (NOLOGIN) when missing and grant them what callers
+and responders need; then make logins members: GRANT <role> TO <login>. Callers cannot read the tables
+and read only their own replies; responders serve only the channels granted to them (--responder-channel,
+or later with grantChannel()). See the README, "Security".
 
 Options:
+  --caller-role <role>        role whose members may make requests (request, await_reply, clients)
+  --responder-role <role>     role whose members may serve granted channels
+  --responder-channel <name>  a channel the responder role may serve; repeatable
 ${databaseOptionsHelp}
-  --json                 print the result as JSON
+  --json                      print the result as JSON
 ${commonOptionsHelp}`
 
-const options = { ...commonOptions, ...databaseOptions, json: { type: 'boolean' } } as const
+const options = {
+  ...commonOptions,
+  ...databaseOptions,
+  json: { type: 'boolean' },
+  'caller-role': { type: 'string' },
+  'responder-role': { type: 'string' },
+  'responder-channel': { type: 'string', multiple: true },
+} as const
 
 export const migrateCommand: Command = {
   name: 'migrate',
@@ -27,17 +43,38 @@ export const migrateCommand: Command = {
       return exitCodes.ok
     }
     const connection = connectionFrom(values, process.env, 'pgrr migrate')
-    const result = await migrate(connection)
+    const channels = values['responder-channel'] ?? []
+    if (channels.length > 0 && values['responder-role'] === undefined) {
+      throw new UsageError('migrate: --responder-channel needs --responder-role (the channels are granted to that role)')
+    }
+    let roles: MigrateRoles | undefined
+    if (values['caller-role'] !== undefined || values['responder-role'] !== undefined) {
+      roles = { caller: values['caller-role'], responder: values['responder-role'], channels }
+    }
+    const result = await migrate({ ...connection, roles })
     if (values.json) {
       await writeOut(`${JSON.stringify(result)}\n`)
-    } else if (result.applied.length === 0) {
-      await writeOut(`schema ${JSON.stringify(result.schema)} is up to date (version ${result.toVersion})\n`)
+      return exitCodes.ok
+    }
+    const lines: string[] = []
+    if (result.applied.length === 0) {
+      lines.push(`schema ${JSON.stringify(result.schema)} is up to date (version ${result.toVersion})`)
     } else {
-      await writeOut(
+      lines.push(
         `migrated schema ${JSON.stringify(result.schema)} from version ${result.fromVersion} to ${result.toVersion}` +
-          ` (applied ${result.applied.join(', ')})\n`,
+          ` (applied ${result.applied.join(', ')})`,
       )
     }
+    for (const role of result.roles?.created ?? []) lines.push(`created role ${JSON.stringify(role)} (NOLOGIN)`)
+    if (result.roles?.caller !== undefined) lines.push(`granted the caller functions to ${JSON.stringify(result.roles.caller)}`)
+    if (result.roles?.responder !== undefined) {
+      const granted = result.roles.channels.map((channel) => JSON.stringify(channel)).join(', ')
+      lines.push(
+        `granted the responder functions to ${JSON.stringify(result.roles.responder)}` +
+          (granted === '' ? ' (no channel granted yet)' : `, channels ${granted}`),
+      )
+    }
+    await writeOut(`${lines.join('\n')}\n`)
     return exitCodes.ok
   },
 }
