@@ -24,12 +24,15 @@
 --                  responder from claim to the commit of its reply. Awaiters block on it in shared mode.
 --   responder lock (pgrr_ns_responder(), responder id) exclusive, session level, held by a live responder's
 --                  session. It is the presence signal: request() tests it with a shared try-lock.
---   bell locks     (pgrr_ns_bell(), channel id * 2 + generation % 2) exclusive, session level. One responder
---                  per channel, the bell holder, holds the bell of the current generation and rings it on
---                  every claim: in the claim's transaction it takes the next bell, advances the generation
---                  and moves the current bell to transaction scope, so it is released exactly when the
---                  claim commits. SQL awaiters of a pending request block on the current bell instead of
---                  sleeping, and wake the moment a claim commits.
+--   bell locks     (pgrr_ns_bell(), channel id * 4 + parity), parity 0 or 1, exclusive, session level.
+--                  One responder per channel, the bell holder (it holds the token (pgrr_ns_bell(), channel
+--                  id * 4 + 2)), holds one of the two bells and rings it on every claim: in the claim's
+--                  transaction it takes the other bell and moves the one it held to transaction scope, so
+--                  that one is released exactly when the claim commits. SQL awaiters of a pending request
+--                  block on the bell that is held instead of sleeping, and wake the moment a claim commits.
+--                  No table records which bell is current (a row updated on every claim would grow a long
+--                  version chain whenever an old transaction holds back cleanup): the holder keeps its
+--                  parity in a session setting, and awaiters look for the held one.
 --
 -- Security. The database may be shared with other teams' code: the request table must not become a way to
 -- read other people's data or to impersonate a service.
@@ -93,10 +96,10 @@ create function :SCHEMA.pgrr_ns_bell() returns int
 language sql immutable parallel safe
 as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/bell') $$;
 
--- Second lock key of a channel's bell of a generation (see bell locks above).
-create function :SCHEMA.pgrr_bell_key(p_channel_id int, p_generation bigint) returns int
+-- Second lock key of a channel's bell of a parity (0 or 1), and of its holder token (2): see bell locks.
+create function :SCHEMA.pgrr_bell_key(p_channel_id int, p_parity int) returns int
 language sql immutable parallel safe
-as $$ select p_channel_id * 2 + (p_generation % 2)::int $$;
+as $$ select p_channel_id * 4 + p_parity $$;
 
 -- Second lock key of a request: its seq modulo 2^32, as an int. Two requests share a key only when their
 -- seqs differ by a multiple of 2^32 and both are in flight; correctness never depends on the key being
@@ -203,14 +206,6 @@ create unlogged table :SCHEMA.pgrr_responder (
 );
 create index on :SCHEMA.pgrr_responder (channel_id);
 
--- Bell generation of each channel (see bell locks above). Updated by the bell holder on every claim; unlogged,
--- so that costs no WAL.
-create unlogged table :SCHEMA.pgrr_bell (
-  channel_id int primary key,
-  generation bigint not null default 0,
-  holder int
-);
-
 -- Requests in flight. UNLOGGED: no WAL, so no fsync per commit; after a server crash it is empty and every
 -- caller still waiting gets an error (unknown request or connection loss), never a hang.
 create unlogged table :SCHEMA.pgrr_request (
@@ -245,9 +240,12 @@ create unlogged table :SCHEMA.pgrr_request (
   finished_at timestamptz
 ) with (fillfactor = 70, autovacuum_vacuum_threshold = 500, autovacuum_vacuum_scale_factor = 0.05);
 
--- The claim scans this index in seq order. It deliberately leaves state out: an index on state would make
--- every state change a non-HOT update that writes new entries into every index.
-create index pgrr_request_channel_seq_idx on :SCHEMA.pgrr_request (channel_id, seq);
+-- The claim scans this index in seq order, from the responder's cursor (see pgrr_claim). Partial: it holds
+-- only pending rows, so it stays a page or two (a claimed row's entry is dead at once, and dead entries on
+-- the page new requests go to are removed instead of splitting it), and the cursor skips the dead entries
+-- that an open transaction somewhere keeps from being removed. The price: every state change is a non-HOT
+-- update (the primary key gets a new entry), which VACUUM cleans up.
+create index pgrr_request_pending_idx on :SCHEMA.pgrr_request (channel_id, seq) where state = 'pending';
 
 -- pgrr_send: insert a batch of requests (the TypeScript client's path; request() is built on it).
 -- Contract: one output row per input element, in input order: (ord, id, status) with status one of
@@ -259,7 +257,8 @@ create index pgrr_request_channel_seq_idx on :SCHEMA.pgrr_request (channel_id, s
 -- p_max_attempts: clamped to 1..100. Security: requests are recorded as the session's login's (see
 -- Security); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
--- NOTIFY: one empty notification per service that received requests (duplicates fold at commit).
+-- NOTIFY: one notification per service that received requests; its payload is the lowest seq inserted for
+-- it, which lets responders start their claim there (see pgrr_claim).
 create function :SCHEMA.pgrr_send(
   p_reply_to text,
   p_channels text[],
@@ -328,10 +327,11 @@ begin
            clock_timestamp() + make_interval(secs => greatest(n.timeout_ms, 1) / 1000.0), n.attempts
       from numbered n
      where n.status = 'ok'
+    returning channel_id, seq
   ),
   woken as materialized (
-    select pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || w.channel_id, '')
-      from (select distinct n.channel_id from numbered n where n.status = 'ok') w
+    select pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || w.channel_id, w.seq::text)
+      from (select i.channel_id, min(i.seq) as seq from inserted i group by i.channel_id) w
   )
   select n.ord, n.id, n.status
     from numbered n, (select count(*) from woken) as notified
@@ -465,65 +465,66 @@ exception
 end
 $$;
 
--- pgrr_wait_bell(channel, generation, timeout_ms): 'free' at once when nobody holds that bell; otherwise
--- waits until it rings ('rang') or the timeout ('timeout'). Locks: none after return (rolled back
--- subtransaction, as in pgrr_wait_lock).
-create function :SCHEMA.pgrr_wait_bell(p_channel_id int, p_generation bigint, p_timeout_ms int) returns text
+-- pgrr_wait_bell(channel, timeout_ms): 'free' at once when no bell of the channel is held (no holder);
+-- otherwise waits on the held one until it rings ('rang') or the timeout ('timeout'). Each test runs in a
+-- subtransaction of its own, so no shared hold lingers to make the holder's ring fail. Locks: none after
+-- return.
+create function :SCHEMA.pgrr_wait_bell(p_channel_id int, p_timeout_ms int) returns text
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_key constant int := :SCHEMA.pgrr_bell_key(p_channel_id, p_generation);
+  v_key int;
 begin
-  if pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_bell(), v_key) then
-    raise exception using errcode = 'PRLK1';
+  if not :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 0)) then
+    v_key := :SCHEMA.pgrr_bell_key(p_channel_id, 0);
+  elsif not :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 1)) then
+    v_key := :SCHEMA.pgrr_bell_key(p_channel_id, 1);
+  else
+    return 'free';
   end if;
-  perform set_config('lock_timeout', greatest(p_timeout_ms, 1)::text, true);
-  perform pg_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_bell(), v_key);
-  raise exception using errcode = 'PRLK2';
-exception
-  when sqlstate 'PRLK1' then return 'free';
-  when sqlstate 'PRLK2' then return 'rang';
-  when lock_not_available then return 'timeout';
+  if :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_bell(), v_key, p_timeout_ms) then
+    return 'rang';
+  end if;
+  return 'timeout';
 end
 $$;
 
 -- pgrr_ring(responder, channel): called by pgrr_claim after it claimed rows. The bell holder rings (see bell
--- locks); a responder that is not the holder becomes it when nobody holds the current bell, else does nothing.
--- Never waits for a lock: every advisory lock is a try-lock, and the takeover re-reads the bell row under a
--- row lock, so that a generation read before another claim committed is never rung (taking the next bell
--- of a stale generation would wait for a holder that may never ring again, with the claim's rows locked).
+-- locks); a responder that is not the holder becomes it when nobody is (it takes the token, then a bell).
+-- Never waits for a lock: every advisory lock is a try-lock (an awaiter testing a bell holds it shared for
+-- an instant; the ring is then skipped, and awaiters wake at their nap's end instead). The holder's parity
+-- lives in a session setting, so a ring writes no row.
 create function :SCHEMA.pgrr_ring(p_responder int, p_channel_id int) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  b record;
-  v_generation bigint;
+  v_setting constant text := 'pgrr.bell_' || to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || p_channel_id;
+  v_parity int := nullif(current_setting(v_setting, true), '')::int;
 begin
-  select c.generation, c.holder into b from :SCHEMA.pgrr_bell c where c.channel_id = p_channel_id;
-  if not found then
-    return;
-  end if;
-  if b.holder is distinct from p_responder then
-    if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation)) then
+  if v_parity is null then
+    if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 2)) then
       return;
     end if;
-    select c.generation into v_generation from :SCHEMA.pgrr_bell c where c.channel_id = p_channel_id for update;
-    if v_generation is distinct from b.generation then
-      perform pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation));
+    if pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 0)) then
+      v_parity := 0;
+    elsif pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 1)) then
+      v_parity := 1;
+    else
+      perform pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 2));
       return;
     end if;
-    update :SCHEMA.pgrr_bell c set holder = p_responder where c.channel_id = p_channel_id;
-  end if;
-  if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation + 1)) then
-    -- Not expected (the previous holder released it when its ring committed); awaiters nap meanwhile.
+    perform set_config(v_setting, v_parity::text, false);
     return;
   end if;
-  update :SCHEMA.pgrr_bell c set generation = b.generation + 1 where c.channel_id = p_channel_id;
-  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation)),
-          pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, b.generation));
+  if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 1 - v_parity)) then
+    return;
+  end if;
+  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, v_parity)),
+          pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, v_parity));
+  perform set_config(v_setting, (1 - v_parity)::text, false);
 end
 $$;
 
@@ -553,7 +554,8 @@ begin
          set state = 'pending', responder_id = null, claimed_at = null
        where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt;
       if found then
-        perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, '');
+        -- The payload is the request's seq: responders claim from there (see pgrr_claim).
+        perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
         if r.caller = session_user then
           id := r.id; state := 'pending'; return next;
         end if;
@@ -618,7 +620,7 @@ declare
   v_until timestamptz;
   v_left_ms int;
   v_nap_ms int := 1;
-  v_generation bigint;
+  v_belled boolean := false;
 begin
   loop
     select q.state, q.reply, q.reply_json, q.error_code, q.error_message, q.deadline, q.origin_xact, q.attempt,
@@ -671,10 +673,12 @@ begin
     end if;
 
     if r.state = 'pending' then
-      -- Wait for the next claim on the channel's bell; nap only when no responder holds it.
-      select b.generation into v_generation from :SCHEMA.pgrr_bell b where b.channel_id = r.channel_id;
-      if v_generation is null
-         or :SCHEMA.pgrr_wait_bell(r.channel_id, v_generation, least(v_nap_ms, v_left_ms)) = 'free' then
+      -- Wait for the next claim on the channel's bell, once: a claim that did not take this request (a
+      -- backlog) means more waiting anyway, and many awaiters woken by every claim would cost more than
+      -- their naps. Nap when no responder holds a bell, or after the first ring.
+      if not v_belled and :SCHEMA.pgrr_wait_bell(r.channel_id, least(v_nap_ms, v_left_ms)) <> 'free' then
+        v_belled := true;
+      else
         perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
@@ -795,7 +799,6 @@ begin
       on conflict (name) do nothing;
     select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
   end if;
-  insert into :SCHEMA.pgrr_bell (channel_id) values (v_channel_id) on conflict do nothing;
   insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency)
     values (v_channel_id, p_host, p_pid, p_concurrency)
     returning pgrr_responder.id into v_responder_id;
@@ -868,17 +871,22 @@ as $$
               else false end
 $$;
 
--- pgrr_claim(responder, channel, limit): take up to limit pending requests of the channel, oldest first,
+-- pgrr_claim(responder, channel, limit, after_seq): take up to limit pending requests of the channel with a
+-- seq above after_seq, oldest first,
 -- and at most pgrr_claim_max_bytes() of payloads (rows are added while the payloads before them sum to
 -- less than that, so always at least one): a backlog of huge payloads cannot make one claim exhaust the
 -- responder's memory. Raises 42501 unless this session registered the responder, for this channel.
 -- FOR UPDATE SKIP LOCKED lets competing responders claim concurrently without waiting on each other; each
 -- claimed row gets its request lock (session level, exclusive) inside this same transaction, so the lock
 -- is held before anyone can see the row as claimed. Returns the remaining time to the deadline and the
--- time spent waiting since the request was made, both in ms.
-create function :SCHEMA.pgrr_claim(p_responder int, p_channel_id int, p_limit int)
-returns table (id bigint, payload text, payload_json boolean, headers jsonb, attempt int, remaining_ms int,
-               queued_ms int, locked boolean)
+-- time spent waiting since the request was made, both in ms, and each row's seq.
+-- after_seq is the responder's cursor: every NOTIFY of new pending requests carries the lowest seq it
+-- announces, and the responder claims from there, so the index scan starts past the entries of requests
+-- already claimed (dead, but kept while any transaction might still see them). A slow poll claims from 0
+-- and so finds anything a cursor could have skipped (a request whose NOTIFY was lost).
+create function :SCHEMA.pgrr_claim(p_responder int, p_channel_id int, p_limit int, p_after_seq bigint default 0)
+returns table (id bigint, seq bigint, payload text, payload_json boolean, headers jsonb, attempt int,
+               remaining_ms int, queued_ms int, locked boolean)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -895,7 +903,8 @@ begin
     -- octet_length reads the stored size: a large payload is not detoasted to be measured.
     select q.id, q.seq, octet_length(q.payload) as bytes
       from :SCHEMA.pgrr_request q
-     where q.channel_id = p_channel_id and q.state = 'pending' and q.deadline > clock_timestamp()
+     where q.channel_id = p_channel_id and q.state = 'pending' and q.seq > p_after_seq
+       and q.deadline > clock_timestamp()
      order by q.seq
      limit p_limit
        for update skip locked
@@ -913,7 +922,7 @@ begin
          attempt = q.attempt + 1
     from picked
    where q.id = picked.id
-  returning q.id, q.payload, q.payload_json, q.headers, q.attempt,
+  returning q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int,
             :SCHEMA.pgrr_hold_request_lock(q.seq);
@@ -1153,7 +1162,7 @@ begin
   execute format('grant select on table %s.pgrr_migration to %I', s, p_role);
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
-    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int), '
+    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int, bigint), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]), %1$s.pgrr_sweep(interval), '
     '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
@@ -1162,7 +1171,7 @@ $$;
 
 -- Privileges: the owner's only (see Security). Tables and sequences have no privileges for PUBLIC unless
 -- default privileges gave some; functions are executable by PUBLIC by default.
-revoke all on table :SCHEMA.pgrr_channel, :SCHEMA.pgrr_channel_grant, :SCHEMA.pgrr_responder, :SCHEMA.pgrr_bell,
+revoke all on table :SCHEMA.pgrr_channel, :SCHEMA.pgrr_channel_grant, :SCHEMA.pgrr_responder,
   :SCHEMA.pgrr_request, :SCHEMA.pgrr_migration from public;
 
 do $$
@@ -1181,20 +1190,20 @@ $$;
 
 revoke all on function
   :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_bell(),
-  :SCHEMA.pgrr_bell_key(int, bigint), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
+  :SCHEMA.pgrr_bell_key(int, int), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
   :SCHEMA.pgrr_claim_max_bytes(), :SCHEMA.pgrr_default_max_payload_bytes(), :SCHEMA.pgrr_notify_prefix(),
   :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
   :SCHEMA.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]),
   :SCHEMA.pgrr_timeout_ms(interval),
   :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),
   :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int),
-  :SCHEMA.pgrr_wait_lock(int, int, int), :SCHEMA.pgrr_wait_bell(int, bigint, int), :SCHEMA.pgrr_ring(int, int),
+  :SCHEMA.pgrr_wait_lock(int, int, int), :SCHEMA.pgrr_wait_bell(int, int), :SCHEMA.pgrr_ring(int, int),
   :SCHEMA.pgrr_reap(bigint[]), :SCHEMA.await_reply(bigint, interval), :SCHEMA.await_reply_json(bigint, interval),
   :SCHEMA.pgrr_await(bigint, interval),
   :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
   :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
   :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
-  :SCHEMA.pgrr_claim(int, int, int), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]),
+  :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]),
   :SCHEMA.pgrr_sweep(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
   :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),
   :SCHEMA.pgrr_grant_caller(name), :SCHEMA.pgrr_grant_responder(name)

@@ -76,6 +76,7 @@ interface Outcome {
 
 interface ClaimedRow {
   id: string
+  seq: string
   payload: string
   payload_json: boolean
   headers: Record<string, string> | null
@@ -107,6 +108,9 @@ export class Server {
   #generation = 0
   #claiming = false
   #claimAgain = false
+  /** Claim cursor: claims look at pending requests with a seq above it (see pgrr_claim). */
+  #afterSeq = 0
+  #lowestAnnounced: number | undefined
   #backlog = false
   #failures = 0
   #unlisten: (() => Promise<void>)[] = []
@@ -167,8 +171,8 @@ export class Server {
     }
     await this.#register()
     this.#state = 'running'
-    this.#removeReconnectHook = this.#context.listener.onReconnect(() => this.#wake())
-    this.#pollTimer = setInterval(() => this.#wake(), this.#pollIntervalMs)
+    this.#removeReconnectHook = this.#context.listener.onReconnect(() => this.#rescan())
+    this.#pollTimer = setInterval(() => this.#rescan(), this.#pollIntervalMs)
     this.#pollTimer.unref()
     this.#sweepTimer = setInterval(() => {
       void this.#sweep()
@@ -261,8 +265,10 @@ export class Server {
       generation: ++this.#generation,
     }
     this.#session = session
+    this.#afterSeq = 0
+    this.#lowestAnnounced = undefined
     this.#unlisten = [
-      await listener.listen(session.serviceChannel, () => this.#wake()),
+      await listener.listen(session.serviceChannel, (payload) => this.#announced(payload)),
       await listener.listen(session.controlChannel, (payload) => this.#cancel(payload)),
     ]
   }
@@ -274,6 +280,28 @@ export class Server {
   }
 
   /** Claims as many requests as there are free slots; at most one claim at a time. */
+  /** A NOTIFY announced pending requests from seq `payload` on: claim from there. */
+  #announced(payload: string): void {
+    const seq = Number(payload)
+    this.#lowerCursor(Number.isSafeInteger(seq) && seq > 0 ? seq - 1 : 0)
+    this.#wake()
+  }
+
+  /** Claims from the start of the queue: for the poll and after a reconnect, when hints may be lost. */
+  #rescan(): void {
+    this.#lowerCursor(0)
+    this.#wake()
+  }
+
+  /**
+   * The claim cursor (see pgrr_claim): every pending request has a seq above it, or was announced. A
+   * lowering that arrives while a claim runs is applied after that claim moved the cursor forward.
+   */
+  #lowerCursor(afterSeq: number): void {
+    if (this.#claiming) this.#lowestAnnounced = Math.min(this.#lowestAnnounced ?? afterSeq, afterSeq)
+    else this.#afterSeq = Math.min(this.#afterSeq, afterSeq)
+  }
+
   #wake(): void {
     if (this.#state !== 'running' || this.#session === undefined) return
     if (this.#claiming) {
@@ -296,7 +324,13 @@ export class Server {
         session.responderId,
         session.channelId,
         limit,
+        this.#afterSeq,
       ])
+      // Past the last claimed row; a full batch means more may follow it, a short one that nothing
+      // visible does (anything later is announced, or found by the next rescan).
+      for (const row of rows) this.#afterSeq = Math.max(this.#afterSeq, Number(row.seq))
+      if (this.#lowestAnnounced !== undefined) this.#afterSeq = Math.min(this.#afterSeq, this.#lowestAnnounced)
+      this.#lowestAnnounced = undefined
       // Rows claimed by a session that has since died were released with it.
       if (session.generation !== this.#generation) return
       if (rows.length > 0) this.#context.telemetry.claimed?.(this.channel, rows.length)

@@ -50,6 +50,8 @@ export interface Telemetry {
 
 /** Combines several implementations into one. */
 export function combineTelemetry(parts: readonly Telemetry[]): Telemetry {
+  // No hooks at all when there is nothing to call: callers skip the work behind a hook that is absent.
+  if (parts.length === 0) return {}
   if (parts.length === 1 && parts[0] !== undefined) return parts[0]
   return {
     requestStarted(info) {

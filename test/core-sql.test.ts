@@ -258,3 +258,18 @@ test('headers from SQL reach the handler; a non-positive timeout is refused', as
     assert.equal(error.code, '22023', `timeout ${timeout}`)
   }
 })
+
+// The claim cursor: responders claim from the lowest seq a NOTIFY announced. A request inserted by a long
+// transaction gets its seq early and commits late, after later requests were claimed; its NOTIFY (sent at its
+// commit) must bring the cursor back, without waiting for the slow poll (set to 10 minutes here).
+test('a request committed late with a lower seq than requests already claimed is claimed at its commit', async (t) => {
+  await serverFor(t, db, 'sql.straggler', (payload: unknown) => `got ${String(payload)}`, { pollIntervalMs: 600_000 })
+  const slow = await db.sql.reserve()
+  t.after(() => slow.release())
+  await slow`begin`
+  const [{ id: slowId }] = await slow.unsafe(`select ${db.quoted}.request('sql.straggler', 'slow'::text, '20 s') as id`) as unknown as [{ id: string }]
+  // Later requests (higher seqs) commit first and are claimed: the cursor moves past the slow one's seq.
+  for (const payload of ['a', 'b', 'c']) assert.equal(await awaitReply(await sqlRequest('sql.straggler', payload)), `got ${payload}`)
+  await slow`commit`
+  assert.equal(await awaitReply(String(slowId), '5 s'), 'got slow')
+})

@@ -1,7 +1,7 @@
 /**
  * Lock leaks. A responder holds a request lock (session level) exactly from its claim to the commit of the
- * reply; when its claim transaction fails (here it is cancelled with pg_cancel_backend while it waits for a row
- * lock; in the wild, a deadlock in pgrr_ring or a statement_timeout does the same), the rows go back to pending
+ * reply; when its claim transaction fails (here it is cancelled with pg_cancel_backend while it waits for a
+ * request lock; in the wild, a deadlock in pgrr_ring or a statement_timeout does the same), the rows go back to pending
  * and no lock may stay behind, or the next responder to claim them blocks for as long as that session lives.
  * After an ordinary run, no session holds a request lock at all.
  */
@@ -77,15 +77,20 @@ test(
     const pid = await backendPid(db, first.responderId!)
     const firstId = first.responderId
 
-    // Hold the bell row, so that the next claim waits inside its transaction (after taking the request lock),
-    // then cancel that claim.
+    // Hold the request locks the next requests will need (their seqs come next from the sequence), so that
+    // the next claim waits inside its transaction, after it marked the row claimed; then cancel that claim.
     const admin = await db.sql.reserve()
     t.after(() => admin.release())
     await admin`begin`
-    await admin.unsafe(`update ${db.quoted}.pgrr_bell set generation = generation`)
+    await admin.unsafe(
+      `select pg_advisory_xact_lock(${db.quoted}.pgrr_ns_request(), ${db.quoted}.pgrr_request_key(s.last + k))
+         from (select coalesce(pg_sequence_last_value(pg_get_serial_sequence($1, 'seq')::regclass), 0) as last) s,
+              generate_series(1, 3) k`,
+      [`${db.quoted}.pgrr_request`],
+    )
     const one = client.request(channel, 'one', { timeoutMs: 8000 })
     await waitFor(async () => (await db.sql`select 1 from pg_stat_activity where pid = ${pid} and wait_event_type = 'Lock'`).length === 1, {
-      message: 'the claim waits for the bell row',
+      message: 'the claim waits for the request lock',
     })
     await db.sql`select pg_cancel_backend(${pid})`
     const error = (await claimFailed.promise) as { code?: string }

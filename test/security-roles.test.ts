@@ -116,7 +116,7 @@ test('migrate({ roles }) is idempotent, creates missing roles NOLOGIN, and recor
 test('no login but the owner can read or write the tables or sequences, directly or with SET ROLE', async () => {
   await setUp()
   const s = db.quoted
-  const tables = ['pgrr_request', 'pgrr_channel', 'pgrr_channel_grant', 'pgrr_responder', 'pgrr_bell']
+  const tables = ['pgrr_request', 'pgrr_channel', 'pgrr_channel_grant', 'pgrr_responder']
   const [sequences] = await admin!.unsafe(`select
       pg_get_serial_sequence('${s}.pgrr_request', 'seq') as request,
       pg_get_serial_sequence('${s}.pgrr_channel', 'id') as channel,
@@ -182,7 +182,7 @@ test('each role may execute its own functions only; helpers and administration a
     [`select ${s}.pgrr_grant_responder($1)`, [role.outsider]],
     [`select ${s}.pgrr_lock_is_free(1, 1)`, []],
     [`select ${s}.pgrr_wait_lock(1, 1, 1)`, []],
-    [`select ${s}.pgrr_wait_bell(1, 1, 1)`, []],
+    [`select ${s}.pgrr_wait_bell(1, 1)`, []],
     [`select ${s}.pgrr_hold_request_lock(1)`, []],
     [`select ${s}.pgrr_release_request_lock(1)`, []],
     [`select ${s}.pgrr_ring(1, 1)`, []],
