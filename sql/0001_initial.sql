@@ -956,17 +956,17 @@ declare
   v_count int := 0;
 begin
   for r in
-    with input as (
+    -- Materialized, so that every join below probes the primary key once per input row: inline, the
+    -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
+    with input as materialized (
       select t.id, coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code
         from unnest(p_ids, p_failed, p_bodies, p_json, p_codes) as t(id, failed, body, is_json, code)
     ),
-    -- Every access to pgrr_request also says "id = any (p_ids)": the generic plan then uses the primary key
-    -- whatever the table's size was when it was planned.
     owned as materialized (
       select i.*, q.seq, q.channel_id
         from input i
         join :SCHEMA.pgrr_request q on q.id = i.id
-       where q.id = any (p_ids) and q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
+       where q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
     ),
     held as materialized (
       select o.* from owned o where :SCHEMA.pgrr_release_request_lock(o.seq)
@@ -974,7 +974,7 @@ begin
     gone as (
       delete from :SCHEMA.pgrr_request q
        using held h
-       where q.id = any (p_ids) and q.id = h.id and q.responder_id = p_responder and q.state = 'cancelled'
+       where q.id = h.id and q.responder_id = p_responder and q.state = 'cancelled'
     ),
     done as (
       update :SCHEMA.pgrr_request q
@@ -994,7 +994,7 @@ begin
         join :SCHEMA.pgrr_channel c on c.id = h.channel_id,
              lateral (select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) as max_bytes) m,
              lateral (select coalesce(octet_length(h.body) > m.max_bytes, false) as too_large, m.max_bytes) x
-       where q.id = any (p_ids) and q.id = h.id and q.state = 'claimed' and q.responder_id = p_responder
+       where q.id = h.id and q.state = 'claimed' and q.responder_id = p_responder
       returning q.id, q.reply_to, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code
