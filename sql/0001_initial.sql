@@ -580,17 +580,19 @@ $$;
 -- await_reply(id [, timeout]): wait for the reply of request id and consume it.
 -- Returns the reply text (JSON replies as their JSON text). Raises:
 --   PR002 timeout (the wait, or the request's own deadline, ran out; past its deadline the request is
---         cancelled; also a failure with code TIMEOUT, which a responder writes at the deadline),
+--         never claimed and the sweeper deletes it; also a failure with code TIMEOUT, which a responder
+--         writes at the deadline),
 --   PR003 the handler failed (message = its message, detail = its error code),
 --   PR004 the responder's session ended while handling it, PR005 unknown or already consumed id, or a
 --         request of another login (see Security),
 --   PR006 awaited inside the transaction that made the request (it can never be answered there),
 --   PR009 the request was cancelled.
--- Waits without a polling floor: before the claim it blocks on the channel's bell, which rings when a claim
--- of the bell holder commits; once the request is claimed it blocks on the request lock, which the
--- responder releases exactly when its reply commits. It naps (1 ms, doubling to 16 ms) only when no bell is
--- held, and wakes at least that often to re-read the request (a claim by another responder than the bell
--- holder does not ring).
+-- Waits without a polling floor: before the claim it blocks once on the channel's bell, which rings when a
+-- claim of the bell holder commits; once the request is claimed it blocks on the request lock, which the
+-- responder releases exactly when its reply commits. Between those it naps (1 ms, doubling to 16 ms): after
+-- the first ring (a claim that did not take this request: a backlog) and when no bell is held.
+-- An error outcome is not consumed: the raise rolls back every change of the statement, so it stays
+-- readable (the same error again) until the sweeper deletes it.
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
 -- The waiting itself is pgrr_await, which also tells whether the reply is JSON (for await_reply_json).
 create function :SCHEMA.await_reply(id bigint, timeout interval default null) returns text
