@@ -16,7 +16,8 @@
 --   failed    the handler threw; error_code/error_message hold what it said
 --   lost      the claiming session ended without replying and no attempts were left
 --   cancelled the caller gave up (timeout, abort) while a responder held it
--- The caller consumes replied/failed/lost rows (await_reply deletes, the TypeScript client acknowledges);
+-- The caller consumes what it reads: await_reply deletes a replied row (an error it raises is rolled back
+-- with the raise, so failed/lost rows stay readable), the TypeScript client acknowledges every outcome;
 -- pgrr_sweep deletes whatever outlived its deadline and is no longer held by a responder.
 --
 -- Locks (always the two-key form; key 1 is a namespace derived from the schema name):
