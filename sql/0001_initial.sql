@@ -236,6 +236,8 @@ create unlogged table :SCHEMA.pgrr_request (
   claimed_at timestamptz,
   reply text,
   reply_json boolean,
+  -- Headers the handler set on its reply (a flat JSON object of strings), or null.
+  reply_headers jsonb,
   error_code text,
   error_message text,
   finished_at timestamptz
@@ -611,7 +613,8 @@ $$;
 
 -- pgrr_await(id, timeout): await_reply's contract (errors, waiting, consumption), returning the reply and
 -- whether it is JSON. Internal: runs inside await_reply and await_reply_json, as the owner.
-create function :SCHEMA.pgrr_await(p_id bigint, p_timeout interval, out reply text, out reply_json boolean)
+create function :SCHEMA.pgrr_await(p_id bigint, p_timeout interval, out reply text, out reply_json boolean,
+                                   out reply_headers jsonb)
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -626,8 +629,8 @@ declare
   v_belled boolean := false;
 begin
   loop
-    select q.state, q.reply, q.reply_json, q.error_code, q.error_message, q.deadline, q.origin_xact, q.attempt,
-           q.channel_id, q.seq
+    select q.state, q.reply, q.reply_json, q.reply_headers, q.error_code, q.error_message, q.deadline,
+           q.origin_xact, q.attempt, q.channel_id, q.seq
       into r
       from :SCHEMA.pgrr_request q
      where q.id = v_id and q.caller = session_user;
@@ -650,6 +653,7 @@ begin
         delete from :SCHEMA.pgrr_request q where q.id = v_id;
         reply := r.reply;
         reply_json := coalesce(r.reply_json, false);
+        reply_headers := r.reply_headers;
         return;
       when 'failed' then
         delete from :SCHEMA.pgrr_request q where q.id = v_id;
@@ -709,6 +713,21 @@ begin
 end
 $$;
 
+-- await_reply_full(id [, timeout]): await_reply with everything the responder sent: the reply text,
+-- whether it is JSON, and the headers the handler set on its reply (a jsonb object, or null). Same errors
+-- and waiting.
+create function :SCHEMA.await_reply_full(id bigint, timeout interval default null)
+returns table (reply text, reply_json boolean, headers jsonb)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  return query
+  select a.reply, a.reply_json, a.reply_headers from :SCHEMA.pgrr_await(await_reply_full.id, await_reply_full.timeout) a;
+end
+$$;
+
 -- pgrr_cancel(ids): the caller gives up on these requests (its own only). Pending ones are deleted (never
 -- run); claimed ones become cancelled and their responders get a NOTIFY on their control channel (payload:
 -- the ids, comma separated) so the handlers' abort signals fire; finished ones are deleted. One UPDATE
@@ -757,14 +776,15 @@ $$;
 -- pgrr_fetch(ids): the current state of these requests, for replies too large to travel in a NOTIFY and
 -- for the catch-up after a reconnect. Ids not returned no longer exist, or are not this login's.
 create function :SCHEMA.pgrr_fetch(p_ids bigint[])
-returns table (id bigint, state text, reply text, reply_json boolean, error_code text, error_message text)
+returns table (id bigint, state text, reply text, reply_json boolean, error_code text, error_message text,
+               reply_headers jsonb)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
   return query
-  select q.id, q.state, q.reply, q.reply_json, q.error_code, q.error_message
+  select q.id, q.state, q.reply, q.reply_json, q.error_code, q.error_message, q.reply_headers
     from :SCHEMA.pgrr_request q
    where q.id = any (p_ids) and q.caller = session_user;
 end
@@ -935,17 +955,20 @@ begin
 end
 $$;
 
--- pgrr_reply(responder, ids, failed, bodies, json, codes): write the outcomes of handled requests.
+-- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
+-- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
 -- Only requests whose request lock this session holds are written (the others are ignored): a session
 -- cannot answer for another responder. Each of those locks moves from session to transaction scope first,
 -- so awaiters wake exactly when this commits. Rows the caller cancelled meanwhile are deleted instead. A
 -- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
 -- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
--- arrays of entries [id, 'r', is_json, body] / [id, 'f', code, message]; a body or message whose entry
+-- arrays of entries [id, 'r', is_json, body (, headers)] / [id, 'f', code, message (, headers)]; a body or
+-- message whose entry
 -- would exceed 1500 bytes is left out (the caller fetches it); entries are grouped so that every payload
 -- stays under the 8000-byte NOTIFY limit.
 create function :SCHEMA.pgrr_reply(
-  p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[]
+  p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[],
+  p_headers text[] default null
 ) returns int
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -962,8 +985,11 @@ begin
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
     with input as materialized (
-      select t.id, coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code
-        from unnest(p_ids, p_failed, p_bodies, p_json, p_codes) as t(id, failed, body, is_json, code)
+      select t.id, coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code,
+             case when t.headers is not null and octet_length(t.headers) <= 65536
+                  then :SCHEMA.pgrr_parse_headers(t.headers) end as headers
+        from unnest(p_ids, p_failed, p_bodies, p_json, p_codes, p_headers)
+             as t(id, failed, body, is_json, code, headers)
     ),
     owned as materialized (
       select i.*, q.seq, q.channel_id
@@ -992,6 +1018,7 @@ begin
                         octet_length(h.body), x.max_bytes, c.name)
                when h.failed then h.body
              end,
+             reply_headers = h.headers,
              finished_at = clock_timestamp()
         from held h
         join :SCHEMA.pgrr_channel c on c.id = h.channel_id,
@@ -1000,12 +1027,14 @@ begin
        where q.id = h.id and q.state = 'claimed' and q.responder_id = p_responder
       returning q.id, q.reply_to, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
-                q.reply_json as is_json, q.error_code as code
+                q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
     ),
     entries as (
       select d.reply_to, d.id,
-             case when d.failed then json_build_array(d.id::text, 'f', d.code, d.body)::text
-                  else json_build_array(d.id::text, 'r', d.is_json, d.body)::text
+             case when d.failed and d.headers is null then json_build_array(d.id::text, 'f', d.code, d.body)::text
+                  when d.failed then json_build_array(d.id::text, 'f', d.code, d.body, d.headers)::text
+                  when d.headers is null then json_build_array(d.id::text, 'r', d.is_json, d.body)::text
+                  else json_build_array(d.id::text, 'r', d.is_json, d.body, d.headers)::text
              end as full_entry,
              case when d.failed then json_build_array(d.id::text, 'f', d.code)::text
                   else json_build_array(d.id::text, 'r', d.is_json)::text
@@ -1145,7 +1174,7 @@ begin
   execute format('grant select on table %s.pgrr_migration to %I', s, p_role);
   execute format(
     'grant execute on function %1$s.request(text, text, interval, jsonb), %1$s.request(text, jsonb, interval, jsonb), '
-    '%1$s.await_reply(bigint, interval), %1$s.await_reply_json(bigint, interval), '
+    '%1$s.await_reply(bigint, interval), %1$s.await_reply_json(bigint, interval), %1$s.await_reply_full(bigint, interval), '
     '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]), %1$s.pgrr_ack(bigint[]), '
     '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
@@ -1166,7 +1195,7 @@ begin
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
     '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int, bigint), '
-    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]), %1$s.pgrr_sweep(interval), '
+    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(interval), '
     '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
 end
@@ -1202,11 +1231,12 @@ revoke all on function
   :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int),
   :SCHEMA.pgrr_wait_lock(int, int, int), :SCHEMA.pgrr_wait_bell(int, int), :SCHEMA.pgrr_ring(int, int),
   :SCHEMA.pgrr_reap(bigint[]), :SCHEMA.await_reply(bigint, interval), :SCHEMA.await_reply_json(bigint, interval),
+  :SCHEMA.await_reply_full(bigint, interval),
   :SCHEMA.pgrr_await(bigint, interval),
   :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
   :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
   :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
-  :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[]),
+  :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]),
   :SCHEMA.pgrr_sweep(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
   :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),
   :SCHEMA.pgrr_grant_caller(name), :SCHEMA.pgrr_grant_responder(name)

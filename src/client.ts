@@ -54,10 +54,16 @@ interface PendingRequest {
   signal?: AbortSignal
   onAbort?: () => void
   observation?: RequestObservation
+  /** Resolve with `{ reply, headers }` rather than the reply alone. */
+  withHeaders?: boolean
 }
 
 /** A reply entry as carried in a NOTIFY: see pgrr_reply and pgrr_reap. */
-type ReplyEntry = [id: string, kind: 'r', json: boolean, body?: string] | [id: string, kind: 'f', code: string | null, message?: string] | [id: string, kind: 'l']
+type Headers = Record<string, string>
+type ReplyEntry =
+  | [id: string, kind: 'r', json: boolean, body?: string, headers?: Headers]
+  | [id: string, kind: 'f', code: string | null, message?: string, headers?: Headers]
+  | [id: string, kind: 'l']
 
 interface SendRow {
   ord: number
@@ -70,6 +76,7 @@ interface FetchedRow {
   state: string
   reply: string | null
   reply_json: boolean | null
+  reply_headers: Headers | null
   error_code: string | null
   error_message: string | null
 }
@@ -220,7 +227,23 @@ export class Client {
    * `PayloadTooLargeError`, `TooManyRequestsError`, `ClosedError`.
    */
   request<Reply = unknown>(channel: string, payload: unknown, options: RequestOptions = {}): Promise<Reply> {
-    return new Promise<Reply>((resolve, reject) => {
+    return this.#request<Reply>(channel, payload, options, false)
+  }
+
+  /**
+   * {@link request}, resolving with the reply and the headers its handler set (`ctx.replyHeaders`). A
+   * `RemoteError` carries them too, as `headers`.
+   */
+  requestWithHeaders<Reply = unknown>(
+    channel: string,
+    payload: unknown,
+    options: RequestOptions = {},
+  ): Promise<{ reply: Reply; headers: Readonly<Headers> }> {
+    return this.#request(channel, payload, options, true)
+  }
+
+  #request<Result>(channel: string, payload: unknown, options: RequestOptions, withHeaders: boolean): Promise<Result> {
+    return new Promise<Result>((resolve, reject) => {
       if (this.#closed) return reject(new ClosedError('the client is closed'))
       let pending: PendingRequest
       try {
@@ -228,6 +251,7 @@ export class Client {
       } catch (error) {
         return reject(error)
       }
+      pending.withHeaders = withHeaders
       if (options.signal?.aborted) return reject(abortError(options.signal))
       if (this.#inFlight >= this.#maxInFlight && (this.#options.overflow ?? 'wait') === 'reject') {
         return reject(new TooManyRequestsError(this.#maxInFlight))
@@ -432,25 +456,25 @@ export class Client {
       case 'r':
         if (entry.length < 4) return this.#fetches.push(entry[0])
         this.#acks.push(entry[0])
-        return this.#settleDecoded(pending, entry[3] as string, entry[2])
+        return this.#settleDecoded(pending, entry[3] as string, entry[2], entry[4])
       case 'f':
         if (entry.length < 4) return this.#fetches.push(entry[0])
         this.#acks.push(entry[0])
-        return this.#settle(pending, remoteError(entry[2], entry[3] as string, pending.timeoutMs))
+        return this.#settle(pending, remoteError(entry[2], entry[3] as string, pending.timeoutMs, entry[4]))
       case 'l':
         this.#acks.push(entry[0])
         return this.#settle(pending, new ResponderLostError())
     }
   }
 
-  #settleDecoded(pending: PendingRequest, text: string, json: boolean | null): void {
+  #settleDecoded(pending: PendingRequest, text: string, json: boolean | null, headers: Headers | null | undefined): void {
     let value: unknown
     try {
       value = decodePayload(text, json)
     } catch (error) {
       return this.#settle(pending, new InvalidPayloadError('the reply is not valid JSON', { cause: error }))
     }
-    this.#settle(pending, { value })
+    this.#settle(pending, { value: pending.withHeaders ? { reply: value, headers: headers ?? {} } : value })
   }
 
   async #flushFetches(ids: string[]): Promise<void> {
@@ -471,10 +495,10 @@ export class Client {
       if (pending === undefined) continue
       if (row.state === 'replied') {
         this.#acks.push(row.id)
-        this.#settleDecoded(pending, row.reply ?? '', row.reply_json)
+        this.#settleDecoded(pending, row.reply ?? '', row.reply_json, row.reply_headers)
       } else if (row.state === 'failed') {
         this.#acks.push(row.id)
-        this.#settle(pending, remoteError(row.error_code, row.error_message ?? '', pending.timeoutMs))
+        this.#settle(pending, remoteError(row.error_code, row.error_message ?? '', pending.timeoutMs, row.reply_headers))
       } else if (row.state === 'lost') {
         this.#acks.push(row.id)
         this.#settle(pending, new ResponderLostError())
@@ -599,9 +623,9 @@ function encodeHeaders(headers: Record<string, string> | undefined): string | nu
 }
 
 /** A failure written by a responder. Code TIMEOUT means the request reached its deadline there. */
-function remoteError(code: string | null, message: string, timeoutMs: number): PgrrError {
+function remoteError(code: string | null, message: string, timeoutMs: number, headers?: Headers | null): PgrrError {
   if (code === 'TIMEOUT') return new TimeoutError(timeoutMs)
-  return new RemoteError(code ?? 'HANDLER_ERROR', message)
+  return new RemoteError(code ?? 'HANDLER_ERROR', message, headers ?? {})
 }
 
 function abortError(signal: AbortSignal): CancelledError {

@@ -50,9 +50,13 @@ export class TimeoutError extends PgrrError {
   }
 }
 
-/** The handler threw: `remoteCode` and `message` are what it said. */
+/** The handler threw: `remoteCode` and `message` are what it said; `headers` what it set on its reply. */
 export class RemoteError extends PgrrError {
-  constructor(readonly remoteCode: string, message: string) {
+  constructor(
+    readonly remoteCode: string,
+    message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
     super('REMOTE_ERROR', message)
   }
 }

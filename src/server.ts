@@ -31,6 +31,11 @@ export interface HandlerContext {
   readonly deadline: Date
   /** Headers the caller sent. */
   readonly headers: Readonly<Record<string, string>>
+  /**
+   * Headers to send back with the reply (or error reply): set string values on it. The caller reads them
+   * with `client.requestWithHeaders()`, SQL callers with `await_reply_full()`.
+   */
+  readonly replyHeaders: Record<string, string>
   /** Fires when the caller cancels or gives up, the deadline passes, or the server closes. */
   readonly signal: AbortSignal
 }
@@ -63,6 +68,7 @@ interface Job {
   timer: NodeJS.Timeout
   done: boolean
   observation?: HandlerObservation
+  replyHeaders?: Record<string, string>
 }
 
 interface Outcome {
@@ -72,6 +78,8 @@ interface Outcome {
   body: string
   json: boolean
   code: string | null
+  /** The reply headers as JSON, or null. */
+  headers?: string | null
 }
 
 interface ClaimedRow {
@@ -386,8 +394,10 @@ export class Server {
       attempt: row.attempt,
       deadline: new Date(Date.now() + row.remaining_ms),
       headers: row.headers ?? {},
+      replyHeaders: {},
       signal: controller.signal,
     }
+    job.replyHeaders = context.replyHeaders
     job.observation = this.#context.telemetry.handlerStarted?.({
       channel: this.channel,
       id: row.id,
@@ -435,7 +445,7 @@ export class Server {
     }
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
-      this.#replies.push({ ...outcome, id: job.id, generation: job.generation })
+      this.#replies.push({ ...outcome, headers: encodeReplyHeaders(job.replyHeaders), id: job.id, generation: job.generation })
     }
     if (this.#backlog) this.#wake()
     if (this.#jobs.size === 0) void this.#replies.idle().then(() => this.#notifyIdle())
@@ -469,6 +479,7 @@ export class Server {
         current.map((o) => o.body),
         current.map((o) => o.json),
         current.map((o) => o.code),
+        current.map((o) => o.headers ?? null),
       ])
     } catch (error) {
       if (session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
@@ -596,6 +607,19 @@ export class Server {
     const waiters = this.#idleWaiters
     this.#idleWaiters = []
     for (const resolve of waiters) resolve()
+  }
+}
+
+/** Reply headers as JSON: the string-valued entries a handler set, or null when there are none. */
+function encodeReplyHeaders(headers: Record<string, string> | undefined): string | null {
+  if (headers === undefined) return null
+  try {
+    const entries = Object.entries(headers).filter(([, value]) => typeof value === 'string')
+    if (entries.length === 0) return null
+    return sanitize(JSON.stringify(Object.fromEntries(entries)))
+  } catch {
+    // A handler may have put a Proxy or a getter that throws there: the reply goes without headers.
+    return null
   }
 }
 

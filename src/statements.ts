@@ -13,7 +13,7 @@ export function renderStatements(schema: string) {
     send: `select ord, id, status from ${s}.pgrr_send($1::text, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[], $8::bigint[])`,
     ack: `select ${s}.pgrr_ack($1::bigint[])`,
     cancel: `select ${s}.pgrr_cancel($1::bigint[])`,
-    fetch: `select id, state, reply, reply_json, error_code, error_message from ${s}.pgrr_fetch($1::bigint[])`,
+    fetch: `select id, state, reply, reply_json, error_code, error_message, reply_headers from ${s}.pgrr_fetch($1::bigint[])`,
     reap: `select id, state from ${s}.pgrr_reap($1::bigint[])`,
     sweep: `select ${s}.pgrr_sweep() as deleted`,
     // VACUUM cannot run inside a function; SKIP_LOCKED lets concurrent responders skip rather than queue.
@@ -22,6 +22,6 @@ export function renderStatements(schema: string) {
     unregister: `select ${s}.pgrr_unregister($1::int)`,
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
     claim: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int, $4::bigint)`,
-    reply: `select ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[])`,
+    reply: `select ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
   }
 }

@@ -346,3 +346,31 @@ test('callers and responders recover after pg_terminate_backend of all their ses
   assert.equal(server.state, 'running')
   assert.notEqual(server.responderId, firstResponderId, 'the responder registered anew on a fresh session')
 })
+
+test('reply headers travel back: requestWithHeaders, RemoteError.headers, await_reply_full; big replies too', async (t) => {
+  await serverFor(t, db, 'e2e.reply.headers', (payload: string, ctx) => {
+    ctx.replyHeaders['x-served-by'] = 'responder-1'
+    ctx.replyHeaders['x-échoed'] = ctx.headers['x-request'] ?? 'none'
+    // Not strings: left out, never a failure.
+    ;(ctx.replyHeaders as Record<string, unknown>)['x-number'] = 42
+    if (payload === 'fail') throw Object.assign(new Error('refused'), { code: 'E_NO' })
+    return payload === 'big' ? 'x'.repeat(100_000) : payload.toUpperCase()
+  })
+  const client = await clientFor(t, db)
+  const { reply, headers } = await client.requestWithHeaders<string>('e2e.reply.headers', 'hi', { headers: { 'x-request': 'r1' } })
+  assert.equal(reply, 'HI')
+  assert.deepStrictEqual(headers, { 'x-served-by': 'responder-1', 'x-échoed': 'r1' })
+  // Too big for the NOTIFY: reply and headers are fetched.
+  const big = await client.requestWithHeaders<string>('e2e.reply.headers', 'big')
+  assert.equal(big.reply.length, 100_000)
+  assert.deepStrictEqual(big.headers, { 'x-served-by': 'responder-1', 'x-échoed': 'none' })
+  // Plain request() still resolves with the reply alone.
+  assert.equal(await client.request('e2e.reply.headers', 'plain'), 'PLAIN')
+  const error = await rejection(client.request('e2e.reply.headers', 'fail'))
+  assert.ok(error instanceof RemoteError)
+  assert.deepStrictEqual(error.headers, { 'x-served-by': 'responder-1', 'x-échoed': 'none' })
+  // From SQL.
+  const [{ id }] = (await db.sql.unsafe(`select ${db.quoted}.request('e2e.reply.headers', 'sql'::text, null, '{"x-request":"q"}') as id`)) as unknown as [{ id: string }]
+  const [full] = await db.sql.unsafe(`select reply, reply_json, headers from ${db.quoted}.await_reply_full($1)`, [id])
+  assert.deepStrictEqual({ ...full }, { reply: 'SQL', reply_json: false, headers: { 'x-served-by': 'responder-1', 'x-échoed': 'q' } })
+})
