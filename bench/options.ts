@@ -30,6 +30,20 @@ export interface BenchOptions {
 export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }
 export const FULL_DEFAULTS = { count: 10_000, phaseTimeCapMs: 45_000 }
 
+/** Options of the long run (`--long`, bench/long-run.ts): pgrr-ts alone, one concurrency, many requests. */
+export interface LongRunOptions {
+  /** Measured requests, after the warm-up. @default 200000 */
+  count: number
+  /** Requests in flight. @default 64 */
+  concurrency: number
+  /** Hard cap of the whole run, after which the children are killed and what was measured is reported. @default 600000 */
+  timeCapMs: number
+  json: boolean
+  databaseUrl: string
+}
+
+export const LONG_DEFAULTS = { count: 200_000, concurrency: 64, timeCapMs: 600_000 }
+
 export const USAGE = `Usage: node --import tsx bench/run.ts [options]
 
 Runs request-reply side by side: the Postgres floors, pgrr (TypeScript and SQL callers), the proof of
@@ -45,11 +59,19 @@ concept, NATS, RabbitMQ and Redis. One responder process and one caller process 
   --database-url url     (default: $DATABASE_URL or postgres://postgres@127.0.0.1:5432/test)
   --nats-url, --amqp-url, --redis-url   broker addresses (defaults: local, standard ports)
   --drivers              instead: compare postgres.js with node-postgres (bench/drivers.ts)
+  --long                 instead: the long run of pgrr-ts (bench/long-run.ts): RSS of caller and responder,
+                         size of the request table, errors; takes --count (default: ${LONG_DEFAULTS.count}),
+                         --concurrency (one value, default: ${LONG_DEFAULTS.concurrency}), --time-cap (whole run,
+                         default: ${LONG_DEFAULTS.timeCapMs / 1000}), --json, --database-url
   -h, --help
 
 Progress goes to stderr; stdout carries only the table or the JSON.`
 
-export type ParsedArgs = { kind: 'help' } | { kind: 'drivers'; databaseUrl: string } | { kind: 'bench'; options: BenchOptions }
+export type ParsedArgs =
+  | { kind: 'help' }
+  | { kind: 'drivers'; databaseUrl: string }
+  | { kind: 'long'; options: LongRunOptions }
+  | { kind: 'bench'; options: BenchOptions }
 
 export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedArgs {
   const { values } = parseArgs({
@@ -68,12 +90,29 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       'amqp-url': { type: 'string' },
       'redis-url': { type: 'string' },
       drivers: { type: 'boolean', default: false },
+      long: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
   if (values.help) return { kind: 'help' }
   const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   if (values.drivers) return { kind: 'drivers', databaseUrl }
+  if (values.long) {
+    const refused = (['systems', 'quick', 'write-docs'] as const).filter((flag) => values[flag])
+    if (refused.length > 0) throw new Error(`--long: does not take ${refused.map((flag) => `--${flag}`).join(', ')}`)
+    const concurrency = values.concurrency ? parsePositiveList('--concurrency', values.concurrency) : [LONG_DEFAULTS.concurrency]
+    if (concurrency.length !== 1) throw new Error('--long: --concurrency takes one value')
+    return {
+      kind: 'long',
+      options: {
+        count: values.count ? parsePositive('--count', values.count) : LONG_DEFAULTS.count,
+        concurrency: concurrency[0] ?? LONG_DEFAULTS.concurrency,
+        timeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : LONG_DEFAULTS.timeCapMs,
+        json: values.json,
+        databaseUrl,
+      },
+    }
+  }
 
   const defaults = values.quick ? QUICK_DEFAULTS : FULL_DEFAULTS
   return {

@@ -222,6 +222,12 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   try {
+    if (parsed.kind === 'long') {
+      const { runLongRun, formatLongRun, longRunExitCode } = await import('./long-run.ts')
+      const report = await runLongRun(parsed.options, { signal: controller.signal, command })
+      process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatLongRun(report)}\n`)
+      return longRunExitCode(report)
+    }
     const { report } = await runBench(parsed.options, { signal: controller.signal, command })
     process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatTextTable(report.results)}\n`)
     return exitCodeFor(report)
