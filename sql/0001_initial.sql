@@ -690,8 +690,11 @@ begin
       end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
     elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq), v_left_ms) then
-      -- The lock is free: the reply has committed, or the responder's session is gone.
-      perform :SCHEMA.pgrr_reap(array[v_id]);
+      -- The lock is free: the reply has committed (the usual case: the next look finds it), or the
+      -- responder's session is gone (the request is still claimed: reap it).
+      if exists (select 1 from :SCHEMA.pgrr_request q where q.id = v_id and q.state = 'claimed') then
+        perform :SCHEMA.pgrr_reap(array[v_id]);
+      end if;
     end if;
   end loop;
 end
