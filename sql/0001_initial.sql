@@ -547,9 +547,15 @@ declare
   r record;
 begin
   for r in
+    -- Two branches rather than "p_ids is null or id = any (p_ids)": in the generic plan the first probes the
+    -- primary key, and the second is skipped unless p_ids is null (a sweep over every claimed request).
     select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller
       from :SCHEMA.pgrr_request q
-     where q.state = 'claimed' and (p_ids is null or q.id = any (p_ids))
+     where q.state = 'claimed' and q.id = any (p_ids)
+    union all
+    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller
+      from :SCHEMA.pgrr_request q
+     where q.state = 'claimed' and p_ids is null
   loop
     continue when not :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq));
     if r.attempt < r.max_attempts then
@@ -583,8 +589,9 @@ $$;
 -- await_reply(id [, timeout]): wait for the reply of request id and consume it.
 -- Returns the reply text (JSON replies as their JSON text). Raises:
 --   PR002 timeout (the wait, or the request's own deadline, ran out; past its deadline the request is
---         never claimed and the sweeper deletes it; also a failure with code TIMEOUT, which a responder
---         writes at the deadline),
+--         never claimed and the sweeper deletes it; also a failure with code PGRR_DEADLINE, which a
+--         responder writes when the deadline passes while its handler runs),
+--   0A000 called in a transaction that is not READ COMMITTED (its one snapshot would never see the reply),
 --   PR003 the handler failed (message = its message, detail = its error code),
 --   PR004 the responder's session ended while handling it, PR005 unknown or already consumed id, or a
 --         request of another login (see Security),
@@ -639,6 +646,11 @@ begin
         hint = 'The id was never issued (to this login), its reply was already consumed, or it expired.';
     end if;
     if v_until is null then
+      -- A snapshot taken once for the whole transaction would never see the reply.
+      if current_setting('transaction_isolation') <> 'read committed' then
+        raise exception 'pgrr: await_reply needs the READ COMMITTED isolation level, not %',
+          current_setting('transaction_isolation') using errcode = '0A000';
+      end if;
       if r.origin_xact = pg_current_xact_id_if_assigned() then
         raise exception 'pgrr: request % was made in this same transaction and cannot be answered before it commits', v_id
           using errcode = 'PR006', hint = 'Commit after request() and call await_reply() in a later transaction.';
@@ -657,7 +669,7 @@ begin
         return;
       when 'failed' then
         delete from :SCHEMA.pgrr_request q where q.id = v_id;
-        if r.error_code = 'TIMEOUT' then
+        if r.error_code = 'PGRR_DEADLINE' then
           -- The responder gave up at the deadline: the caller's timeout, as for TypeScript callers.
           raise exception 'pgrr: request % reached its deadline', v_id using errcode = 'PR002';
         end if;
@@ -673,9 +685,9 @@ begin
 
     v_left_ms := ceil(extract(epoch from v_until - clock_timestamp()) * 1000);
     if v_left_ms <= 0 then
-      if clock_timestamp() >= r.deadline then
-        perform :SCHEMA.pgrr_cancel(array[v_id]);
-      end if;
+      -- (Nothing to cancel: anything this statement wrote would roll back with the raise. A request past
+      -- its deadline is never claimed, its responder's deadline timer aborts a running handler, and the
+      -- sweeper deletes the row.)
       raise exception 'pgrr: timed out waiting for the reply to request %', v_id using errcode = 'PR002';
     end if;
 
@@ -683,7 +695,7 @@ begin
       -- Wait for the next claim on the channel's bell, once: a claim that did not take this request (a
       -- backlog) means more waiting anyway, and many awaiters woken by every claim would cost more than
       -- their naps. Nap when no responder holds a bell, or after the first ring.
-      if not v_belled and :SCHEMA.pgrr_wait_bell(r.channel_id, least(v_nap_ms, v_left_ms)) <> 'free' then
+      if not v_belled and :SCHEMA.pgrr_wait_bell(r.channel_id, least(16, v_left_ms)) <> 'free' then
         v_belled := true;
       else
         perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
@@ -743,17 +755,27 @@ as $$
 declare
   r record;
 begin
+  -- Row locks in id order first, as pgrr_reply takes them: two batches over the same rows never deadlock.
+  perform 1 from :SCHEMA.pgrr_request q
+   where q.id = any (p_ids) and q.caller = session_user
+   order by q.id
+     for update;
   for r in
     with marked as (
       update :SCHEMA.pgrr_request q
          set state = 'cancelled', finished_at = clock_timestamp()
        where q.id = any (p_ids) and q.state in ('pending', 'claimed') and q.caller = session_user
       returning q.id, q.responder_id
+    ),
+    numbered as (
+      select m.responder_id, m.id, row_number() over (partition by m.responder_id order by m.id) as n
+        from marked m
+       where m.responder_id is not null
     )
-    select m.responder_id, string_agg(m.id::text, ',') as ids
-      from marked m
-     where m.responder_id is not null
-     group by m.responder_id
+    -- At most 300 ids (20 bytes each at most) per NOTIFY: under the 8000-byte limit.
+    select b.responder_id, string_agg(b.id::text, ',' order by b.id) as ids
+      from numbered b
+     group by b.responder_id, (b.n - 1) / 300
   loop
     perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.w' || r.responder_id, r.ids);
   end loop;
@@ -825,10 +847,20 @@ begin
       on conflict (name) do nothing;
     select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
   end if;
-  insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency)
-    values (v_channel_id, p_host, p_pid, p_concurrency)
-    returning pgrr_responder.id into v_responder_id;
-  perform pg_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+  -- Never wait for the responder lock: a session squatting on the next id's key would stall the
+  -- registration. Take the next id instead, a few times.
+  for v_try in 1..10 loop
+    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency)
+      values (v_channel_id, p_host, p_pid, p_concurrency)
+      returning pgrr_responder.id into v_responder_id;
+    exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+    delete from :SCHEMA.pgrr_responder r where r.id = v_responder_id;
+    v_responder_id := null;
+  end loop;
+  if v_responder_id is null then
+    raise exception 'pgrr: could not take a responder lock (other sessions hold the keys of new responder ids)'
+      using errcode = '55P03';
+  end if;
   responder_id := v_responder_id;
   channel_id := v_channel_id;
   service_channel := :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id;
@@ -873,18 +905,11 @@ begin
 end
 $$;
 
--- Takes the request lock at session level (see pgrr_claim); returns true. A function so the claim can
--- take it once per updated row from its RETURNING list.
+-- Tries to take the request lock of seq at session level, without waiting (see pgrr_claim). A function so
+-- the claim can take it once per updated row from its RETURNING list.
 create function :SCHEMA.pgrr_hold_request_lock(p_seq bigint) returns boolean
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_generic_plan
-as $$
-begin
-  perform pg_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq));
-  return true;
-end
-$$;
+language sql volatile
+as $$ select pg_catalog.pg_try_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq)) $$;
 
 -- Moves the request lock of seq from session to transaction scope, if this session holds it: true then,
 -- false (without waiting) when another session holds it or nobody did. What proves, in pgrr_reply, that
@@ -917,14 +942,17 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
+declare
+  r record;
+  v_claimed int := 0;
 begin
-  if not exists (select 1 from :SCHEMA.pgrr_responder r
-                  where r.id = p_responder and r.channel_id = p_channel_id
-                    and r.backend_pid = pg_backend_pid() and r.login = session_user) then
+  if not exists (select 1 from :SCHEMA.pgrr_responder x
+                  where x.id = p_responder and x.channel_id = p_channel_id
+                    and x.backend_pid = pg_backend_pid() and x.login = session_user) then
     raise exception 'pgrr: responder % of channel % was not registered by this session', p_responder, p_channel_id
       using errcode = '42501';
   end if;
-  return query
+  for r in
   with candidates as (
     -- octet_length reads the stored size: a large payload is not detoasted to be measured.
     select q.id, q.seq, octet_length(q.payload) as bytes
@@ -949,10 +977,25 @@ begin
     from picked
    where q.id = picked.id
   returning q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
-            greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
-            greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int,
-            :SCHEMA.pgrr_hold_request_lock(q.seq);
-  if found then
+            greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int as remaining_ms,
+            greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int as queued_ms,
+            :SCHEMA.pgrr_hold_request_lock(q.seq) as locked
+  loop
+    if r.locked then
+      id := r.id; seq := r.seq; payload := r.payload; payload_json := r.payload_json; headers := r.headers;
+      attempt := r.attempt; remaining_ms := r.remaining_ms; queued_ms := r.queued_ms; locked := true;
+      v_claimed := v_claimed + 1;
+      return next;
+    else
+      -- Another session holds this request's lock key: not a responder (they hold only the keys of what
+      -- they claimed), so something that should not. Never wait on it (that would stall this claim, its
+      -- row locks and the responder): leave the request pending, for a later claim.
+      update :SCHEMA.pgrr_request q
+         set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1
+       where q.id = r.id;
+    end if;
+  end loop;
+  if v_claimed > 0 then
     perform :SCHEMA.pgrr_ring(p_responder, p_channel_id);
   end if;
 end
@@ -984,6 +1027,12 @@ declare
   r record;
   v_count int := 0;
 begin
+  -- Row locks in id order first, as pgrr_cancel takes them: a cancel of the same rows never deadlocks
+  -- with this (a deadlock here would cost the whole batch, and this session with it).
+  perform 1 from :SCHEMA.pgrr_request q
+   where q.id = any (p_ids) and q.responder_id = p_responder
+   order by q.id
+     for update;
   for r in
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
@@ -1063,10 +1112,11 @@ begin
 end
 $$;
 
--- pgrr_sweep(grace): delete requests past their deadline by more than grace (nobody waits for them any
--- more) unless a live responder still holds them (its reply must find the row to release the request
--- lock), and responder rows whose session is gone. Returns the number of requests deleted.
-create function :SCHEMA.pgrr_sweep(p_grace interval default interval '5 seconds') returns int
+-- pgrr_sweep_older_than(grace): delete requests past their deadline by more than grace (nobody waits for
+-- them any more) unless a live responder still holds them (its reply must find the row to release the
+-- request lock), and responder rows whose session is gone. Returns the number of requests deleted. Owner
+-- only: a short grace deletes requests whose callers still wait; responders get pgrr_sweep().
+create function :SCHEMA.pgrr_sweep_older_than(p_grace interval) returns int
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -1082,6 +1132,17 @@ begin
   delete from :SCHEMA.pgrr_responder r
    where :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_responder(), r.id);
   return v_count;
+end
+$$;
+
+-- pgrr_sweep(): pgrr_sweep_older_than with the fixed grace of 5 seconds; what responders run.
+create function :SCHEMA.pgrr_sweep() returns int
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  return :SCHEMA.pgrr_sweep_older_than(interval '5 seconds');
 end
 $$;
 
@@ -1198,7 +1259,7 @@ begin
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
     '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int, bigint), '
-    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(interval), '
+    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
 end
@@ -1240,7 +1301,7 @@ revoke all on function
   :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
   :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
   :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]),
-  :SCHEMA.pgrr_sweep(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
+  :SCHEMA.pgrr_sweep(), :SCHEMA.pgrr_sweep_older_than(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
   :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),
   :SCHEMA.pgrr_grant_caller(name), :SCHEMA.pgrr_grant_responder(name)
 from public;

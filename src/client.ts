@@ -21,6 +21,7 @@ import {
   PayloadTooLargeError,
   PgrrError,
   RemoteError,
+  responderDeadlineCode,
   ResponderLostError,
   TimeoutError,
   TooManyRequestsError,
@@ -252,9 +253,10 @@ export class Client {
         return reject(error)
       }
       pending.withHeaders = withHeaders
-      if (options.signal?.aborted) return reject(abortError(options.signal))
+      // Refused before it started: through #settle, so that telemetry sees the end of what it saw begin.
+      if (options.signal?.aborted) return this.#settle(pending, abortError(options.signal))
       if (this.#inFlight >= this.#maxInFlight && (this.#options.overflow ?? 'wait') === 'reject') {
-        return reject(new TooManyRequestsError(this.#maxInFlight))
+        return this.#settle(pending, new TooManyRequestsError(this.#maxInFlight))
       }
       this.#arm(pending)
       this.#unsettled.add(pending)
@@ -522,7 +524,8 @@ export class Client {
     let timer: NodeJS.Timeout | undefined
     try {
       await this.#query('select pg_notify($1, $2)', [channel, 'probe'])
-      return await Promise.race([arrived, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 2000, false)))])
+      // Generous: a busy database must not pass for a pooler (polling mode cannot serve and is slower).
+      return await Promise.race([arrived, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 3000, false)))])
     } catch (error) {
       throw toPgrrError(error)
     } finally {
@@ -622,9 +625,9 @@ function encodeHeaders(headers: Record<string, string> | undefined): string | nu
   return encodePayload(headers, 'headers').text
 }
 
-/** A failure written by a responder. Code TIMEOUT means the request reached its deadline there. */
+/** A failure written by a responder; its deadline code means the request reached its deadline there. */
 function remoteError(code: string | null, message: string, timeoutMs: number, headers?: Headers | null): PgrrError {
-  if (code === 'TIMEOUT') return new TimeoutError(timeoutMs)
+  if (code === responderDeadlineCode) return new TimeoutError(timeoutMs)
   return new RemoteError(code ?? 'HANDLER_ERROR', message, headers ?? {})
 }
 

@@ -158,6 +158,13 @@ export class ValidationError extends PgrrError {
   }
 }
 
+/**
+ * @internal The error code a responder writes when a request's deadline passes while its handler runs.
+ * Callers report it as their own `TimeoutError` (SQL: PR002); a handler cannot send it (it becomes
+ * `HANDLER_ERROR`), so a handler rethrowing some other timeout stays a `RemoteError`.
+ */
+export const responderDeadlineCode = 'PGRR_DEADLINE'
+
 /** SQLSTATEs raised by the SQL functions, and the error code each stands for. */
 export const sqlStateCodes: Readonly<Record<string, PgrrErrorCode>> = {
   PR001: 'NO_RESPONDERS',

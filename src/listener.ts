@@ -162,8 +162,17 @@ export class Listener {
   async #reconnect(): Promise<void> {
     this.#reconnecting = true
     let session: Session
+    const channels = [...this.#handlers.keys()]
     try {
-      session = await this.#connect([...this.#handlers.keys()])
+      session = await this.#connect(channels)
+      // Channels registered while this connected were not in the list it listened on.
+      const added = [...this.#handlers.keys()].filter((channel) => !channels.includes(channel))
+      if (added.length > 0) {
+        await query(session, added.map((channel) => `listen ${quoteIdentifier(channel)}`).join(';'), [], false).catch(async (error: unknown) => {
+          await endSession(session)
+          throw error
+        })
+      }
     } catch (error) {
       this.#failures++
       this.#logger.warn({ err: error, attempt: this.#failures }, 'LISTEN reconnect failed')

@@ -13,7 +13,7 @@ import { BatchQueue } from './batch-queue.ts'
 import type { ClientContext } from './client.ts'
 import { createSession, endSession, query, type Session } from './database.ts'
 import { toPgrrError } from './database-error.ts'
-import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, TimeoutError } from './errors.ts'
+import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, responderDeadlineCode, TimeoutError } from './errors.ts'
 import type { ServeOptions } from './options.ts'
 import { decodePayload, encodePayload } from './payload.ts'
 import { RateWindow } from './rate-window.ts'
@@ -59,6 +59,11 @@ interface Registration {
   serviceChannel: string
   controlChannel: string
   generation: number
+}
+
+interface Unlisteners {
+  service: () => Promise<void>
+  control: () => Promise<void>
 }
 
 interface Job {
@@ -121,7 +126,8 @@ export class Server {
   #lowestAnnounced: number | undefined
   #backlog = false
   #failures = 0
-  #unlisten: (() => Promise<void>)[] = []
+  #unlisten: Unlisteners | undefined
+  #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #sweepTimer: NodeJS.Timeout | undefined
@@ -201,15 +207,21 @@ export class Server {
    * `drainTimeoutMs`), then closes. Requests still queued stay for the remaining responders; handlers still
    * running at the timeout are aborted and their requests end as lost (or retried, when retryable).
    */
-  async drain(timeoutMs = this.#drainTimeoutMs): Promise<void> {
-    if (this.#state === 'closed' || this.#state === 'draining') return this.#state === 'closed' ? undefined : this.close()
+  drain(timeoutMs = this.#drainTimeoutMs): Promise<void> {
+    // A second call while draining waits for the same drain.
+    this.#draining ??= this.#drain(timeoutMs)
+    return this.#draining
+  }
+
+  async #drain(timeoutMs: number): Promise<void> {
+    if (this.#state === 'closed') return
     this.#state = 'draining'
     clearInterval(this.#pollTimer)
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs)
     })
-    await this.#stopListening()
+    await this.#stopListening({ keepControl: true })
     const session = this.#session
     const unregister = async () => {
       if (session === undefined) return
@@ -263,31 +275,51 @@ export class Server {
       await endSession(work)
       throw toPgrrError(error)
     }
-    this.#work = work
     const row = rows[0] as unknown as { responder_id: number; channel_id: number; service_channel: string; control_channel: string }
-    const session: Registration = {
+    let unlisten: Unlisteners
+    try {
+      unlisten = {
+        service: await listener.listen(row.service_channel, (payload) => this.#announced(payload)),
+        control: await listener.listen(row.control_channel, (payload) => this.#cancel(payload)),
+      }
+    } catch (error) {
+      await endSession(work)
+      throw error
+    }
+    if (this.#state === 'closed' || this.#state === 'draining') {
+      // Stopped while this registration was under way: nothing of it may outlive the stop.
+      await Promise.all([unlisten.service(), unlisten.control()].map((done) => done.catch(() => undefined)))
+      await endSession(work)
+      return
+    }
+    this.#work = work
+    this.#session = {
       responderId: row.responder_id,
       channelId: row.channel_id,
       serviceChannel: row.service_channel,
       controlChannel: row.control_channel,
       generation: ++this.#generation,
     }
-    this.#session = session
     this.#afterSeq = 0
     this.#lowestAnnounced = undefined
-    this.#unlisten = [
-      await listener.listen(session.serviceChannel, (payload) => this.#announced(payload)),
-      await listener.listen(session.controlChannel, (payload) => this.#cancel(payload)),
-    ]
+    this.#unlisten = unlisten
   }
 
-  async #stopListening(): Promise<void> {
+  /** Stops listening on the service channel (no more claims), and on the control channel too unless asked. */
+  async #stopListening({ keepControl = false } = {}): Promise<void> {
     const unlisten = this.#unlisten
-    this.#unlisten = []
-    await Promise.all(unlisten.map((fn) => fn().catch(() => undefined)))
+    if (unlisten === undefined) return
+    const done = [unlisten.service()]
+    if (keepControl) {
+      // Cancellations still reach the handlers that run on.
+      this.#unlisten = { service: async () => undefined, control: unlisten.control }
+    } else {
+      this.#unlisten = undefined
+      done.push(unlisten.control())
+    }
+    await Promise.all(done.map((promise) => promise.catch(() => undefined)))
   }
 
-  /** Claims as many requests as there are free slots; at most one claim at a time. */
   /** A NOTIFY announced pending requests from seq `payload` on: claim from there. */
   #announced(payload: string): void {
     const seq = Number(payload)
@@ -310,6 +342,7 @@ export class Server {
     else this.#afterSeq = Math.min(this.#afterSeq, afterSeq)
   }
 
+  /** Claims as many requests as there are free slots; at most one claim at a time. */
   #wake(): void {
     if (this.#state !== 'running' || this.#session === undefined) return
     if (this.#claiming) {
@@ -340,7 +373,7 @@ export class Server {
       if (this.#lowestAnnounced !== undefined) this.#afterSeq = Math.min(this.#afterSeq, this.#lowestAnnounced)
       this.#lowestAnnounced = undefined
       // Rows claimed by a session that has since died were released with it.
-      if (session.generation !== this.#generation) return
+      if (session.generation !== this.#generation) rows.length = 0
       if (rows.length > 0) this.#context.telemetry.claimed?.(this.channel, rows.length)
       for (const row of rows) {
         try {
@@ -377,8 +410,8 @@ export class Server {
       timer: setTimeout(() => {
         const reason = new TimeoutError(row.remaining_ms, 'the request reached its deadline')
         controller.abort(reason)
-        // Code TIMEOUT: callers report it as their own timeout (TimeoutError, SQLSTATE PR002).
-        this.#finish(job, { failed: true, body: reason.message, json: false, code: 'TIMEOUT' })
+        // Callers report this code as their own timeout (TimeoutError, SQLSTATE PR002).
+        this.#finish(job, { failed: true, body: reason.message, json: false, code: responderDeadlineCode })
       }, row.remaining_ms),
     }
     this.#jobs.set(row.id, job)
@@ -435,7 +468,8 @@ export class Server {
     job.done = true
     clearTimeout(job.timer)
     this.#jobs.delete(job.id)
-    job.observation?.end(outcome.failed ? (outcome.code ?? 'HANDLER_ERROR') : 'ok', outcome.failed ? outcome.body : undefined)
+    const observed = outcome.code === responderDeadlineCode ? 'TIMEOUT' : (outcome.code ?? 'HANDLER_ERROR')
+    job.observation?.end(outcome.failed ? observed : 'ok', outcome.failed ? outcome.body : undefined)
     this.#handledTotal++
     this.#handledLastMinute.add()
     if (++this.#handledSinceVacuum >= vacuumEveryRequests) void this.#vacuum()
@@ -644,7 +678,8 @@ function failure(error: unknown): Omit<Outcome, 'id' | 'generation'> {
     failed: true,
     body: describe(error),
     json: false,
-    code: typeof code === 'string' && code.length > 0 ? sanitize(code).slice(0, 200) : 'HANDLER_ERROR',
+    // The responder's own deadline code is reserved: a handler cannot make its caller see a TimeoutError.
+    code: typeof code === 'string' && code.length > 0 && code !== responderDeadlineCode ? sanitize(code).slice(0, 200) : 'HANDLER_ERROR',
   }
 }
 

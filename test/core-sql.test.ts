@@ -196,7 +196,7 @@ test('a request past its deadline is never handed to a handler, and the sweeper 
   })
   assert.equal(await awaitReply(await sqlRequest('sql.deadline.cancel', 'fresh')), 'handled')
   assert.deepStrictEqual(seen, ['fresh'])
-  await db.sql.unsafe(`select ${db.quoted}.pgrr_sweep('0 seconds')`)
+  await db.sql.unsafe(`select ${db.quoted}.pgrr_sweep_older_than('0 seconds')`)
   const rows = (await requestRows(db, 'sql.deadline.cancel')).filter((row) => row.id === id)
   assert.deepStrictEqual(rows, [], 'the sweeper removed the expired request')
 })
