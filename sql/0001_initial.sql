@@ -1027,12 +1027,6 @@ declare
   r record;
   v_count int := 0;
 begin
-  -- Row locks in id order first, as pgrr_cancel takes them: a cancel of the same rows never deadlocks
-  -- with this (a deadlock here would cost the whole batch, and this session with it).
-  perform 1 from :SCHEMA.pgrr_request q
-   where q.id = any (p_ids) and q.responder_id = p_responder
-   order by q.id
-     for update;
   for r in
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
@@ -1043,11 +1037,15 @@ begin
         from unnest(p_ids, p_failed, p_bodies, p_json, p_codes, p_headers)
              as t(id, failed, body, is_json, code, headers)
     ),
+    -- Row locks taken here, in id order, as pgrr_cancel takes them: a cancel of the same rows never
+    -- deadlocks with this (a deadlock would cost the whole batch, and this session with it).
     owned as materialized (
       select i.*, q.seq, q.channel_id
         from input i
         join :SCHEMA.pgrr_request q on q.id = i.id
        where q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
+       order by q.id
+         for update of q
     ),
     held as materialized (
       select o.* from owned o where :SCHEMA.pgrr_release_request_lock(o.seq)
