@@ -83,7 +83,7 @@ test(
     const second = await serve({ ...db.options, applicationName: `pgrr-locks-b-${suffix}` }, channel, (payload: unknown) => `second: ${String(payload)}`)
     // Nothing of the failed claim holds it back: whichever responder claims it next (the first one, once
     // registered again, or the second) answers it.
-    assert.match(await one, /^(first|second): one$/)
+    assert.match(String(await one), /^(first|second): one$/)
     // The request in flight at the failed claim: answered if the session survived, lost if it was restarted.
     const held0 = await holding
     console.log(`the request in flight during the failed claim ended with: ${String(held0)}`)
