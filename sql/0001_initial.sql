@@ -27,7 +27,8 @@
 --                  session. It is the presence signal: request() tests it with a shared try-lock.
 --   bell locks     (pgrr_ns_bell(), channel id * 4 + parity), parity 0 or 1, exclusive, session level.
 --                  One responder per channel, the bell holder (it holds the token (pgrr_ns_bell(), channel
---                  id * 4 + 2)), holds one of the two bells and rings it on every claim: in the claim's
+--                  id * 4 + 2)), holds one of the two bells and rings it on every claim that takes a request made from SQL
+--                  (TypeScript callers hear of their replies by NOTIFY and never wait on it): in the claim's
 --                  transaction it takes the other bell and moves the one it held to transaction scope, so
 --                  that one is released exactly when the claim commits. SQL awaiters of a pending request
 --                  block on the bell that is held instead of sleeping, and wake the moment a claim commits.
@@ -250,6 +251,26 @@ create unlogged table :SCHEMA.pgrr_request (
 -- update (the primary key gets a new entry), which VACUUM cleans up.
 create index pgrr_request_pending_idx on :SCHEMA.pgrr_request (channel_id, seq) where state = 'pending';
 
+-- The status pgrr_send gives a request (see its contract), from what it looked up: whether the channel
+-- name is valid, whether the channel exists with a live responder, the payload, the headers as given and as
+-- parsed (null when invalid), and the channel's payload limit (null: the default). One definition for the
+-- batch and the single-request paths; an SQL expression, so it inlines.
+create function :SCHEMA.pgrr_send_status(
+  p_valid boolean, p_live boolean, p_payload text, p_headers_text text, p_headers jsonb, p_max_bytes int
+) returns text
+language sql immutable
+as $$
+  select case
+           when not p_valid then 'invalid_channel'
+           when not coalesce(p_live, false) then 'no_responders'
+           when p_payload is null then 'invalid_payload'
+           when p_headers_text is not null and p_headers is null then 'invalid_headers'
+           when octet_length(p_payload) > coalesce(p_max_bytes, :SCHEMA.pgrr_default_max_payload_bytes())
+                or octet_length(p_headers_text) > 65536 then 'too_large'
+           else 'ok'
+         end
+$$;
+
 -- pgrr_send: insert a batch of requests (the TypeScript client's path; request() is built on it).
 -- Contract: one output row per input element, in input order: (ord, id, status) with status one of
 --   ok, invalid_channel, no_responders, invalid_payload (null payload), invalid_headers (not a flat JSON
@@ -276,6 +297,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
+declare
+  v_channel_id int;
+  v_max_bytes int;
+  v_max_attempts int;
+  v_live boolean;
+  v_headers jsonb;
+  v_seq bigint;
 begin
   -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail.
   if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
@@ -284,6 +312,38 @@ begin
   if cardinality(p_ack) > 0 then
     delete from :SCHEMA.pgrr_request q
      where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
+  end if;
+
+  -- One request (every SQL request(), and a TypeScript client with one request per turn): the same steps
+  -- as below with scalar statements, which cost about 40% less than the batch statement for one row.
+  if cardinality(p_channels) = 1 then
+    ord := 1;
+    if :SCHEMA.pgrr_valid_channel(p_channels[1]) then
+      select c.id, c.max_payload_bytes, c.max_attempts,
+             exists (select 1 from :SCHEMA.pgrr_responder r
+                      where r.channel_id = c.id
+                        and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id))
+        into v_channel_id, v_max_bytes, v_max_attempts, v_live
+        from :SCHEMA.pgrr_channel c
+       where c.name = p_channels[1];
+      if p_headers[1] is not null then
+        v_headers := :SCHEMA.pgrr_parse_headers(p_headers[1]);
+      end if;
+    end if;
+    status := :SCHEMA.pgrr_send_status(:SCHEMA.pgrr_valid_channel(p_channels[1]), v_live, p_payloads[1],
+                                       p_headers[1], v_headers, v_max_bytes);
+    if status = 'ok' then
+      id := :SCHEMA.pgrr_random_id();
+      insert into :SCHEMA.pgrr_request
+             (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts)
+      values (id, v_channel_id, p_payloads[1], coalesce(p_json[1], false), v_headers, p_reply_to,
+              clock_timestamp() + make_interval(secs => greatest(coalesce(p_timeout_ms[1], 30000), 1) / 1000.0),
+              least(greatest(coalesce(p_max_attempts[1], v_max_attempts, 1), 1), 100))
+      returning pgrr_request.seq into v_seq;
+      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
+    end if;
+    return next;
+    return;
   end if;
 
   return query
@@ -308,15 +368,8 @@ begin
   checked as materialized (
     select i.*, ch.id as channel_id,
            least(greatest(coalesce(i.max_attempts, ch.max_attempts, 1), 1), 100) as attempts,
-           case
-             when not :SCHEMA.pgrr_valid_channel(i.channel) then 'invalid_channel'
-             when ch.id is null or not ch.live then 'no_responders'
-             when i.payload is null then 'invalid_payload'
-             when i.headers_text is not null and i.headers is null then 'invalid_headers'
-             when octet_length(i.payload) > coalesce(ch.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())
-                  or octet_length(i.headers_text) > 65536 then 'too_large'
-             else 'ok'
-           end as status
+           :SCHEMA.pgrr_send_status(:SCHEMA.pgrr_valid_channel(i.channel), ch.live, i.payload, i.headers_text,
+                                    i.headers, ch.max_payload_bytes) as status
       from input i left join channels ch on ch.name = i.channel
   ),
   numbered as materialized (
@@ -493,7 +546,8 @@ begin
 end
 $$;
 
--- pgrr_ring(responder, channel): called by pgrr_claim after it claimed rows. The bell holder rings (see bell
+-- pgrr_ring(responder, channel): called by pgrr_claim after it claimed requests made from SQL (reply_to
+-- null). The bell holder rings (see bell
 -- locks); a responder that is not the holder becomes it when nobody is (it takes the token, then a bell).
 -- Never waits for a lock: every advisory lock is a try-lock (an awaiter testing a bell holds it shared for
 -- an instant; the ring is then skipped, and awaiters wake at their nap's end instead). The holder's parity
@@ -944,7 +998,7 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
-  v_claimed int := 0;
+  v_ring boolean := false;
 begin
   if not exists (select 1 from :SCHEMA.pgrr_responder x
                   where x.id = p_responder and x.channel_id = p_channel_id
@@ -979,12 +1033,12 @@ begin
   returning q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int as remaining_ms,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int as queued_ms,
-            :SCHEMA.pgrr_hold_request_lock(q.seq) as locked
+            :SCHEMA.pgrr_hold_request_lock(q.seq) as locked, q.reply_to is null as sql_caller
   loop
     if r.locked then
       id := r.id; seq := r.seq; payload := r.payload; payload_json := r.payload_json; headers := r.headers;
       attempt := r.attempt; remaining_ms := r.remaining_ms; queued_ms := r.queued_ms; locked := true;
-      v_claimed := v_claimed + 1;
+      v_ring := v_ring or r.sql_caller;
       return next;
     else
       -- Another session holds this request's lock key: not a responder (they hold only the keys of what
@@ -995,7 +1049,8 @@ begin
        where q.id = r.id;
     end if;
   end loop;
-  if v_claimed > 0 then
+  -- Only SQL awaiters wait on the bell; TypeScript callers hear of their replies by NOTIFY.
+  if v_ring then
     perform :SCHEMA.pgrr_ring(p_responder, p_channel_id);
   end if;
 end
@@ -1287,6 +1342,7 @@ revoke all on function
   :SCHEMA.pgrr_bell_key(int, int), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
   :SCHEMA.pgrr_claim_max_bytes(), :SCHEMA.pgrr_default_max_payload_bytes(), :SCHEMA.pgrr_notify_prefix(),
   :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
+  :SCHEMA.pgrr_send_status(boolean, boolean, text, text, jsonb, int),
   :SCHEMA.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]),
   :SCHEMA.pgrr_timeout_ms(interval),
   :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),

@@ -1,6 +1,7 @@
 /**
  * The statements the library runs, one per protocol function, rendered once per schema. Values are always
- * parameters; the schema is the only substituted identifier. postgres.js prepares each on first use.
+ * parameters; the schema is the only substituted identifier. Each runs as a named prepared statement
+ * (see query() in database.ts).
  */
 import { quoteIdentifier } from './database.ts'
 
