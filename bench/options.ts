@@ -9,6 +9,11 @@ export interface BenchOptions {
   concurrency: number[]
   /** Measured requests per scenario, before a slow system's own cap. @default 10000 (1000 with quick) */
   count: number
+  /**
+   * Times the whole matrix runs, one pass after the other; each scenario reports the median of its runs
+   * (errors: the sum). @default 1
+   */
+  runs: number
   /** The whole matrix in under two minutes, with fewer requests. @default false */
   quick: boolean
   /** Print one JSON object on stdout instead of the table. @default false */
@@ -52,6 +57,8 @@ concept, NATS, RabbitMQ and Redis. One responder process and one caller process 
   --systems a,b          ${SYSTEM_NAMES.join(', ')} (default: all)
   --concurrency 1,16,64  requests in flight per scenario (default: 1,16,64)
   --count n              measured requests per scenario (default: ${FULL_DEFAULTS.count}, quick: ${QUICK_DEFAULTS.count})
+  --runs n               run the whole matrix n times, one pass after the other, and report each
+                         scenario's median (ratios: the median of each pass's ratio; errors: the sum)
   --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
   --quick                the whole matrix in under two minutes
   --json                 one JSON object on stdout instead of the table
@@ -81,6 +88,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       systems: { type: 'string' },
       concurrency: { type: 'string' },
       count: { type: 'string' },
+      runs: { type: 'string' },
       'time-cap': { type: 'string' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
@@ -98,7 +106,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   if (values.drivers) return { kind: 'drivers', databaseUrl }
   if (values.long) {
-    const refused = (['systems', 'quick', 'write-docs'] as const).filter((flag) => values[flag])
+    const refused = (['systems', 'quick', 'write-docs', 'runs'] as const).filter((flag) => values[flag])
     if (refused.length > 0) throw new Error(`--long: does not take ${refused.map((flag) => `--${flag}`).join(', ')}`)
     const concurrency = values.concurrency ? parsePositiveList('--concurrency', values.concurrency) : [LONG_DEFAULTS.concurrency]
     if (concurrency.length !== 1) throw new Error('--long: --concurrency takes one value')
@@ -121,6 +129,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       systems: values.systems ? parseSystems(values.systems) : [...SYSTEM_NAMES],
       concurrency: values.concurrency ? parsePositiveList('--concurrency', values.concurrency) : [1, 16, 64],
       count: values.count ? parsePositive('--count', values.count) : defaults.count,
+      runs: values.runs ? parsePositive('--runs', values.runs) : 1,
       quick: values.quick,
       json: values.json,
       writeDocs: values['write-docs'],

@@ -40,6 +40,8 @@ export interface BenchResult {
   errorSamples?: string[]
   /** Errors during warm-up (not counted in `errors`), when there were any. */
   warmupErrors?: number
+  /** With --runs: how many passes this row is the median of. */
+  runs?: number
 }
 
 /** The latency distribution of one row, for the picture (kept out of the JSON). */
@@ -133,6 +135,65 @@ export function addFloorRatios(results: BenchResult[]): void {
       result.requestsPerSecVsFloor = round(result.requestsPerSec / floor.requestsPerSec, 3)
     }
   }
+}
+
+const MEDIAN_FIELDS = [
+  'p50Us',
+  'p99Us',
+  'requestsPerSec',
+  'p90Us',
+  'p999Us',
+  'maxUs',
+  'elapsedMs',
+  'callerCpuUs',
+  'responderCpuUs',
+  'serverCpuUs',
+  'clientCpuUsPerRequest',
+  'serverCpuUsPerRequest',
+  'p50VsFloor',
+  'requestsPerSecVsFloor',
+] as const
+
+/**
+ * Folds several passes of the same matrix (each with its floor ratios filled) into one row per scenario:
+ * the median of each measurement over the passes that measured it, the sum of the errors. A scenario that
+ * failed or was skipped in any pass is reported as that pass reported it.
+ */
+export function medianOfRuns(passes: BenchResult[][]): BenchResult[] {
+  const [first] = passes
+  if (first === undefined) return []
+  if (passes.length === 1) return first
+  return first.map((row) => {
+    const same = passes.flatMap((pass) => pass.filter((r) => r.system === row.system && r.concurrency === row.concurrency))
+    const notMeasured = same.find((r) => r.failed !== undefined || r.skipped !== undefined)
+    if (notMeasured) return { ...notMeasured, errors: sum(same.map((r) => r.errors)), runs: same.length }
+    const merged: BenchResult = { ...row, errors: sum(same.map((r) => r.errors)), runs: same.length }
+    for (const field of MEDIAN_FIELDS) merged[field] = median(same.map((r) => r[field]))
+    const warmupErrors = sum(same.map((r) => r.warmupErrors ?? 0))
+    if (warmupErrors > 0) merged.warmupErrors = warmupErrors
+    const samples = same.flatMap((r) => r.errorSamples ?? []).slice(0, 10)
+    if (samples.length > 0) merged.errorSamples = samples
+    return merged
+  })
+}
+
+/** Index of the pass whose p50 is the median one for a scenario (its latency curve goes in the picture). */
+export function medianPassIndex(passes: BenchResult[][], system: SystemName, concurrency: number): number {
+  const p50s = passes
+    .map((pass, index) => ({ index, p50: pass.find((r) => r.system === system && r.concurrency === concurrency)?.p50Us ?? null }))
+    .filter((entry): entry is { index: number; p50: number } => entry.p50 !== null)
+    .sort((a, b) => a.p50 - b.p50)
+  return p50s[Math.floor((p50s.length - 1) / 2)]?.index ?? 0
+}
+
+/** Median of the non-null values (the lower middle one of an even count), or null when there are none. */
+function median(values: (number | null)[]): number | null {
+  const present = values.filter((value): value is number => value !== null).sort((a, b) => a - b)
+  return present[Math.floor((present.length - 1) / 2)] ?? null
+}
+
+function sum(values: number[]): number {
+  return values.reduce((total, value) => total + value, 0)
 }
 
 function round(value: number, decimals = 1): number {

@@ -15,7 +15,15 @@ import { hostAndPort, isReachable } from './probe.ts'
 import { ProgressLine } from './progress.ts'
 import { writeBenchmarkDocs } from './report-docs.ts'
 import { formatTextTable } from './report-table.ts'
-import { addFloorRatios, failedResult, skippedResult, type BenchResult, type LatencyCurve } from './result.ts'
+import {
+  addFloorRatios,
+  failedResult,
+  medianOfRuns,
+  medianPassIndex,
+  skippedResult,
+  type BenchResult,
+  type LatencyCurve,
+} from './result.ts'
 import { acquireRunLock, releaseRunLock } from './run-lock.ts'
 import { BenchSchemas } from './schemas.ts'
 import { runSystem, scenarioCount } from './system-runner.ts'
@@ -38,6 +46,8 @@ export interface BenchReport {
     systems: string[]
     concurrency: number[]
     count: number
+    /** Passes of the whole matrix; each result is the median over them (see --runs). */
+    runs: number
     quick: boolean
     phaseTimeCapMs: number
     payloadBytes: number
@@ -73,8 +83,8 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
     pocSchema: POC_SCHEMA,
     service: SERVICE,
   }
-  const results: BenchResult[] = []
-  const curves: LatencyCurve[] = []
+  const passes: BenchResult[][] = []
+  const passCurves: LatencyCurve[][] = []
   let machine: MachineDescription | undefined
   let locked = false
   const warnings: string[] = []
@@ -86,34 +96,44 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
     machine = await describeMachine(sql)
     warnings.push(...(await checkRunConditions(sql, 'start')))
     for (const warning of warnings) progress.log(`warning: ${warning}`)
-    const totalScenarios = options.systems.length * options.concurrency.length
-    for (const [index, name] of options.systems.entries()) {
-      signal.throwIfAborted()
-      const spec = SYSTEMS[name]
-      const unavailable = await prepare(spec, options, schemas)
-      if (unavailable) {
-        const rows = options.concurrency.map((concurrency) =>
-          unavailable.skip
-            ? skippedResult(spec.name, concurrency, unavailable.reason)
-            : failedResult(spec.name, concurrency, scenarioCount(spec, concurrency, options), unavailable.reason),
-        )
-        results.push(...rows)
-        progress.log(`${spec.name}: ${unavailable.skip ? 'skipped' : 'FAILED'}: ${unavailable.reason}`)
-        continue
+    const perPass = options.systems.length * options.concurrency.length
+    const totalScenarios = perPass * options.runs
+    // Passes run one after the other, each over every system: a slow spell of the machine then touches
+    // every system a little instead of one system a lot.
+    for (let pass = 0; pass < options.runs; pass++) {
+      const results: BenchResult[] = []
+      const curves: LatencyCurve[] = []
+      passes.push(results)
+      passCurves.push(curves)
+      if (options.runs > 1) progress.log(`pass ${pass + 1} of ${options.runs}`)
+      for (const [index, name] of options.systems.entries()) {
+        signal.throwIfAborted()
+        const spec = SYSTEMS[name]
+        const unavailable = await prepare(spec, options, schemas)
+        if (unavailable) {
+          const rows = options.concurrency.map((concurrency) =>
+            unavailable.skip
+              ? skippedResult(spec.name, concurrency, unavailable.reason)
+              : failedResult(spec.name, concurrency, scenarioCount(spec, concurrency, options), unavailable.reason),
+          )
+          results.push(...rows)
+          progress.log(`${spec.name}: ${unavailable.skip ? 'skipped' : 'FAILED'}: ${unavailable.reason}`)
+          continue
+        }
+        const outcome = await runSystem(spec, {
+          options,
+          config,
+          sql,
+          progress,
+          signal,
+          firstScenario: pass * perPass + index * options.concurrency.length + 1,
+          totalScenarios,
+        })
+        results.push(...outcome.results)
+        curves.push(...outcome.curves)
+        if (outcome.serverVersion && spec.server !== 'postgres') machine.servers[spec.server] = outcome.serverVersion
+        if (spec.needs === 'poc-schema') await schemas.dropPoc()
       }
-      const outcome = await runSystem(spec, {
-        options,
-        config,
-        sql,
-        progress,
-        signal,
-        firstScenario: index * options.concurrency.length + 1,
-        totalScenarios,
-      })
-      results.push(...outcome.results)
-      curves.push(...outcome.curves)
-      if (outcome.serverVersion && spec.server !== 'postgres') machine.servers[spec.server] = outcome.serverVersion
-      if (spec.needs === 'poc-schema') await schemas.dropPoc()
     }
     const atEnd = await checkRunConditions(sql, 'end')
     for (const warning of atEnd) progress.log(`warning: ${warning}`)
@@ -129,7 +149,13 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
     process.off('exit', killAllChildren)
   }
 
-  addFloorRatios(results)
+  for (const results of passes) addFloorRatios(results)
+  const results = medianOfRuns(passes)
+  // The picture shows, for each scenario, the distribution of its median pass.
+  const curves = results.flatMap((row) => {
+    const pass = medianPassIndex(passes, row.system, row.concurrency)
+    return passCurves[pass]?.filter((curve) => curve.system === row.system && curve.concurrency === row.concurrency) ?? []
+  })
   const report: BenchReport = {
     command: hooks.command ?? commandFor(options),
     date: new Date().toISOString(),
@@ -138,6 +164,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
       systems: options.systems,
       concurrency: options.concurrency,
       count: options.count,
+      runs: options.runs,
       quick: options.quick,
       phaseTimeCapMs: options.phaseTimeCapMs,
       payloadBytes: PAYLOAD_BYTES,
@@ -179,6 +206,7 @@ function commandFor(options: BenchOptions): string {
   const parts = ['node --import tsx bench/run.ts']
   if (options.quick) parts.push('--quick')
   parts.push(`--systems ${options.systems.join(',')}`, `--concurrency ${options.concurrency.join(',')}`, `--count ${options.count}`)
+  if (options.runs > 1) parts.push(`--runs ${options.runs}`)
   if (options.writeDocs) parts.push('--write-docs')
   return parts.join(' ')
 }
