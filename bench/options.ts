@@ -66,6 +66,8 @@ concept, NATS, RabbitMQ and Redis. One responder process and one caller process 
   --database-url url     (default: $DATABASE_URL or postgres://postgres@127.0.0.1:5432/test)
   --nats-url, --amqp-url, --redis-url   broker addresses (defaults: local, standard ports)
   --drivers              instead: compare postgres.js with node-postgres (bench/drivers.ts)
+  --functions            instead: time each protocol function alone, for one request and a batch
+                         (bench/functions.ts); takes --rounds (5), --calls (300), --batch (50)
   --long                 instead: the long run of pgrr-ts (bench/long-run.ts): RSS of caller and responder,
                          size of the request table, errors; takes --count (default: ${LONG_DEFAULTS.count}),
                          --concurrency (one value, default: ${LONG_DEFAULTS.concurrency}), --time-cap (whole run,
@@ -77,6 +79,7 @@ Progress goes to stderr; stdout carries only the table or the JSON.`
 export type ParsedArgs =
   | { kind: 'help' }
   | { kind: 'drivers'; databaseUrl: string }
+  | { kind: 'functions'; argv: string[] }
   | { kind: 'long'; options: LongRunOptions }
   | { kind: 'bench'; options: BenchOptions }
 
@@ -98,6 +101,10 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       'amqp-url': { type: 'string' },
       'redis-url': { type: 'string' },
       drivers: { type: 'boolean', default: false },
+      functions: { type: 'boolean', default: false },
+      rounds: { type: 'string' },
+      calls: { type: 'string' },
+      batch: { type: 'string' },
       long: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -105,6 +112,16 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (values.help) return { kind: 'help' }
   const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   if (values.drivers) return { kind: 'drivers', databaseUrl }
+  if (values.functions) {
+    const argv = ['--database-url', databaseUrl]
+    for (const flag of ['rounds', 'calls', 'batch'] as const) {
+      const value = values[flag]
+      if (value !== undefined) argv.push(`--${flag}`, value)
+    }
+    return { kind: 'functions', argv }
+  }
+  const stray = (['rounds', 'calls', 'batch'] as const).filter((flag) => values[flag] !== undefined)
+  if (stray.length > 0) throw new Error(`${stray.map((flag) => `--${flag}`).join(', ')}: only with --functions`)
   if (values.long) {
     const refused = (['systems', 'quick', 'write-docs', 'runs'] as const).filter((flag) => values[flag])
     if (refused.length > 0) throw new Error(`--long: does not take ${refused.map((flag) => `--${flag}`).join(', ')}`)

@@ -237,6 +237,10 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
     await runDriverComparison({ databaseUrl: parsed.databaseUrl })
     return 0
   }
+  if (parsed.kind === 'functions') {
+    const { runFunctionTimings } = await import('./functions.ts')
+    return runFunctionTimings(parsed.argv)
+  }
 
   const controller = new AbortController()
   const onSignal = (): void => {
