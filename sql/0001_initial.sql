@@ -24,7 +24,11 @@
 --   request lock   (pgrr_ns_request(), pgrr_request_key(seq)) exclusive, session level, held by the claiming
 --                  responder from claim to the commit of its reply. Awaiters block on it in shared mode.
 --   responder lock (pgrr_ns_responder(), responder id) exclusive, session level, held by a live responder's
---                  session. It is the presence signal: request() tests it with a shared try-lock.
+--                  session. It is the presence signal: request() tests it with a shared try-lock. Released
+--                  by pgrr_unregister (a draining responder takes no new requests).
+--   holder lock    (pgrr_ns_holder(), responder id) exclusive, session level, held by the responder's session
+--                  from registration until the session ends, draining included: requests handed to the
+--                  responder (see pgrr_send) are in its hands while it is held.
 --   bell locks     (pgrr_ns_bell(), channel id * 4 + parity), parity 0 or 1, exclusive, session level.
 --                  One responder per channel, the bell holder (it holds the token (pgrr_ns_bell(), channel
 --                  id * 4 + 2)), holds one of the two bells and rings it on every claim that takes a request made from SQL
@@ -48,7 +52,7 @@
 --   (migrate({ roles }) or `pgrr migrate --caller-role x --responder-role y` create NOLOGIN roles when
 --   missing and call these): callers get request, await_reply(_json) and what the TypeScript client uses
 --   (pgrr_send, pgrr_ack, pgrr_cancel, pgrr_fetch, pgrr_reap); responders get pgrr_register, pgrr_claim,
---   pgrr_reply, pgrr_unregister, pgrr_report, pgrr_sweep, pgrr_reap. Both get USAGE on the schema,
+--   pgrr_reply, pgrr_handed, pgrr_decline, pgrr_unregister, pgrr_report, pgrr_sweep, pgrr_reap. Both get USAGE on the schema,
 --   pgrr_notify_prefix() and SELECT on pgrr_migration (the version check of clients). A login that both
 --   asks and answers is made a member of both roles.
 --   Who is asking: session_user, recorded on each request (pgrr_request.caller) and responder
@@ -93,6 +97,10 @@ as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/request') $$;
 create function :SCHEMA.pgrr_ns_responder() returns int
 language sql immutable parallel safe
 as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/responder') $$;
+
+create function :SCHEMA.pgrr_ns_holder() returns int
+language sql immutable parallel safe
+as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/holder') $$;
 
 create function :SCHEMA.pgrr_ns_bell() returns int
 language sql immutable parallel safe
@@ -204,7 +212,10 @@ create unlogged table :SCHEMA.pgrr_responder (
   handled_last_minute int not null default 0,
   failed_last_minute int not null default 0,
   running int not null default 0,
-  reported_at timestamptz
+  reported_at timestamptz,
+  -- NOTIFY channel on which requests are handed to this responder directly (see pgrr_send). Its name ends
+  -- in 62 random bits: it carries payloads, and anyone may LISTEN to a channel whose name they know.
+  inbox text not null
 );
 create index on :SCHEMA.pgrr_responder (channel_id);
 
@@ -235,6 +246,9 @@ create unlogged table :SCHEMA.pgrr_request (
   max_attempts int not null default 1,
   responder_id int,
   claimed_at timestamptz,
+  -- Handed to responder_id by pgrr_send instead of claimed: no request lock is held for it (the responder
+  -- never ran a claim); the responder's presence lock tells whether it is still in hand.
+  handed boolean not null default false,
   reply text,
   reply_json boolean,
   -- Headers the handler set on its reply (a flat JSON object of strings), or null.
@@ -304,6 +318,10 @@ declare
   v_live boolean;
   v_headers jsonb;
   v_seq bigint;
+  v_responder int;
+  v_inbox text;
+  v_timeout_ms int;
+  v_message text;
 begin
   -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail.
   if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
@@ -319,13 +337,17 @@ begin
   if cardinality(p_channels) = 1 then
     ord := 1;
     if :SCHEMA.pgrr_valid_channel(p_channels[1]) then
-      select c.id, c.max_payload_bytes, c.max_attempts,
-             exists (select 1 from :SCHEMA.pgrr_responder r
-                      where r.channel_id = c.id
-                        and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id))
-        into v_channel_id, v_max_bytes, v_max_attempts, v_live
+      select c.id, c.max_payload_bytes, c.max_attempts into v_channel_id, v_max_bytes, v_max_attempts
         from :SCHEMA.pgrr_channel c
        where c.name = p_channels[1];
+      -- A live responder, picked at random: the one a handed request goes to.
+      select r.id, r.inbox into v_responder, v_inbox
+        from :SCHEMA.pgrr_responder r
+       where r.channel_id = v_channel_id
+         and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id)
+       order by random()
+       limit 1;
+      v_live := v_responder is not null;
       if p_headers[1] is not null then
         v_headers := :SCHEMA.pgrr_parse_headers(p_headers[1]);
       end if;
@@ -334,13 +356,34 @@ begin
                                        p_headers[1], v_headers, v_max_bytes);
     if status = 'ok' then
       id := :SCHEMA.pgrr_random_id();
+      v_timeout_ms := greatest(coalesce(p_timeout_ms[1], 30000), 1);
+      -- Handed straight to the responder picked above when the caller hears replies by NOTIFY (TypeScript)
+      -- and the request fits in a NOTIFY: no claim statement between the two hops. The responder declines
+      -- it (pgrr_decline: back to pending) when it has no free slot or is stopping.
+      if p_reply_to is not null and octet_length(p_payloads[1]) <= 4000 then
+        v_message := 'h' || json_build_array(id::text, coalesce(p_json[1], false), p_payloads[1], v_headers,
+                                             v_timeout_ms)::text;
+        if octet_length(v_message) > 7900 then
+          v_message := null;
+        end if;
+      end if;
       insert into :SCHEMA.pgrr_request
-             (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts)
+             (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts,
+              state, responder_id, claimed_at, attempt, handed)
       values (id, v_channel_id, p_payloads[1], coalesce(p_json[1], false), v_headers, p_reply_to,
-              clock_timestamp() + make_interval(secs => greatest(coalesce(p_timeout_ms[1], 30000), 1) / 1000.0),
-              least(greatest(coalesce(p_max_attempts[1], v_max_attempts, 1), 1), 100))
+              clock_timestamp() + make_interval(secs => v_timeout_ms / 1000.0),
+              least(greatest(coalesce(p_max_attempts[1], v_max_attempts, 1), 1), 100),
+              case when v_message is null then 'pending' else 'claimed' end,
+              case when v_message is not null then v_responder end,
+              case when v_message is not null then clock_timestamp() end,
+              case when v_message is null then 0 else 1 end,
+              v_message is not null)
       returning pgrr_request.seq into v_seq;
-      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
+      if v_message is null then
+        perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
+      else
+        perform pg_notify(v_inbox, v_message);
+      end if;
     end if;
     return next;
     return;
@@ -585,6 +628,16 @@ begin
 end
 $$;
 
+-- Whether a claimed (or cancelled) request is in nobody's hands any more: its request lock is free, or,
+-- for a request handed to a responder (which holds no request lock for it), that responder's holder
+-- lock is free (its session ended). Locks: none after return (see pgrr_lock_is_free).
+create function :SCHEMA.pgrr_in_hand_of_nobody(p_handed boolean, p_seq bigint, p_responder int) returns boolean
+language sql volatile
+as $$
+  select case when p_handed then :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), p_responder)
+              else :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq)) end
+$$;
+
 -- pgrr_reap(ids): find claimed requests whose request lock nobody holds, i.e. whose responder's session
 -- ended without replying. Each goes back to pending when it has attempts left (NOTIFY on its service
 -- channel) or becomes lost (NOTIFY its TypeScript caller). p_ids null means every claimed request.
@@ -603,18 +656,18 @@ begin
   for r in
     -- Two branches rather than "p_ids is null or id = any (p_ids)": in the generic plan the first probes the
     -- primary key, and the second is skipped unless p_ids is null (a sweep over every claimed request).
-    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller
+    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.handed, q.responder_id
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and q.id = any (p_ids)
     union all
-    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller
+    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.handed, q.responder_id
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and p_ids is null
   loop
-    continue when not :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq));
+    continue when not :SCHEMA.pgrr_in_hand_of_nobody(r.handed, r.seq, r.responder_id);
     if r.attempt < r.max_attempts then
       update :SCHEMA.pgrr_request q
-         set state = 'pending', responder_id = null, claimed_at = null
+         set state = 'pending', responder_id = null, claimed_at = null, handed = false
        where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt;
       if found then
         -- The payload is the request's seq: responders claim from there (see pgrr_claim).
@@ -691,7 +744,7 @@ declare
 begin
   loop
     select q.state, q.reply, q.reply_json, q.reply_headers, q.error_code, q.error_message, q.deadline,
-           q.origin_xact, q.attempt, q.channel_id, q.seq
+           q.origin_xact, q.attempt, q.channel_id, q.seq, q.handed
       into r
       from :SCHEMA.pgrr_request q
      where q.id = v_id and q.caller = session_user;
@@ -754,6 +807,12 @@ begin
       else
         perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       end if;
+      v_nap_ms := least(v_nap_ms * 2, 16);
+    elsif r.handed then
+      -- Handed to a responder by a TypeScript caller's request (awaited from SQL by the same login): no
+      -- request lock to wait on. Nap, and reap it if its responder's session is gone.
+      perform :SCHEMA.pgrr_reap(array[v_id]);
+      perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       v_nap_ms := least(v_nap_ms * 2, 16);
     elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq), v_left_ms) then
       -- The lock is free: the reply has committed (the usual case: the next look finds it), or the
@@ -876,7 +935,7 @@ $$;
 -- dedicated to this responder: from the commit on, request() sees it as live, and only this session may
 -- use the responder id.
 create function :SCHEMA.pgrr_register(p_channel text, p_host text, p_pid int, p_concurrency int)
-returns table (responder_id int, channel_id int, service_channel text, control_channel text)
+returns table (responder_id int, channel_id int, service_channel text, control_channel text, inbox_channel text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -904,10 +963,14 @@ begin
   -- Never wait for the responder lock: a session squatting on the next id's key would stall the
   -- registration. Take the next id instead, a few times.
   for v_try in 1..10 loop
-    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency)
-      values (v_channel_id, p_host, p_pid, p_concurrency)
-      returning pgrr_responder.id into v_responder_id;
-    exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency, inbox)
+      values (v_channel_id, p_host, p_pid, p_concurrency,
+              :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'))
+      returning pgrr_responder.id, pgrr_responder.inbox into v_responder_id, inbox_channel;
+    if pg_try_advisory_lock(:SCHEMA.pgrr_ns_holder(), v_responder_id) then
+      exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+      perform pg_advisory_unlock(:SCHEMA.pgrr_ns_holder(), v_responder_id);
+    end if;
     delete from :SCHEMA.pgrr_responder r where r.id = v_responder_id;
     v_responder_id := null;
   end loop;
@@ -942,22 +1005,31 @@ begin
 end
 $$;
 
--- pgrr_unregister(responder): stop being live (drain). Deletes the row and releases the responder lock;
--- the request locks of in-flight requests stay held until their replies commit. Does nothing for a
--- responder id this session did not register.
+-- The session setting that records that this session unregistered a responder (so that a second
+-- unregister does not try to release the responder lock again).
+create function :SCHEMA.pgrr_unregistered_setting(p_responder int) returns text
+language sql immutable
+as $$ select 'pgrr.unregistered_' || pg_catalog.to_hex(:SCHEMA.pgrr_ns_responder()) || '_' || p_responder $$;
+
+-- pgrr_unregister(responder): stop being live (drain). Releases the responder lock: no request goes to this
+-- responder any more. The row stays, and so does the holder lock, until the session ends (the sweep then
+-- deletes the row): the requests in flight, claimed or handed, are still this session's to answer. Does
+-- nothing for a responder id this session did not register.
 create function :SCHEMA.pgrr_unregister(p_responder int) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  delete from :SCHEMA.pgrr_responder r
-   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
-  if found then
+  if exists (select 1 from :SCHEMA.pgrr_responder r
+              where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user)
+     and not coalesce(nullif(current_setting(:SCHEMA.pgrr_unregistered_setting(p_responder), true), ''), 'false')::boolean then
     perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
+    perform set_config(:SCHEMA.pgrr_unregistered_setting(p_responder), 'true', false);
   end if;
 end
 $$;
+
 
 -- Tries to take the request lock of seq at session level, without waiting (see pgrr_claim). A function so
 -- the claim can take it once per updated row from its RETURNING list.
@@ -1056,6 +1128,68 @@ begin
 end
 $$;
 
+-- pgrr_handed(responder): the requests handed to this responder (see pgrr_send) that are still in its
+-- hands, with what pgrr_claim returns for a claimed one. The responder runs those it has not heard of:
+-- their NOTIFY went out while its LISTEN session was away. Raises 42501 unless this session registered
+-- the responder.
+create function :SCHEMA.pgrr_handed(p_responder int)
+returns table (id bigint, seq bigint, payload text, payload_json boolean, headers jsonb, attempt int,
+               remaining_ms int, queued_ms int)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  if not exists (select 1 from :SCHEMA.pgrr_responder x
+                  where x.id = p_responder and x.backend_pid = pg_backend_pid() and x.login = session_user) then
+    raise exception 'pgrr: responder % was not registered by this session', p_responder using errcode = '42501';
+  end if;
+  return query
+  select q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
+         greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
+         0
+    from :SCHEMA.pgrr_request q
+   where q.responder_id = p_responder and q.handed and q.state = 'claimed';
+end
+$$;
+
+-- pgrr_decline(responder, ids): gives back requests handed to this responder that it will not run (no
+-- free slot, or it is stopping): they become pending again, as if never handed, and the service channel
+-- is notified so that any responder claims them; those the caller cancelled meanwhile are deleted.
+-- Raises 42501 unless this session registered the responder; ids not handed to it are ignored. Row
+-- locks in id order, as pgrr_cancel and pgrr_reply take them.
+create function :SCHEMA.pgrr_decline(p_responder int, p_ids bigint[]) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  r record;
+begin
+  if not exists (select 1 from :SCHEMA.pgrr_responder x
+                  where x.id = p_responder and x.backend_pid = pg_backend_pid() and x.login = session_user) then
+    raise exception 'pgrr: responder % was not registered by this session', p_responder using errcode = '42501';
+  end if;
+  perform 1 from :SCHEMA.pgrr_request q
+   where q.id = any (p_ids) and q.responder_id = p_responder and q.handed
+   order by q.id
+     for update;
+  delete from :SCHEMA.pgrr_request q
+   where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
+  for r in
+    with given as (
+      update :SCHEMA.pgrr_request q
+         set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1, handed = false
+       where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed'
+      returning q.channel_id, q.seq
+    )
+    select g.channel_id, min(g.seq) as seq from given g group by g.channel_id
+  loop
+    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+  end loop;
+end
+$$;
+
 -- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
 -- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
 -- Only requests whose request lock this session holds are written (the others are ignored): a session
@@ -1081,6 +1215,10 @@ as $$
 declare
   r record;
   v_count int := 0;
+  -- Handed requests carry no request lock: they belong to the session that registered the responder.
+  v_registered constant boolean := exists (select 1 from :SCHEMA.pgrr_responder x
+                                            where x.id = p_responder and x.backend_pid = pg_backend_pid()
+                                              and x.login = session_user);
 begin
   for r in
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
@@ -1094,8 +1232,10 @@ begin
     ),
     -- Row locks taken here, in id order, as pgrr_cancel takes them: a cancel of the same rows never
     -- deadlocks with this (a deadlock would cost the whole batch, and this session with it).
+    -- Rows locked here are read as they are now (a cancel may have committed since this statement's
+    -- snapshot): the steps below go by this state, not by what their own scans of the snapshot see.
     owned as materialized (
-      select i.*, q.seq, q.channel_id
+      select i.*, q.seq, q.channel_id, q.handed, q.state
         from input i
         join :SCHEMA.pgrr_request q on q.id = i.id
        where q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
@@ -1103,12 +1243,13 @@ begin
          for update of q
     ),
     held as materialized (
-      select o.* from owned o where :SCHEMA.pgrr_release_request_lock(o.seq)
+      select o.* from owned o
+       where case when o.handed then v_registered else :SCHEMA.pgrr_release_request_lock(o.seq) end
     ),
     gone as (
       delete from :SCHEMA.pgrr_request q
        using held h
-       where q.id = h.id and q.responder_id = p_responder and q.state = 'cancelled'
+       where q.id = h.id and q.responder_id = p_responder and h.state = 'cancelled'
     ),
     done as (
       update :SCHEMA.pgrr_request q
@@ -1129,7 +1270,7 @@ begin
         join :SCHEMA.pgrr_channel c on c.id = h.channel_id,
              lateral (select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) as max_bytes) m,
              lateral (select coalesce(octet_length(h.body) > m.max_bytes, false) as too_large, m.max_bytes) x
-       where q.id = h.id and q.state = 'claimed' and q.responder_id = p_responder
+       where q.id = h.id and h.state = 'claimed' and q.responder_id = p_responder
       returning q.id, q.reply_to, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
@@ -1167,7 +1308,8 @@ $$;
 
 -- pgrr_sweep_older_than(grace): delete requests past their deadline by more than grace (nobody waits for
 -- them any more) unless a live responder still holds them (its reply must find the row to release the
--- request lock), and responder rows whose session is gone. Returns the number of requests deleted. Owner
+-- request lock; a handed request has no request lock to release, and its responder ended it at the
+-- deadline), and responder rows whose session is gone. Returns the number of requests deleted. Owner
 -- only: a short grace deletes requests whose callers still wait; responders get pgrr_sweep().
 create function :SCHEMA.pgrr_sweep_older_than(p_grace interval) returns int
 language plpgsql volatile security definer
@@ -1179,11 +1321,11 @@ declare
 begin
   delete from :SCHEMA.pgrr_request q
    where q.deadline < clock_timestamp() - p_grace
-     and (q.state not in ('claimed', 'cancelled') or q.responder_id is null
+     and (q.state not in ('claimed', 'cancelled') or q.responder_id is null or q.handed
           or :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(q.seq)));
   get diagnostics v_count = row_count;
   delete from :SCHEMA.pgrr_responder r
-   where :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_responder(), r.id);
+   where :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), r.id);
   return v_count;
 end
 $$;
@@ -1313,6 +1455,7 @@ begin
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
     '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int, bigint), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(), '
+    '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
     '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
 end
@@ -1338,7 +1481,7 @@ end
 $$;
 
 revoke all on function
-  :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_bell(),
+  :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_holder(), :SCHEMA.pgrr_ns_bell(),
   :SCHEMA.pgrr_bell_key(int, int), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
   :SCHEMA.pgrr_claim_max_bytes(), :SCHEMA.pgrr_default_max_payload_bytes(), :SCHEMA.pgrr_notify_prefix(),
   :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
@@ -1353,8 +1496,10 @@ revoke all on function
   :SCHEMA.pgrr_await(bigint, interval),
   :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
   :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
-  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
+  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_unregistered_setting(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
   :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]),
+  :SCHEMA.pgrr_handed(int), :SCHEMA.pgrr_decline(int, bigint[]),
+  :SCHEMA.pgrr_in_hand_of_nobody(boolean, bigint, int),
   :SCHEMA.pgrr_sweep(), :SCHEMA.pgrr_sweep_older_than(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
   :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),
   :SCHEMA.pgrr_grant_caller(name), :SCHEMA.pgrr_grant_responder(name)

@@ -64,11 +64,17 @@ interface Registration {
 interface Unlisteners {
   service: () => Promise<void>
   control: () => Promise<void>
+  inbox: () => Promise<void>
 }
+
+/** How long the id of a request found by pgrr_handed is remembered, against its NOTIFY arriving late. */
+const recoveredMemoryMs = 60_000
 
 interface Job {
   id: string
   generation: number
+  /** Handed by pgrr_send rather than claimed. */
+  handed: boolean
   controller: AbortController
   timer: NodeJS.Timeout
   done: boolean
@@ -116,6 +122,12 @@ export class Server {
   #work: Session | undefined
   readonly #jobs = new Map<string, Job>()
   readonly #replies: BatchQueue<Outcome>
+  /** Handed requests to give back (pgrr_decline). */
+  readonly #declines: BatchQueue<string>
+  /** Handed requests whose handler finished and whose reply is not yet written. */
+  readonly #handedDone = new Set<string>()
+  /** Handed requests started from pgrr_handed, with when to forget them (their NOTIFY may still come). */
+  readonly #recovered = new Map<string, number>()
   #state: ServerState = 'starting'
   #session: Registration | undefined
   #generation = 0
@@ -154,6 +166,7 @@ export class Server {
     this.#onClosed = onClosed
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
+    this.#declines = new BatchQueue((ids) => this.#flushDeclines(ids), { maxBatch: 1000 })
   }
 
   /** Current lifecycle state. */
@@ -185,7 +198,11 @@ export class Server {
     }
     await this.#register()
     this.#state = 'running'
-    this.#removeReconnectHook = this.#context.listener.onReconnect(() => this.#rescan())
+    this.#removeReconnectHook = this.#context.listener.onReconnect(() => {
+      this.#rescan()
+      // A request handed over while the LISTEN session was away: its NOTIFY is lost.
+      void this.#recoverHanded()
+    })
     this.#pollTimer = setInterval(() => this.#rescan(), this.#pollIntervalMs)
     this.#pollTimer.unref()
     this.#sweepTimer = setInterval(() => {
@@ -221,6 +238,8 @@ export class Server {
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs)
     })
+    // Requests handed over meanwhile are declined (#handedOff), until the unregister makes this responder
+    // invisible to pgrr_send.
     await this.#stopListening({ keepControl: true })
     const session = this.#session
     const unregister = async () => {
@@ -275,12 +294,20 @@ export class Server {
       await endSession(work)
       throw toPgrrError(error)
     }
-    const row = rows[0] as unknown as { responder_id: number; channel_id: number; service_channel: string; control_channel: string }
+    const row = rows[0] as unknown as {
+      responder_id: number
+      channel_id: number
+      service_channel: string
+      control_channel: string
+      inbox_channel: string
+    }
+    const generation = this.#generation + 1
     let unlisten: Unlisteners
     try {
       unlisten = {
         service: await listener.listen(row.service_channel, (payload) => this.#announced(payload)),
         control: await listener.listen(row.control_channel, (payload) => this.#cancel(payload)),
+        inbox: await listener.listen(row.inbox_channel, (payload) => this.#handedOff(payload, generation)),
       }
     } catch (error) {
       await endSession(work)
@@ -288,7 +315,7 @@ export class Server {
     }
     if (this.#state === 'closed' || this.#state === 'draining') {
       // Stopped while this registration was under way: nothing of it may outlive the stop.
-      await Promise.all([unlisten.service(), unlisten.control()].map((done) => done.catch(() => undefined)))
+      await Promise.all([unlisten.service(), unlisten.control(), unlisten.inbox()].map((done) => done.catch(() => undefined)))
       await endSession(work)
       return
     }
@@ -303,6 +330,8 @@ export class Server {
     this.#afterSeq = 0
     this.#lowestAnnounced = undefined
     this.#unlisten = unlisten
+    // Requests may have been handed over between the registration's commit and the LISTEN on the inbox.
+    void this.#recoverHanded()
   }
 
   /** Stops listening on the service channel (no more claims), and on the control channel too unless asked. */
@@ -311,11 +340,11 @@ export class Server {
     if (unlisten === undefined) return
     const done = [unlisten.service()]
     if (keepControl) {
-      // Cancellations still reach the handlers that run on.
-      this.#unlisten = { service: async () => undefined, control: unlisten.control }
+      // Cancellations still reach the handlers that run on, and requests still handed over are declined.
+      this.#unlisten = { service: async () => undefined, control: unlisten.control, inbox: unlisten.inbox }
     } else {
       this.#unlisten = undefined
-      done.push(unlisten.control())
+      done.push(unlisten.control(), unlisten.inbox())
     }
     await Promise.all(done.map((promise) => promise.catch(() => undefined)))
   }
@@ -400,11 +429,12 @@ export class Server {
     if (this.#claimAgain || (this.#backlog && this.#jobs.size < this.#concurrency)) this.#wake()
   }
 
-  #run(row: ClaimedRow, session: Registration): void {
+  #run(row: ClaimedRow, session: Registration, handed = false): void {
     const controller = new AbortController()
     const job: Job = {
       id: row.id,
       generation: session.generation,
+      handed,
       controller,
       done: false,
       timer: setTimeout(() => {
@@ -479,10 +509,11 @@ export class Server {
     }
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
+      if (job.handed) this.#handedDone.add(job.id)
       this.#replies.push({ ...outcome, headers: encodeReplyHeaders(job.replyHeaders), id: job.id, generation: job.generation })
     }
     if (this.#backlog) this.#wake()
-    if (this.#jobs.size === 0) void this.#replies.idle().then(() => this.#notifyIdle())
+    if (this.#jobs.size === 0) void this.#whenIdle().then(() => this.#notifyIdle())
   }
 
   /** Ends a job without a reply: its request is released with the session. */
@@ -504,6 +535,15 @@ export class Server {
   async #flushReplies(outcomes: Outcome[]): Promise<void> {
     const session = this.#session
     const current = outcomes.filter((outcome) => session !== undefined && outcome.generation === session.generation)
+    try {
+      await this.#writeReplies(session, current)
+    } finally {
+      // Written (or lost with the session): pgrr_handed no longer returns them.
+      for (const outcome of outcomes) this.#handedDone.delete(outcome.id)
+    }
+  }
+
+  async #writeReplies(session: Registration | undefined, current: Outcome[]): Promise<void> {
     if (session === undefined || current.length === 0) return
     try {
       await this.#onWork(this.#context.statements.reply, [
@@ -520,6 +560,79 @@ export class Server {
       // Not a connection problem: a reply the database refused. Ending the session releases every lock it
       // holds, so no caller waits on a reply that cannot be written.
       this.#context.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
+      this.#recycleWork()
+    }
+  }
+
+  /**
+   * A request handed to this responder by pgrr_send (a NOTIFY on its inbox: 'h' and a JSON array of id,
+   * whether the payload is JSON, payload, headers, timeout in ms). Runs it when a slot is free, else gives
+   * it back to the queue. `generation`: the registration whose inbox it came to.
+   */
+  #handedOff(message: string, generation: number): void {
+    let entry: unknown
+    try {
+      entry = JSON.parse(message.slice(1))
+    } catch {
+      entry = undefined
+    }
+    if (!message.startsWith('h') || !isHandoff(entry)) {
+      this.#context.logger.warn({ message: message.slice(0, 200) }, 'ignored a malformed handoff')
+      return
+    }
+    const [id, json, payload, headers, timeoutMs] = entry
+    const session = this.#session
+    // Handed to a registration that is gone: its requests went with its session (they are reaped).
+    if (session === undefined || generation !== session.generation) return
+    this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
+  }
+
+  /** Runs a handed request unless it already runs or ran; gives it back without a free slot. */
+  #take(row: ClaimedRow, session: Registration): void {
+    if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id)) return
+    if (this.#state !== 'running' || this.#jobs.size >= this.#concurrency) {
+      this.#declines.push(row.id)
+      return
+    }
+    this.#context.telemetry.claimed?.(this.channel, 1)
+    try {
+      this.#run(row, session, true)
+    } catch (error) {
+      const job = this.#jobs.get(row.id)
+      if (job !== undefined) this.#finish(job, failure(error))
+    }
+  }
+
+  /** Runs the handed requests whose NOTIFY this responder missed (see pgrr_handed). */
+  async #recoverHanded(): Promise<void> {
+    const session = this.#session
+    if (session === undefined || (this.#state !== 'running' && this.#state !== 'draining')) return
+    let rows: ClaimedRow[]
+    try {
+      rows = await this.#onWork<ClaimedRow>(this.#context.statements.handed, [session.responderId])
+    } catch (error) {
+      this.#context.logger.debug({ err: error }, 'looking for handed requests failed')
+      return
+    }
+    if (session.generation !== this.#generation) return
+    const now = Date.now()
+    for (const [id, until] of this.#recovered) if (until < now) this.#recovered.delete(id)
+    for (const row of rows) {
+      if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id)) continue
+      this.#take(row, session)
+      this.#recovered.set(row.id, now + recoveredMemoryMs)
+    }
+  }
+
+  async #flushDeclines(ids: string[]): Promise<void> {
+    const session = this.#session
+    if (session === undefined) return
+    try {
+      await this.#onWork(this.#context.statements.decline, [session.responderId, ids])
+    } catch (error) {
+      if (session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
+      // The requests stay handed to this responder: only ending the session gives them back (reaped).
+      this.#context.logger.error({ err: error }, 'declining handed requests failed; restarting the responder session')
       this.#recycleWork()
     }
   }
@@ -632,7 +745,7 @@ export class Server {
   }
 
   #whenIdle(): Promise<void> {
-    if (this.#jobs.size === 0) return this.#replies.idle()
+    if (this.#jobs.size === 0) return Promise.all([this.#replies.idle(), this.#declines.idle()]).then(() => undefined)
     return new Promise((resolve) => this.#idleWaiters.push(resolve))
   }
 
@@ -721,4 +834,17 @@ function integerOption(value: number, name: string, max = 2_147_483_647): number
     throw new InvalidOptionError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`)
   }
   return value
+}
+
+/** The JSON array of a handoff (see pgrr_send): id, payload is JSON, payload, headers, timeout in ms. */
+function isHandoff(value: unknown): value is [string, boolean, string, Record<string, string> | null, number] {
+  return (
+    Array.isArray(value) &&
+    value.length === 5 &&
+    typeof value[0] === 'string' &&
+    typeof value[1] === 'boolean' &&
+    typeof value[2] === 'string' &&
+    (value[3] === null || (typeof value[3] === 'object' && !Array.isArray(value[3]))) &&
+    typeof value[4] === 'number'
+  )
 }

@@ -19,10 +19,12 @@ export function renderStatements(schema: string) {
     sweep: `select ${s}.pgrr_sweep() as deleted`,
     // VACUUM cannot run inside a function; SKIP_LOCKED lets concurrent responders skip rather than queue.
     vacuum: `vacuum (skip_locked) ${s}.pgrr_request`,
-    register: `select responder_id, channel_id, service_channel, control_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
+    register: `select responder_id, channel_id, service_channel, control_channel, inbox_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
     unregister: `select ${s}.pgrr_unregister($1::int)`,
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
     claim: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int, $4::bigint)`,
+    handed: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
+    decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
     reply: `select ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
   }
 }

@@ -25,8 +25,8 @@ test('rows of answered, failed, timed-out and cancelled requests are removed by 
   const started = deferred()
   await serverFor(t, db, channel, async (payload: string, ctx) => {
     if (payload === 'fail') throw Object.assign(new Error('no'), { code: 'E_NO' })
-    if (payload === 'slow') {
-      started.resolve()
+    if (payload.startsWith('slow')) {
+      if (payload === 'slow, cancelled') started.resolve()
       await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve))
     }
     return payload
@@ -36,7 +36,8 @@ test('rows of answered, failed, timed-out and cancelled requests are removed by 
   assert.equal((await rejection(client.request(channel, 'fail'))).code, 'REMOTE_ERROR')
   assert.equal((await rejection(client.request(channel, 'slow', { timeoutMs: 300 }))).code, 'TIMEOUT')
   const controller = new AbortController()
-  const cancelled = rejection(client.request(channel, 'slow', { signal: controller.signal }))
+  const cancelled = rejection(client.request(channel, 'slow, cancelled', { signal: controller.signal }))
+  // Cancelled while its handler runs (not before it was even stored).
   await started.promise
   controller.abort()
   assert.equal((await cancelled).code, 'CANCELLED')

@@ -18,8 +18,13 @@ async function sessionsOf(schema: TestSchema, app: string): Promise<number> {
   return Number(rows[0]?.n)
 }
 
-async function responderRow(schema: TestSchema, id: number | undefined): Promise<boolean> {
-  return (await schema.sql.unsafe(`select 1 from ${schema.quoted}.pgrr_responder where id = $1`, [id ?? -1])).length === 1
+/** Whether the responder is live: its session holds the responder lock (its row stays until the session ends). */
+async function isLive(schema: TestSchema, id: number | undefined): Promise<boolean> {
+  const [row] = await schema.sql.unsafe(
+    `select not ${schema.quoted}.pgrr_lock_is_free(${schema.quoted}.pgrr_ns_responder(), $1) as live`,
+    [id ?? -1],
+  )
+  return row?.live === true
 }
 
 test('server.drain(): in-flight handlers finish, nothing new is claimed, presence goes, the others take the queue', { timeout: 60_000 }, async (t) => {
@@ -41,7 +46,7 @@ test('server.drain(): in-flight handlers finish, nothing new is claimed, presenc
   const responderId = draining.responderId
   const drained = draining.drain(30_000)
   assert.equal(draining.state, 'draining')
-  await waitFor(async () => !(await responderRow(db, responderId)), { message: 'the draining responder unregisters' })
+  await waitFor(async () => !(await isLive(db, responderId)), { message: 'the draining responder unregisters' })
   // Nobody else serves the channel yet: refused at once, not queued for a responder that is leaving.
   assert.ok((await rejection(client.request(channel, 'refused'))) instanceof NoRespondersError)
 
@@ -87,7 +92,7 @@ test('SIGTERM to `pgrr serve`: the request in flight is answered, it exits 0, th
   const exit = await within(cli.exited, 20_000, 'pgrr serve exiting')
   console.log(`pgrr serve drained and exited ${Math.round(performance.now() - signalledAt)} ms after SIGTERM`)
   assert.deepEqual(exit, { code: 0, signal: null }, `stderr:\n${cli.stderr}`)
-  assert.equal(await responderRow(db, responderId as number | undefined), false, 'its registration is gone')
+  assert.equal(await isLive(db, responderId as number | undefined), false, 'its registration is gone')
   assert.equal(await sessionsOf(db, app), 0, 'its sessions are gone')
   assert.ok(!/failure-handler: start .* q[123]/.test(cli.stderr), 'it started none of the queued requests')
 

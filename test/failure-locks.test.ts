@@ -75,7 +75,9 @@ test(
     // row no longer names this session's backend (42501). A failed claim ends the session, whatever locks
     // it had taken, and the server registers anew.
     await db.sql.unsafe(`update ${db.quoted}.pgrr_responder set backend_pid = 0 where id = $1`, [firstId!])
-    const one = client.request(channel, 'one', { timeoutMs: 8000 })
+    // Two requests in one turn go out in one batch, which is queued for a claim (a single one would be
+    // handed to the responder directly, with no claim to fail).
+    const [one, oneMore] = [client.request(channel, 'one', { timeoutMs: 8000 }), client.request(channel, 'one more', { timeoutMs: 8000 })]
     const error = (await claimFailed.promise) as { code?: string }
     assert.equal(error.code, '42501', 'the claim was refused')
 
@@ -84,6 +86,7 @@ test(
     // Nothing of the failed claim holds it back: whichever responder claims it next (the first one, once
     // registered again, or the second) answers it.
     assert.match(String(await one), /^(first|second): one$/)
+    assert.match(String(await oneMore), /^(first|second): one more$/)
     // The request in flight at the failed claim: answered if the session survived, lost if it was restarted.
     const held0 = await holding
     console.log(`the request in flight during the failed claim ended with: ${String(held0)}`)

@@ -1,0 +1,134 @@
+/**
+ * Handoff. A single request from a TypeScript caller goes straight to a live responder (pgrr_send picks
+ * one, marks the row as handed to it, and NOTIFYs the payload on the responder's inbox): no claim. What
+ * must hold: batches still go through the queue; a responder without a free slot gives the request back
+ * and it is still answered exactly once; a handoff whose NOTIFY the responder missed (its LISTEN session
+ * was away) is found and answered; and the inbox's name cannot be guessed.
+ */
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { test } from 'node:test'
+import { serve, type HandlerContext } from '../src/index.ts'
+import { clientFor, deferred, serverFor, useTestSchema, waitFor } from './helpers.ts'
+
+const db = useTestSchema('core_handoff')
+
+async function handed(id: string): Promise<boolean | undefined> {
+  const [row] = await db.sql.unsafe(`select handed from ${db.quoted}.pgrr_request where id = $1`, [id])
+  return row?.handed as boolean | undefined
+}
+
+test('a single request is handed to the responder; requests sent together are queued and claimed', async (t) => {
+  const channel = 'handoff.basic'
+  const seen = new Map<string, boolean | undefined>()
+  await serverFor(t, db, channel, async (payload: string, ctx: HandlerContext) => {
+    seen.set(payload, await handed(ctx.id))
+    return `got ${payload}`
+  })
+  const client = await clientFor(t, db)
+  assert.equal(await client.request(channel, 'alone'), 'got alone')
+  assert.equal(seen.get('alone'), true, 'the single request was handed over')
+  assert.deepEqual(await Promise.all([client.request(channel, 'x'), client.request(channel, 'y')]), ['got x', 'got y'])
+  assert.equal(seen.get('x'), false, 'a batch goes through the queue')
+  assert.equal(seen.get('y'), false, 'a batch goes through the queue')
+})
+
+test('a responder without a free slot gives a handed request back; it is answered once, in its turn', async (t) => {
+  const channel = 'handoff.full'
+  const release = deferred()
+  const started = deferred()
+  const ran: string[] = []
+  const server = await serverFor(t, db, channel, async (payload: string) => {
+    ran.push(payload)
+    if (payload === 'first') {
+      started.resolve()
+      await release.promise
+    }
+    return `done ${payload}`
+  }, { concurrency: 1 })
+  const client = await clientFor(t, db)
+  const first = client.request(channel, 'first', { timeoutMs: 20_000 })
+  await started.promise
+  // The only live responder gets it, has no free slot, and declines: the request waits in the queue.
+  const second = client.request(channel, 'second', { timeoutMs: 20_000 })
+  await waitFor(async () => {
+    const rows = await db.sql.unsafe(
+      `select q.state, q.handed, q.responder_id from ${db.quoted}.pgrr_request q
+         join ${db.quoted}.pgrr_channel c on c.id = q.channel_id
+        where c.name = $1 and q.payload = 'second'`,
+      [channel],
+    )
+    return rows.length === 1 && rows[0]?.state === 'pending' && rows[0]?.handed === false && rows[0]?.responder_id === null
+  }, { message: 'the declined request is pending again' })
+  assert.equal(server.running, 1)
+  release.resolve()
+  assert.equal(await first, 'done first')
+  assert.equal(await second, 'done second')
+  assert.deepEqual(ran, ['first', 'second'], 'each ran once')
+})
+
+test('many single requests racing for a responder with few slots: every one answered exactly once', { timeout: 60_000 }, async (t) => {
+  const channel = 'handoff.race'
+  const runs = new Map<string, number>()
+  await serverFor(t, db, channel, async (payload: string) => {
+    runs.set(payload, (runs.get(payload) ?? 0) + 1)
+    await new Promise((resolve) => setTimeout(resolve, 2))
+    return payload.toUpperCase()
+  }, { concurrency: 2 })
+  // Separate clients, each one request at a time: every send is a single request, so each is handed over.
+  const clients = await Promise.all(Array.from({ length: 6 }, () => clientFor(t, db)))
+  await Promise.all(
+    clients.map(async (client, c) => {
+      for (let i = 0; i < 40; i++) {
+        const payload = `c${c}-${i}`
+        assert.equal(await client.request(channel, payload, { timeoutMs: 20_000 }), payload.toUpperCase())
+      }
+    }),
+  )
+  assert.equal(runs.size, 240)
+  assert.ok([...runs.values()].every((count) => count === 1), 'no request ran twice')
+})
+
+test('a handoff whose NOTIFY the responder missed is found when its LISTEN session comes back', { timeout: 60_000 }, async (t) => {
+  const channel = 'handoff.missed'
+  const app = `pgrr-handoff-${randomBytes(4).toString('hex')}`
+  const ran = deferred<string>()
+  const server = await serve({ ...db.options, applicationName: app }, channel, (payload: string) => {
+    ran.resolve(payload)
+    return `late ${payload}`
+  })
+  t.after(() => server.close())
+  // A request handed to the responder with no NOTIFY at all, as if it had gone out while the responder's
+  // LISTEN session was away.
+  const id = String(BigInt(`0x${randomBytes(7).toString('hex')}`))
+  await db.sql.unsafe(
+    `insert into ${db.quoted}.pgrr_request (id, channel_id, payload, reply_to, deadline, state, responder_id, claimed_at, attempt, handed)
+     select $1, c.id, 'missed', 'pgrr_test_nobody', now() + interval '30 s', 'claimed', $2, now(), 1, true
+       from ${db.quoted}.pgrr_channel c where c.name = $3`,
+    [id, server.responderId!, channel],
+  )
+  // The LISTEN session goes away and comes back: the responder looks for what was handed to it.
+  await db.sql.unsafe(
+    `select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1 and query ilike 'listen%'`,
+    [app],
+  )
+  assert.equal(await ran.promise, 'missed')
+  await waitFor(async () => {
+    const [row] = await db.sql.unsafe(`select state, reply from ${db.quoted}.pgrr_request where id = $1`, [id])
+    return row?.state === 'replied' && row?.reply === 'late missed'
+  }, { message: 'the missed request is answered' })
+})
+
+test('each registration gets its own inbox, named with 62 random bits', async (t) => {
+  const channel = 'handoff.inbox'
+  const a = await serverFor(t, db, channel, (payload: unknown) => payload)
+  const b = await serverFor(t, db, channel, (payload: unknown) => payload)
+  const rows = await db.sql.unsafe(
+    `select r.inbox from ${db.quoted}.pgrr_responder r where r.id in ($1, $2)`,
+    [a.responderId!, b.responderId!],
+  )
+  assert.equal(rows.length, 2)
+  const [x, y] = rows.map((row) => String(row.inbox))
+  assert.notEqual(x, y)
+  for (const inbox of [x, y]) assert.match(inbox!, /\.h[0-9a-f]{16}$/, inbox)
+})
