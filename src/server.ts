@@ -132,6 +132,10 @@ export class Server {
   #session: Registration | undefined
   #generation = 0
   #claiming = false
+  /** Slots the running claim may fill. */
+  #claimingLimit = 0
+  /** Handed requests that arrived while a claim that may fill every free slot was running. */
+  #deferredHandoffs: { row: ClaimedRow; session: Registration }[] = []
   #claimAgain = false
   /** Claim cursor: claims look at pending requests with a seq above it (see pgrr_claim). */
   #afterSeq = 0
@@ -388,6 +392,7 @@ export class Server {
 
   async #claim(session: Registration, limit: number): Promise<void> {
     this.#claiming = true
+    this.#claimingLimit = limit
     this.#claimAgain = false
     try {
       const rows = await this.#onWork<ClaimedRow>(this.#context.statements.claim, [
@@ -417,6 +422,8 @@ export class Server {
     } catch (error) {
       this.#context.logger.warn({ err: error }, 'claim failed')
       this.#claiming = false
+      // The session is about to end, and what was handed to it with it (reaped: lost, or retried).
+      this.#deferredHandoffs = []
       // Never claim again straight away: on a broken session the next statement fails without yielding to
       // the event loop. And a claim that failed part-way may hold request locks of rows it did not claim
       // (session locks survive a rollback): only ending the session releases them. So: a new session,
@@ -426,6 +433,11 @@ export class Server {
       return
     }
     this.#claiming = false
+    const deferred = this.#deferredHandoffs
+    this.#deferredHandoffs = []
+    for (const handoff of deferred) {
+      if (handoff.session.generation === this.#generation) this.#take(handoff.row, handoff.session)
+    }
     if (this.#claimAgain || (this.#backlog && this.#jobs.size < this.#concurrency)) this.#wake()
   }
 
@@ -590,6 +602,11 @@ export class Server {
   /** Runs a handed request unless it already runs or ran; gives it back without a free slot. */
   #take(row: ClaimedRow, session: Registration): void {
     if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id)) return
+    if (this.#state === 'running' && this.#claiming && this.#jobs.size + this.#claimingLimit >= this.#concurrency) {
+      // The running claim may fill every free slot: decide once it has returned (concurrency stays a bound).
+      this.#deferredHandoffs.push({ row, session })
+      return
+    }
     if (this.#state !== 'running' || this.#jobs.size >= this.#concurrency) {
       this.#declines.push(row.id)
       return
