@@ -11,7 +11,9 @@
 --
 -- Life of a request (states of pgrr_request.state):
 --   pending   inserted by request()/pgrr_send(); NOTIFY on the service channel wakes responders
---   claimed   taken by one responder (pgrr_claim); that responder's session holds the request lock
+--   claimed   taken by one responder (pgrr_claim); that responder's session holds the request lock. Or
+--             handed to one by pgrr_send (handed = true; no request lock: the responder's holder lock says
+--             whether it is still in hand); pgrr_decline makes it pending again
 --   replied   reply written (pgrr_reply); the request lock is released at that commit
 --   failed    the handler threw; error_code/error_message hold what it said
 --   lost      the claiming session ended without replying and no attempts were left
@@ -296,7 +298,10 @@ $$;
 -- Security); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 -- NOTIFY: one notification per service that received requests; its payload is the lowest seq inserted for
--- it, which lets responders start their claim there (see pgrr_claim).
+-- it, which lets responders start their claim there (see pgrr_claim). Except for a single request from a
+-- TypeScript caller (p_reply_to set) whose payload fits in a NOTIFY: it is handed to a live responder
+-- picked at random, stored as claimed by it (handed), and the NOTIFY goes to that responder's inbox, with
+-- 'h' and a JSON array of id, payload is JSON, payload, headers, timeout in ms.
 create function :SCHEMA.pgrr_send(
   p_reply_to text,
   p_channels text[],
@@ -931,9 +936,11 @@ $$;
 -- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
 -- that may not serve the channel (see Security: a grant in pgrr_channel_grant to a role it is a member of,
 -- or being the owner, a member of it, or a superuser). Creates the service if new, inserts the responder
--- row and takes its responder lock (session level, exclusive) on the calling session, which must stay
--- dedicated to this responder: from the commit on, request() sees it as live, and only this session may
--- use the responder id.
+-- row and takes its responder and holder locks (session level, exclusive) on the calling session, which
+-- must stay dedicated to this responder: from the commit on, request() sees it as live, and only this
+-- session may use the responder id. Returns the NOTIFY channels to LISTEN on: the service's, the
+-- responder's control channel (cancellations) and its inbox (requests handed to it, see pgrr_send); the
+-- responder then calls pgrr_handed, for what was handed to it before its LISTEN.
 create function :SCHEMA.pgrr_register(p_channel text, p_host text, p_pid int, p_concurrency int)
 returns table (responder_id int, channel_id int, service_channel text, control_channel text, inbox_channel text)
 language plpgsql volatile security definer
