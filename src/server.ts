@@ -202,6 +202,8 @@ export class Server {
     }
     await this.#register()
     this.#state = 'running'
+    // Requests may have been handed over between the registration's commit and the LISTEN on the inbox.
+    void this.#recoverHanded()
     this.#removeReconnectHook = this.#context.listener.onReconnect(() => {
       this.#rescan()
       // A request handed over while the LISTEN session was away: its NOTIFY is lost.
@@ -334,8 +336,6 @@ export class Server {
     this.#afterSeq = 0
     this.#lowestAnnounced = undefined
     this.#unlisten = unlisten
-    // Requests may have been handed over between the registration's commit and the LISTEN on the inbox.
-    void this.#recoverHanded()
   }
 
   /** Stops listening on the service channel (no more claims), and on the control channel too unless asked. */
@@ -704,6 +704,7 @@ export class Server {
       if (this.#state !== 'reconnecting') return
       this.#failures = 0
       this.#state = 'running'
+      void this.#recoverHanded()
       this.#context.telemetry.reconnected?.('responder', this.channel)
       this.#context.logger.info({ responderId: this.#session?.responderId }, 'responder registered again')
       this.#wake()
