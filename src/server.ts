@@ -135,7 +135,7 @@ export class Server {
   /** Slots the running claim may fill. */
   #claimingLimit = 0
   /** Handed requests that arrived while a claim that may fill every free slot was running. */
-  #deferredHandoffs: { row: ClaimedRow; session: Registration }[] = []
+  #deferredHandoffs: { row: ClaimedRow; session: Registration; recovered: boolean }[] = []
   #claimAgain = false
   /** Claim cursor: claims look at pending requests with a seq above it (see pgrr_claim). */
   #afterSeq = 0
@@ -436,7 +436,7 @@ export class Server {
     const deferred = this.#deferredHandoffs
     this.#deferredHandoffs = []
     for (const handoff of deferred) {
-      if (handoff.session.generation === this.#generation) this.#take(handoff.row, handoff.session)
+      if (handoff.session.generation === this.#generation) this.#take(handoff.row, handoff.session, handoff.recovered)
     }
     if (this.#claimAgain || (this.#backlog && this.#jobs.size < this.#concurrency)) this.#wake()
   }
@@ -599,18 +599,22 @@ export class Server {
     this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
   }
 
-  /** Runs a handed request unless it already runs or ran; gives it back without a free slot. */
-  #take(row: ClaimedRow, session: Registration): void {
+  /**
+   * Runs a handed request unless it already runs or ran; gives it back without a free slot. `recovered`:
+   * found by pgrr_handed rather than announced by its NOTIFY (which may still arrive: it is then ignored).
+   */
+  #take(row: ClaimedRow, session: Registration, recovered = false): void {
     if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id)) return
     if (this.#state === 'running' && this.#claiming && this.#jobs.size + this.#claimingLimit >= this.#concurrency) {
       // The running claim may fill every free slot: decide once it has returned (concurrency stays a bound).
-      this.#deferredHandoffs.push({ row, session })
+      if (!this.#deferredHandoffs.some((handoff) => handoff.row.id === row.id)) this.#deferredHandoffs.push({ row, session, recovered })
       return
     }
     if (this.#state !== 'running' || this.#jobs.size >= this.#concurrency) {
       this.#declines.push(row.id)
       return
     }
+    if (recovered) this.#recovered.set(row.id, Date.now() + recoveredMemoryMs)
     this.#context.telemetry.claimed?.(this.channel, 1)
     try {
       this.#run(row, session, true)
@@ -634,11 +638,7 @@ export class Server {
     if (session.generation !== this.#generation) return
     const now = Date.now()
     for (const [id, until] of this.#recovered) if (until < now) this.#recovered.delete(id)
-    for (const row of rows) {
-      if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id)) continue
-      this.#take(row, session)
-      this.#recovered.set(row.id, now + recoveredMemoryMs)
-    }
+    for (const row of rows) this.#take(row, session, true)
   }
 
   async #flushDeclines(ids: string[]): Promise<void> {

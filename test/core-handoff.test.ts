@@ -132,3 +132,16 @@ test('each registration gets its own inbox, named with 62 random bits', async (t
   assert.notEqual(x, y)
   for (const inbox of [x, y]) assert.match(inbox!, /\.h[0-9a-f]{16}$/, inbox)
 })
+
+test('a request handed over the moment a responder starts (its first claim and recovery in flight) is answered', async (t) => {
+  const client = await clientFor(t, db)
+  for (let i = 0; i < 8; i++) {
+    const channel = `handoff.start.${i}`
+    const server = await client.serve(channel, (payload: string) => `${channel} ${payload}`)
+    try {
+      assert.equal(await client.request(channel, 'now', { timeoutMs: 5000 }), `${channel} now`)
+    } finally {
+      await server.close()
+    }
+  }
+})
