@@ -993,6 +993,16 @@ begin
 end
 $$;
 
+-- Whether this session registered the responder (pgrr_register): the row names this backend and login.
+-- What proves, in the responder's own calls, that a responder id is the caller's (see Security).
+create function :SCHEMA.pgrr_registered_here(p_responder int) returns boolean
+language sql stable
+as $$
+  select exists (select 1 from :SCHEMA.pgrr_responder r
+                  where r.id = p_responder and r.backend_pid = pg_catalog.pg_backend_pid()
+                    and r.login = session_user)
+$$;
+
 -- pgrr_report(responder, ...): a responder's counters, written to its own row (see pgrr_responder). Does
 -- nothing for a responder id this session did not register.
 create function :SCHEMA.pgrr_report(
@@ -1028,8 +1038,7 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  if exists (select 1 from :SCHEMA.pgrr_responder r
-              where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user)
+  if :SCHEMA.pgrr_registered_here(p_responder)
      and not coalesce(nullif(current_setting(:SCHEMA.pgrr_unregistered_setting(p_responder), true), ''), 'false')::boolean then
     perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
     perform set_config(:SCHEMA.pgrr_unregistered_setting(p_responder), 'true', false);
@@ -1147,8 +1156,7 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  if not exists (select 1 from :SCHEMA.pgrr_responder x
-                  where x.id = p_responder and x.backend_pid = pg_backend_pid() and x.login = session_user) then
+  if not :SCHEMA.pgrr_registered_here(p_responder) then
     raise exception 'pgrr: responder % was not registered by this session', p_responder using errcode = '42501';
   end if;
   return query
@@ -1173,8 +1181,7 @@ as $$
 declare
   r record;
 begin
-  if not exists (select 1 from :SCHEMA.pgrr_responder x
-                  where x.id = p_responder and x.backend_pid = pg_backend_pid() and x.login = session_user) then
+  if not :SCHEMA.pgrr_registered_here(p_responder) then
     raise exception 'pgrr: responder % was not registered by this session', p_responder using errcode = '42501';
   end if;
   perform 1 from :SCHEMA.pgrr_request q
@@ -1223,9 +1230,7 @@ declare
   r record;
   v_count int := 0;
   -- Handed requests carry no request lock: they belong to the session that registered the responder.
-  v_registered constant boolean := exists (select 1 from :SCHEMA.pgrr_responder x
-                                            where x.id = p_responder and x.backend_pid = pg_backend_pid()
-                                              and x.login = session_user);
+  v_registered constant boolean := :SCHEMA.pgrr_registered_here(p_responder);
 begin
   for r in
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
@@ -1503,7 +1508,8 @@ revoke all on function
   :SCHEMA.pgrr_await(bigint, interval),
   :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
   :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
-  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_unregistered_setting(int), :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
+  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_unregistered_setting(int), :SCHEMA.pgrr_registered_here(int),
+  :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
   :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]),
   :SCHEMA.pgrr_handed(int), :SCHEMA.pgrr_decline(int, bigint[]),
   :SCHEMA.pgrr_in_hand_of_nobody(boolean, bigint, int),
