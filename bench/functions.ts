@@ -1,21 +1,24 @@
 // Where the time goes inside Postgres: each protocol function the TypeScript path runs (pgrr_send,
-// pgrr_claim, pgrr_reply, pgrr_ack), timed alone, one call at a time, for one request and for a batch, next to
-// a `select 1` round trip on the same connection. What end-to-end runs cannot tell apart (the hops between
-// processes, the other side's work) is out of the picture: this is the cost of the statements themselves.
+// pgrr_claim, pgrr_reply, pgrr_ack; a single request is handed over, with no claim), timed alone, one call
+// at a time, for one request and for a batch, next to a `select 1` round trip on the same connection. What
+// end-to-end runs cannot tell apart (the hops between processes, the other side's work) is out of the
+// picture: this is the cost of the statements themselves.
 //   node --import tsx bench/functions.ts [--rounds 5] [--calls 300] [--batch 50] [--database-url url]
+//   (the options are parsed by bench/options.ts, as for `bench/run.ts --functions`)
 //   node --import tsx bench/run.ts --functions
 // A real responder registration (its session holds the presence lock and runs the claims and replies) and
 // a caller connection, in the schema pgrr_bench_fn, dropped at the end. Rounds alternate the two sizes and
 // VACUUM the table between them, as responders do; each row reports the median over the rounds of each
 // round's median call.
-import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
 import pg from 'pg'
 import { migrate } from '../src/migrate.ts'
 import { query } from '../src/database.ts'
 import { renderStatements } from '../src/statements.ts'
 import { withApplicationName } from './database-url.ts'
+import { parseBenchArgs, USAGE, type FunctionOptions } from './options.ts'
 import { makePayload } from './payload.ts'
+import { median } from './percentile.ts'
 
 const SCHEMA = 'pgrr_bench_fn'
 const SERVICE = 'bench_fn'
@@ -30,13 +33,6 @@ export interface FunctionTiming {
   p50Us: number
   /** The same per request. */
   perRowUs: number
-}
-
-export interface FunctionOptions {
-  databaseUrl: string
-  rounds: number
-  calls: number
-  batch: number
 }
 
 interface ClaimedRow {
@@ -103,12 +99,18 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
             ]),
           )
           if (sent.some((row) => row.status !== 'ok')) throw new Error(`pgrr_send: ${sent.find((row) => row.status !== 'ok')?.status}`)
-          const [claimed, claimUs] = await timed(() =>
-            query<ClaimedRow>(responder, statements.claim, [ids.responder, ids.channel, size, cursor]),
-          )
-          if (claimed.length !== size) throw new Error(`pgrr_claim took ${claimed.length} of ${size}`)
-          for (const row of claimed) cursor = Math.max(cursor, Number(row.seq))
-          const claimedIds = claimed.map((row) => row.id)
+          // A single request is handed to the responder by pgrr_send itself: no claim (see the handoff in
+          // docs/benchmarks.md). A batch waits in the queue for one.
+          let claimedIds = sent.map((row) => row.id)
+          if (size > 1) {
+            const [claimed, claimUs] = await timed(() =>
+              query<ClaimedRow>(responder, statements.claim, [ids.responder, ids.channel, size, cursor]),
+            )
+            if (claimed.length !== size) throw new Error(`pgrr_claim took ${claimed.length} of ${size}`)
+            for (const row of claimed) cursor = Math.max(cursor, Number(row.seq))
+            claimedIds = claimed.map((row) => row.id)
+            times.claim.push(claimUs)
+          }
           const [, replyUs] = await timed(() =>
             query(responder, statements.reply, [
               ids.responder,
@@ -122,11 +124,12 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
           )
           const [, ackUs] = await timed(() => query(caller, statements.ack, [claimedIds]))
           times.send.push(sendUs)
-          times.claim.push(claimUs)
           times.reply.push(replyUs)
           times.ack.push(ackUs)
         }
-        for (const [step, values] of Object.entries(times)) record(`${step}${step === 'select 1' ? '' : ` ×${size}`}`, step === 'select 1' ? 1 : size, values)
+        for (const [step, values] of Object.entries(times)) {
+          if (values.length > 0) record(`${step}${step === 'select 1' ? '' : ` ×${size}`}`, step === 'select 1' ? 1 : size, values)
+        }
       }
     }
   } finally {
@@ -141,38 +144,20 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
   })
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor((sorted.length - 1) / 2)] ?? Number.NaN
-}
-
 export function formatFunctionTimings(timings: FunctionTiming[]): string {
   const lines = ['step        requests/call   µs/call   µs/request']
   for (const t of timings) lines.push(`${t.step.padEnd(12)}${String(t.rows).padStart(13)}${String(t.p50Us).padStart(10)}${String(t.perRowUs).padStart(13)}`)
   return lines.join('\n')
 }
 
-export async function runFunctionTimings(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      rounds: { type: 'string', default: '5' },
-      calls: { type: 'string', default: '300' },
-      batch: { type: 'string', default: '50' },
-      'database-url': { type: 'string' },
-    },
-  })
-  const numbers = { rounds: Number(values.rounds), calls: Number(values.calls), batch: Number(values.batch) }
-  for (const [name, value] of Object.entries(numbers)) {
-    if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name}: expected a positive integer`)
-  }
-  const databaseUrl = values['database-url'] ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-  const timings = await timeFunctions({ databaseUrl, ...numbers })
+export async function runFunctionTimings(options: FunctionOptions): Promise<number> {
+  const timings = await timeFunctions(options)
   process.stdout.write(`${formatFunctionTimings(timings)}\n`)
   return 0
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  process.exitCode = await runFunctionTimings(process.argv.slice(2))
+  const parsed = parseBenchArgs(['--functions', ...process.argv.slice(2)])
+  if (parsed.kind === 'functions') process.exitCode = await runFunctionTimings(parsed.options)
+  else process.stdout.write(`${USAGE}\n`)
 }

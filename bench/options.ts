@@ -49,6 +49,19 @@ export interface LongRunOptions {
 
 export const LONG_DEFAULTS = { count: 200_000, concurrency: 64, timeCapMs: 600_000 }
 
+/** Options of `--functions` (bench/functions.ts): each protocol function timed alone. */
+export interface FunctionOptions {
+  databaseUrl: string
+  /** Rounds, each timing one request per call and then a batch per call. @default 5 */
+  rounds: number
+  /** Requests per round and size (a batch call counts for `batch` of them). @default 300 */
+  calls: number
+  /** Requests per call in the batch half of a round. @default 50 */
+  batch: number
+}
+
+export const FUNCTION_DEFAULTS = { rounds: 5, calls: 300, batch: 50 }
+
 export const USAGE = `Usage: node --import tsx bench/run.ts [options]
 
 Runs request-reply side by side: the Postgres floors, pgrr (TypeScript and SQL callers), the proof of
@@ -79,7 +92,7 @@ Progress goes to stderr; stdout carries only the table or the JSON.`
 export type ParsedArgs =
   | { kind: 'help' }
   | { kind: 'drivers'; databaseUrl: string }
-  | { kind: 'functions'; argv: string[] }
+  | { kind: 'functions'; options: FunctionOptions }
   | { kind: 'long'; options: LongRunOptions }
   | { kind: 'bench'; options: BenchOptions }
 
@@ -113,12 +126,11 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   if (values.drivers) return { kind: 'drivers', databaseUrl }
   if (values.functions) {
-    const argv = ['--database-url', databaseUrl]
-    for (const flag of ['rounds', 'calls', 'batch'] as const) {
+    const number = (flag: 'rounds' | 'calls' | 'batch'): number => {
       const value = values[flag]
-      if (value !== undefined) argv.push(`--${flag}`, value)
+      return value === undefined ? FUNCTION_DEFAULTS[flag] : parsePositive(`--${flag}`, value)
     }
-    return { kind: 'functions', argv }
+    return { kind: 'functions', options: { databaseUrl, rounds: number('rounds'), calls: number('calls'), batch: number('batch') } }
   }
   const stray = (['rounds', 'calls', 'batch'] as const).filter((flag) => values[flag] !== undefined)
   if (stray.length > 0) throw new Error(`${stray.map((flag) => `--${flag}`).join(', ')}: only with --functions`)

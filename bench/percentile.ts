@@ -19,6 +19,11 @@ export function percentile(sorted: Float64Array, p: number): number {
   return sorted[index] as number
 }
 
+/** Median (nearest rank: the lower middle value of an even count) of an unsorted sample; NaN when empty. */
+export function median(values: ArrayLike<number>): number {
+  return percentile(sortLatencies(values), 50)
+}
+
 export function sortLatencies(latenciesUs: ArrayLike<number>): Float64Array {
   // Float64Array sorts numerically, unlike Array.prototype.sort's default string order.
   return Float64Array.from(latenciesUs).sort()

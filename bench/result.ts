@@ -1,6 +1,6 @@
 // One row of the report: a system at one concurrency. The first six fields are the contract of `--json`;
 // the rest are extras for the table and the docs.
-import { sortLatencies, summarize, cdfCurve } from './percentile.ts'
+import { median, sortLatencies, summarize, cdfCurve } from './percentile.ts'
 import type { CpuTime, PhaseResult } from './messages.ts'
 import type { SystemName } from './systems.ts'
 
@@ -168,7 +168,7 @@ export function medianOfRuns(passes: BenchResult[][]): BenchResult[] {
     const notMeasured = same.find((r) => r.failed !== undefined || r.skipped !== undefined)
     if (notMeasured) return { ...notMeasured, errors: sum(same.map((r) => r.errors)), runs: same.length }
     const merged: BenchResult = { ...row, errors: sum(same.map((r) => r.errors)), runs: same.length }
-    for (const field of MEDIAN_FIELDS) merged[field] = median(same.map((r) => r[field]))
+    for (const field of MEDIAN_FIELDS) merged[field] = medianOfPresent(same.map((r) => r[field]))
     const warmupErrors = sum(same.map((r) => r.warmupErrors ?? 0))
     if (warmupErrors > 0) merged.warmupErrors = warmupErrors
     const samples = same.flatMap((r) => r.errorSamples ?? []).slice(0, 10)
@@ -186,10 +186,10 @@ export function medianPassIndex(passes: BenchResult[][], system: SystemName, con
   return p50s[Math.floor((p50s.length - 1) / 2)]?.index ?? 0
 }
 
-/** Median of the non-null values (the lower middle one of an even count), or null when there are none. */
-function median(values: (number | null)[]): number | null {
-  const present = values.filter((value): value is number => value !== null).sort((a, b) => a - b)
-  return present[Math.floor((present.length - 1) / 2)] ?? null
+/** Median of the non-null values, or null when there are none. */
+function medianOfPresent(values: (number | null)[]): number | null {
+  const present = values.filter((value): value is number => value !== null)
+  return present.length === 0 ? null : median(present)
 }
 
 function sum(values: number[]): number {

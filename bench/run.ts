@@ -239,7 +239,7 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
   }
   if (parsed.kind === 'functions') {
     const { runFunctionTimings } = await import('./functions.ts')
-    return runFunctionTimings(parsed.argv)
+    return runFunctionTimings(parsed.options)
   }
 
   const controller = new AbortController()
