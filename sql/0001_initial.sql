@@ -53,8 +53,9 @@
 --   Two sets of entry points, granted to roles by pgrr_grant_caller(role) and pgrr_grant_responder(role)
 --   (migrate({ roles }) or `pgrr migrate --caller-role x --responder-role y` create NOLOGIN roles when
 --   missing and call these): callers get request, await_reply(_json) and what the TypeScript client uses
---   (pgrr_send, pgrr_ack, pgrr_cancel, pgrr_fetch, pgrr_reap); responders get pgrr_register, pgrr_claim,
---   pgrr_reply, pgrr_handed, pgrr_decline, pgrr_unregister, pgrr_report, pgrr_sweep, pgrr_reap. Both get USAGE on the schema,
+--   (pgrr_send, pgrr_send_one, pgrr_ack, pgrr_cancel, pgrr_fetch, pgrr_reap); responders get pgrr_register,
+--   pgrr_claim, pgrr_reply, pgrr_reply_one, pgrr_handed, pgrr_decline, pgrr_unregister, pgrr_report,
+--   pgrr_sweep, pgrr_reap. Both get USAGE on the schema,
 --   pgrr_notify_prefix() and SELECT on pgrr_migration (the version check of clients). A login that both
 --   asks and answers is made a member of both roles.
 --   Who is asking: session_user, recorded on each request (pgrr_request.caller) and responder
@@ -223,6 +224,10 @@ create index on :SCHEMA.pgrr_responder (channel_id);
 
 -- Requests in flight. UNLOGGED: no WAL, so no fsync per commit; after a server crash it is empty and every
 -- caller still waiting gets an error (unknown request or connection loss), never a hang.
+-- No CHECK constraints: PostgreSQL re-reads and compiles a table's check expressions in every statement
+-- that writes to it, and with two of them here that was a quarter of the cost of a single-request insert
+-- (measured: 44 -> 17 µs per insert and commit). The functions are the only writers (see Security): the
+-- states listed above and reply_to's length (checked by pgrr_send) are theirs to keep.
 create unlogged table :SCHEMA.pgrr_request (
   -- Random (pgrr_random_id): the id is the request's secret, see Security.
   id bigint primary key,
@@ -230,13 +235,13 @@ create unlogged table :SCHEMA.pgrr_request (
   -- (PostgreSQL 15+): no WAL flush per commit.
   seq bigint generated always as identity,
   channel_id int not null,
-  state text not null default 'pending'
-    check (state in ('pending', 'claimed', 'replied', 'failed', 'lost', 'cancelled')),
+  -- pending, claimed, replied, failed, lost or cancelled (see "Life of a request").
+  state text not null default 'pending',
   payload text not null,
   payload_json boolean not null default false,
   headers jsonb,
-  -- NOTIFY channel of a TypeScript caller; null for SQL callers, who wait on the request lock instead.
-  reply_to text check (octet_length(reply_to) between 1 and 63),
+  -- NOTIFY channel of a TypeScript caller (1 to 63 bytes); null for SQL callers, who wait on locks instead.
+  reply_to text,
   -- The login that made the request: the only one that can read or consume it. Text, not name: a name
   -- takes 64 bytes in every row.
   caller text not null default session_user,
@@ -246,10 +251,11 @@ create unlogged table :SCHEMA.pgrr_request (
   deadline timestamptz not null,
   attempt int not null default 0,
   max_attempts int not null default 1,
+  -- The responder that claimed it or was handed it; null exactly while the request is pending.
   responder_id int,
   claimed_at timestamptz,
   -- Handed to responder_id by pgrr_send instead of claimed: no request lock is held for it (the responder
-  -- never ran a claim); the responder's presence lock tells whether it is still in hand.
+  -- never ran a claim); the responder's holder lock tells whether it is still in hand.
   handed boolean not null default false,
   reply text,
   reply_json boolean,
@@ -263,9 +269,11 @@ create unlogged table :SCHEMA.pgrr_request (
 -- The claim scans this index in seq order, from the responder's cursor (see pgrr_claim). Partial: it holds
 -- only pending rows, so it stays a page or two (a claimed row's entry is dead at once, and dead entries on
 -- the page new requests go to are removed instead of splitting it), and the cursor skips the dead entries
--- that an open transaction somewhere keeps from being removed. The price: every state change is a non-HOT
--- update (the primary key gets a new entry), which VACUUM cleans up.
-create index pgrr_request_pending_idx on :SCHEMA.pgrr_request (channel_id, seq) where state = 'pending';
+-- that an open transaction somewhere keeps from being removed. Its predicate is on responder_id, not on
+-- state: an update that leaves every indexed column alone can be HOT (no new index entry, and the old
+-- version is pruned within its page), and only the claim changes responder_id. So a reply, the update
+-- every request gets, is HOT whenever its page has room (fillfactor 70 keeps room), as are cancellations.
+create index pgrr_request_pending_idx on :SCHEMA.pgrr_request (channel_id, seq) where responder_id is null;
 
 -- The status pgrr_send gives a request (see its contract), from what it looked up: whether the channel
 -- name is valid, whether the channel exists with a live responder, the payload, the headers as given and as
@@ -287,6 +295,107 @@ as $$
          end
 $$;
 
+-- One request handed to a responder, as it travels in the responder's inbox NOTIFY (see pgrr_send_one):
+-- a JSON array of id (as a string), whether the payload is JSON, payload, headers (an object or null),
+-- and the time left in ms. An inbox message is a JSON array of these.
+-- Stable, like json_build_array: an SQL function is inlined into its caller's plan only when it is not
+-- declared less volatile than its body, and one that is not inlined is parsed and planned on every call.
+create function :SCHEMA.pgrr_handoff_entry(p_id bigint, p_json boolean, p_payload text, p_headers jsonb, p_timeout_ms int)
+returns text
+language sql stable
+as $$ select pg_catalog.json_build_array(p_id::text, p_json, p_payload, p_headers, p_timeout_ms)::text $$;
+
+-- pgrr_send_one: pgrr_send for a single request, with scalar arguments (the same contract, and what
+-- request() and a TypeScript client with one request per turn of its event loop use). Its own function,
+-- not a branch of the batch: each statement a function runs costs an executor start-up on every call, and
+-- a request that is its transaction's only call pays for every expression's set-up too, so this path is
+-- kept to three statements (the acknowledgements, one look-up of channel and responder, the insert).
+-- Returns (id, status) as pgrr_send does for one element.
+-- A request whose payload fits in a NOTIFY goes straight to a live responder picked at random: it is
+-- stored as claimed by that responder (handed) and NOTIFYed on its inbox (a one-entry array of
+-- pgrr_handoff_entry), so no claim statement stands between the two hops. The responder declines it
+-- (pgrr_decline: back to pending) when it has no free slot or is stopping. Other requests are stored
+-- pending, and the NOTIFY on the service channel carries their seq (see pgrr_claim).
+-- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
+create function :SCHEMA.pgrr_send_one(
+  p_reply_to text, p_channel text, p_payload text, p_json boolean, p_timeout_ms int, p_headers text,
+  p_max_attempts int, p_ack bigint[], out id bigint, out status text
+)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_valid constant boolean := :SCHEMA.pgrr_valid_channel(p_channel);
+  v_timeout_ms constant int := greatest(coalesce(p_timeout_ms, 30000), 1);
+  v_channel_id int;
+  v_max_bytes int;
+  v_max_attempts int;
+  v_responder int;
+  v_inbox text;
+  v_headers jsonb;
+  v_message text;
+  v_seq bigint;
+begin
+  -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail.
+  if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
+    raise exception 'pgrr: invalid reply channel name (1 to 63 bytes)' using errcode = '22023';
+  end if;
+  if cardinality(p_ack) > 0 then
+    delete from :SCHEMA.pgrr_request q
+     where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
+  end if;
+  if v_valid then
+    -- The channel and a live responder of it, picked at random (a responder is live while its session
+    -- holds its responder lock, which makes this shared try-lock fail).
+    select c.id, c.max_payload_bytes, c.max_attempts, r.id, r.inbox
+      into v_channel_id, v_max_bytes, v_max_attempts, v_responder, v_inbox
+      from :SCHEMA.pgrr_channel c
+      left join lateral (
+        select r.id, r.inbox
+          from :SCHEMA.pgrr_responder r
+         where r.channel_id = c.id
+           and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id)
+         order by random()
+         limit 1
+      ) r on true
+     where c.name = p_channel;
+    if p_headers is not null then
+      v_headers := :SCHEMA.pgrr_parse_headers(p_headers);
+    end if;
+  end if;
+  status := :SCHEMA.pgrr_send_status(v_valid, v_responder is not null, p_payload, p_headers, v_headers, v_max_bytes);
+  if status <> 'ok' then
+    return;
+  end if;
+  id := :SCHEMA.pgrr_random_id();
+  -- Handed over when the caller hears replies by NOTIFY (TypeScript) and the request fits in a NOTIFY.
+  if p_reply_to is not null and octet_length(p_payload) <= 4000 then
+    v_message := '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers, v_timeout_ms) || ']';
+    if octet_length(v_message) > 7900 then
+      v_message := null;
+    end if;
+  end if;
+  insert into :SCHEMA.pgrr_request
+         (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts,
+          state, responder_id, claimed_at, attempt, handed)
+  values (id, v_channel_id, p_payload, coalesce(p_json, false), v_headers, p_reply_to,
+          clock_timestamp() + make_interval(secs => v_timeout_ms / 1000.0),
+          least(greatest(coalesce(p_max_attempts, v_max_attempts, 1), 1), 100),
+          case when v_message is null then 'pending' else 'claimed' end,
+          case when v_message is not null then v_responder end,
+          case when v_message is not null then clock_timestamp() end,
+          case when v_message is null then 0 else 1 end,
+          v_message is not null)
+  returning pgrr_request.seq into v_seq;
+  if v_message is null then
+    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
+  else
+    perform pg_notify(v_inbox, v_message);
+  end if;
+end
+$$;
+
 -- pgrr_send: insert a batch of requests (the TypeScript client's path; request() is built on it).
 -- Contract: one output row per input element, in input order: (ord, id, status) with status one of
 --   ok, invalid_channel, no_responders, invalid_payload (null payload), invalid_headers (not a flat JSON
@@ -298,10 +407,8 @@ $$;
 -- Security); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 -- NOTIFY: one notification per service that received requests; its payload is the lowest seq inserted for
--- it, which lets responders start their claim there (see pgrr_claim). Except for a single request from a
--- TypeScript caller (p_reply_to set) whose payload fits in a NOTIFY: it is handed to a live responder
--- picked at random, stored as claimed by it (handed), and the NOTIFY goes to that responder's inbox, with
--- 'h' and a JSON array of id, payload is JSON, payload, headers, timeout in ms.
+-- it, which lets responders start their claim there (see pgrr_claim). A single request goes through
+-- pgrr_send_one, and may be handed to a responder directly (see there).
 create function :SCHEMA.pgrr_send(
   p_reply_to text,
   p_channels text[],
@@ -316,18 +423,16 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
-declare
-  v_channel_id int;
-  v_max_bytes int;
-  v_max_attempts int;
-  v_live boolean;
-  v_headers jsonb;
-  v_seq bigint;
-  v_responder int;
-  v_inbox text;
-  v_timeout_ms int;
-  v_message text;
 begin
+  -- One request: pgrr_send_one, which is cheaper for it (and checks p_reply_to the same way).
+  if cardinality(p_channels) = 1 then
+    ord := 1;
+    select o.id, o.status into id, status
+      from :SCHEMA.pgrr_send_one(p_reply_to, p_channels[1], p_payloads[1], p_json[1], p_timeout_ms[1], p_headers[1],
+                                 p_max_attempts[1], p_ack) o;
+    return next;
+    return;
+  end if;
   -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail.
   if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
     raise exception 'pgrr: invalid reply channel name (1 to 63 bytes)' using errcode = '22023';
@@ -335,63 +440,6 @@ begin
   if cardinality(p_ack) > 0 then
     delete from :SCHEMA.pgrr_request q
      where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
-  end if;
-
-  -- One request (every SQL request(), and a TypeScript client with one request per turn): the same steps
-  -- as below with scalar statements, which cost about 40% less than the batch statement for one row.
-  if cardinality(p_channels) = 1 then
-    ord := 1;
-    if :SCHEMA.pgrr_valid_channel(p_channels[1]) then
-      select c.id, c.max_payload_bytes, c.max_attempts into v_channel_id, v_max_bytes, v_max_attempts
-        from :SCHEMA.pgrr_channel c
-       where c.name = p_channels[1];
-      -- A live responder, picked at random: the one a handed request goes to.
-      select r.id, r.inbox into v_responder, v_inbox
-        from :SCHEMA.pgrr_responder r
-       where r.channel_id = v_channel_id
-         and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id)
-       order by random()
-       limit 1;
-      v_live := v_responder is not null;
-      if p_headers[1] is not null then
-        v_headers := :SCHEMA.pgrr_parse_headers(p_headers[1]);
-      end if;
-    end if;
-    status := :SCHEMA.pgrr_send_status(:SCHEMA.pgrr_valid_channel(p_channels[1]), v_live, p_payloads[1],
-                                       p_headers[1], v_headers, v_max_bytes);
-    if status = 'ok' then
-      id := :SCHEMA.pgrr_random_id();
-      v_timeout_ms := greatest(coalesce(p_timeout_ms[1], 30000), 1);
-      -- Handed straight to the responder picked above when the caller hears replies by NOTIFY (TypeScript)
-      -- and the request fits in a NOTIFY: no claim statement between the two hops. The responder declines
-      -- it (pgrr_decline: back to pending) when it has no free slot or is stopping.
-      if p_reply_to is not null and octet_length(p_payloads[1]) <= 4000 then
-        v_message := 'h' || json_build_array(id::text, coalesce(p_json[1], false), p_payloads[1], v_headers,
-                                             v_timeout_ms)::text;
-        if octet_length(v_message) > 7900 then
-          v_message := null;
-        end if;
-      end if;
-      insert into :SCHEMA.pgrr_request
-             (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts,
-              state, responder_id, claimed_at, attempt, handed)
-      values (id, v_channel_id, p_payloads[1], coalesce(p_json[1], false), v_headers, p_reply_to,
-              clock_timestamp() + make_interval(secs => v_timeout_ms / 1000.0),
-              least(greatest(coalesce(p_max_attempts[1], v_max_attempts, 1), 1), 100),
-              case when v_message is null then 'pending' else 'claimed' end,
-              case when v_message is not null then v_responder end,
-              case when v_message is not null then clock_timestamp() end,
-              case when v_message is null then 0 else 1 end,
-              v_message is not null)
-      returning pgrr_request.seq into v_seq;
-      if v_message is null then
-        perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
-      else
-        perform pg_notify(v_inbox, v_message);
-      end if;
-    end if;
-    return next;
-    return;
   end if;
 
   return query
@@ -479,8 +527,7 @@ declare
   v_status text;
 begin
   select s.id, s.status into v_id, v_status
-    from :SCHEMA.pgrr_send(null, array[channel], array[payload], array[false],
-                           array[:SCHEMA.pgrr_timeout_ms(timeout)], array[headers::text], array[null::int], null) s;
+    from :SCHEMA.pgrr_send_one(null, channel, payload, false, :SCHEMA.pgrr_timeout_ms(timeout), headers::text, null, null) s;
   perform :SCHEMA.pgrr_raise_send_status(v_status, channel);
   return v_id;
 end
@@ -499,8 +546,7 @@ declare
   v_status text;
 begin
   select s.id, s.status into v_id, v_status
-    from :SCHEMA.pgrr_send(null, array[channel], array[payload::text], array[true],
-                           array[:SCHEMA.pgrr_timeout_ms(timeout)], array[headers::text], array[null::int], null) s;
+    from :SCHEMA.pgrr_send_one(null, channel, payload::text, true, :SCHEMA.pgrr_timeout_ms(timeout), headers::text, null, null) s;
   perform :SCHEMA.pgrr_raise_send_status(v_status, channel);
   return v_id;
 end
@@ -1099,7 +1145,7 @@ begin
     -- octet_length reads the stored size: a large payload is not detoasted to be measured.
     select q.id, q.seq, octet_length(q.payload) as bytes
       from :SCHEMA.pgrr_request q
-     where q.channel_id = p_channel_id and q.state = 'pending' and q.seq > p_after_seq
+     where q.channel_id = p_channel_id and q.responder_id is null and q.state = 'pending' and q.seq > p_after_seq
        and q.deadline > clock_timestamp()
      order by q.seq
      limit p_limit
@@ -1204,6 +1250,103 @@ begin
 end
 $$;
 
+-- The entry of one outcome in a TypeScript caller's reply NOTIFY (see pgrr_reply): [id, 'r', is_json, body]
+-- or [id, 'f', code, message], with the reply headers last when there are any; and the short form without
+-- body and headers, sent instead when the entry would exceed 1500 bytes (the caller then fetches it).
+create function :SCHEMA.pgrr_reply_entry(p_id bigint, p_failed boolean, p_code text, p_json boolean, p_body text,
+                                         p_headers jsonb) returns text
+language sql stable
+as $$
+  select case when p_failed and p_headers is null then pg_catalog.json_build_array(p_id::text, 'f', p_code, p_body)::text
+              when p_failed then pg_catalog.json_build_array(p_id::text, 'f', p_code, p_body, p_headers)::text
+              when p_headers is null then pg_catalog.json_build_array(p_id::text, 'r', p_json, p_body)::text
+              else pg_catalog.json_build_array(p_id::text, 'r', p_json, p_body, p_headers)::text
+         end
+$$;
+
+create function :SCHEMA.pgrr_reply_short_entry(p_id bigint, p_failed boolean, p_code text, p_json boolean) returns text
+language sql stable
+as $$
+  select case when p_failed then pg_catalog.json_build_array(p_id::text, 'f', p_code)::text
+              else pg_catalog.json_build_array(p_id::text, 'r', p_json)::text
+         end
+$$;
+
+-- The message stored for a reply (or error message) over its channel's max_payload_bytes.
+create function :SCHEMA.pgrr_too_large_message(p_failed boolean, p_body text, p_max_bytes int, p_channel text)
+returns text
+language sql stable
+as $$
+  select pg_catalog.format('the %s of %s bytes is over the limit of %s bytes of channel %s',
+                           case when p_failed then 'error message' else 'reply' end,
+                           pg_catalog.octet_length(p_body), p_max_bytes, p_channel)
+$$;
+
+-- pgrr_reply_one(responder, id, failed, body, json, code [, headers]): pgrr_reply for one request that was
+-- handed to this responder (see pgrr_send_one), with scalar arguments: the same outcome, stored and
+-- NOTIFYed as pgrr_reply does, in two statements instead of one large one (the whole cost of a lone
+-- reply is its statements' set-up). A request that was claimed goes through pgrr_reply, which moves its
+-- request lock. Returns 1 when the outcome was written, else 0: the request is not in this responder's
+-- hands, or this session did not register the responder, or the caller cancelled it (the row is then
+-- deleted, as pgrr_reply does).
+create function :SCHEMA.pgrr_reply_one(
+  p_responder int, p_id bigint, p_failed boolean, p_body text, p_json boolean, p_code text, p_headers text default null
+) returns int
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_max_bytes int;
+  v_channel text;
+  v_too_large boolean;
+  v_failed boolean;
+  v_headers jsonb;
+  v_reply_to text;
+  v_code text;
+  v_entry text;
+begin
+  -- What proves that this session is the responder's (see Security), and its channel's limit.
+  select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name into v_max_bytes, v_channel
+    from :SCHEMA.pgrr_responder w
+    join :SCHEMA.pgrr_channel c on c.id = w.channel_id
+   where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
+  if not found then
+    return 0;
+  end if;
+  v_too_large := coalesce(octet_length(p_body) > v_max_bytes, false);
+  v_failed := coalesce(p_failed, false) or v_too_large;
+  if p_headers is not null and octet_length(p_headers) <= 65536 then
+    v_headers := :SCHEMA.pgrr_parse_headers(p_headers);
+  end if;
+  update :SCHEMA.pgrr_request q
+     set state = case when v_failed then 'failed' else 'replied' end,
+         reply = case when v_failed then null else p_body end,
+         reply_json = case when v_failed then null else coalesce(p_json, false) end,
+         error_code = case when p_failed then p_code when v_too_large then 'INVALID_REPLY' end,
+         error_message = case when v_too_large then :SCHEMA.pgrr_too_large_message(p_failed, p_body, v_max_bytes, v_channel)
+                              when v_failed then p_body end,
+         reply_headers = v_headers,
+         finished_at = clock_timestamp()
+   where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'claimed'
+  returning q.reply_to, q.error_code, :SCHEMA.pgrr_reply_entry(q.id, v_failed, q.error_code, q.reply_json,
+                                                               coalesce(q.reply, q.error_message), v_headers)
+    into v_reply_to, v_code, v_entry;
+  if not found then
+    delete from :SCHEMA.pgrr_request q
+     where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
+    return 0;
+  end if;
+  if v_reply_to is not null then
+    if octet_length(v_entry) > 1500 then
+      v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed, v_code, p_json);
+    end if;
+    perform pg_notify(v_reply_to, '[' || v_entry || ']');
+  end if;
+  return 1;
+end
+$$;
+
 -- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
 -- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
 -- Only requests whose request lock this session holds are written (the others are ignored): a session
@@ -1270,10 +1413,7 @@ begin
              reply_json = case when h.failed or x.too_large then null else h.is_json end,
              error_code = case when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
              error_message = case
-               when x.too_large then
-                 format('the %s of %s bytes is over the limit of %s bytes of channel %s',
-                        case when h.failed then 'error message' else 'reply' end,
-                        octet_length(h.body), x.max_bytes, c.name)
+               when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, x.max_bytes, c.name)
                when h.failed then h.body
              end,
              reply_headers = h.headers,
@@ -1289,14 +1429,8 @@ begin
     ),
     entries as (
       select d.reply_to, d.id,
-             case when d.failed and d.headers is null then json_build_array(d.id::text, 'f', d.code, d.body)::text
-                  when d.failed then json_build_array(d.id::text, 'f', d.code, d.body, d.headers)::text
-                  when d.headers is null then json_build_array(d.id::text, 'r', d.is_json, d.body)::text
-                  else json_build_array(d.id::text, 'r', d.is_json, d.body, d.headers)::text
-             end as full_entry,
-             case when d.failed then json_build_array(d.id::text, 'f', d.code)::text
-                  else json_build_array(d.id::text, 'r', d.is_json)::text
-             end as short_entry
+             :SCHEMA.pgrr_reply_entry(d.id, d.failed, d.code, d.is_json, d.body, d.headers) as full_entry,
+             :SCHEMA.pgrr_reply_short_entry(d.id, d.failed, d.code, d.is_json) as short_entry
         from done d
        where d.reply_to is not null
     ),
@@ -1446,7 +1580,8 @@ begin
   execute format(
     'grant execute on function %1$s.request(text, text, interval, jsonb), %1$s.request(text, jsonb, interval, jsonb), '
     '%1$s.await_reply(bigint, interval), %1$s.await_reply_json(bigint, interval), %1$s.await_reply_full(bigint, interval), '
-    '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]), %1$s.pgrr_ack(bigint[]), '
+    '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]), '
+    '%1$s.pgrr_send_one(text, text, text, boolean, int, text, int, bigint[]), %1$s.pgrr_ack(bigint[]), '
     '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
 end
@@ -1467,6 +1602,7 @@ begin
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
     '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_claim(int, int, int, bigint), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(), '
+    '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
     '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
@@ -1499,6 +1635,8 @@ revoke all on function
   :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
   :SCHEMA.pgrr_send_status(boolean, boolean, text, text, jsonb, int),
   :SCHEMA.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]),
+  :SCHEMA.pgrr_send_one(text, text, text, boolean, int, text, int, bigint[]),
+  :SCHEMA.pgrr_handoff_entry(bigint, boolean, text, jsonb, int),
   :SCHEMA.pgrr_timeout_ms(interval),
   :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),
   :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int),
@@ -1511,6 +1649,9 @@ revoke all on function
   :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_unregistered_setting(int), :SCHEMA.pgrr_registered_here(int),
   :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
   :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]),
+  :SCHEMA.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text),
+  :SCHEMA.pgrr_reply_entry(bigint, boolean, text, boolean, text, jsonb), :SCHEMA.pgrr_reply_short_entry(bigint, boolean, text, boolean),
+  :SCHEMA.pgrr_too_large_message(boolean, text, int, text),
   :SCHEMA.pgrr_handed(int), :SCHEMA.pgrr_decline(int, bigint[]),
   :SCHEMA.pgrr_in_hand_of_nobody(boolean, bigint, int),
   :SCHEMA.pgrr_sweep(), :SCHEMA.pgrr_sweep_older_than(interval), :SCHEMA.pgrr_configure_channel(text, int, int),

@@ -399,16 +399,32 @@ export class Client {
     const acks = this.#acks.take()
     let rows: SendRow[]
     try {
-      rows = await this.#query<SendRow>(this.#statements.send, [
-        this.#replyChannel,
-        live.map((p) => p.channel),
-        live.map((p) => p.payload),
-        live.map((p) => p.json),
-        live.map((p) => p.timeoutMs),
-        live.map((p) => p.headers),
-        live.map((p) => p.maxAttempts),
-        acks,
-      ])
+      if (live.length === 1) {
+        // One request: the scalar statement, cheaper than the batch for it (see pgrr_send_one).
+        const [pending] = live as [PendingRequest]
+        const [row] = await this.#query<Omit<SendRow, 'ord'>>(this.#statements.sendOne, [
+          this.#replyChannel,
+          pending.channel,
+          pending.payload,
+          pending.json,
+          pending.timeoutMs,
+          pending.headers,
+          pending.maxAttempts,
+          acks,
+        ])
+        rows = row === undefined ? [] : [{ ...row, ord: 1 }]
+      } else {
+        rows = await this.#query<SendRow>(this.#statements.send, [
+          this.#replyChannel,
+          live.map((p) => p.channel),
+          live.map((p) => p.payload),
+          live.map((p) => p.json),
+          live.map((p) => p.timeoutMs),
+          live.map((p) => p.headers),
+          live.map((p) => p.maxAttempts),
+          acks,
+        ])
+      }
     } catch (error) {
       // The outcome of the insert is unknown: each request ends here, with a typed error.
       const typed = toPgrrError(error)

@@ -85,6 +85,8 @@ interface Job {
 interface Outcome {
   id: string
   generation: number
+  /** Handed by pgrr_send rather than claimed: no request lock to release (see pgrr_reply_one). */
+  handed: boolean
   failed: boolean
   body: string
   json: boolean
@@ -505,7 +507,7 @@ export class Server {
     }
   }
 
-  #finish(job: Job, outcome: Omit<Outcome, 'id' | 'generation'>): void {
+  #finish(job: Job, outcome: Result): void {
     if (job.done) return
     job.done = true
     clearTimeout(job.timer)
@@ -522,7 +524,13 @@ export class Server {
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
       if (job.handed) this.#handedDone.add(job.id)
-      this.#replies.push({ ...outcome, headers: encodeReplyHeaders(job.replyHeaders), id: job.id, generation: job.generation })
+      this.#replies.push({
+        ...outcome,
+        headers: encodeReplyHeaders(job.replyHeaders),
+        id: job.id,
+        generation: job.generation,
+        handed: job.handed,
+      })
     }
     if (this.#backlog) this.#wake()
     if (this.#jobs.size === 0) void this.#whenIdle().then(() => this.#notifyIdle())
@@ -558,6 +566,20 @@ export class Server {
   async #writeReplies(session: Registration | undefined, current: Outcome[]): Promise<void> {
     if (session === undefined || current.length === 0) return
     try {
+      const [only] = current
+      if (current.length === 1 && only !== undefined && only.handed) {
+        // A lone reply to a handed request: the scalar statement, cheaper than the batch for it.
+        await this.#onWork(this.#context.statements.replyOne, [
+          session.responderId,
+          only.id,
+          only.failed,
+          only.body,
+          only.json,
+          only.code,
+          only.headers ?? null,
+        ])
+        return
+      }
       await this.#onWork(this.#context.statements.reply, [
         session.responderId,
         current.map((o) => o.id),
@@ -577,26 +599,27 @@ export class Server {
   }
 
   /**
-   * A request handed to this responder by pgrr_send (a NOTIFY on its inbox: 'h' and a JSON array of id,
-   * whether the payload is JSON, payload, headers, timeout in ms). Runs it when a slot is free, else gives
-   * it back to the queue. `generation`: the registration whose inbox it came to.
+   * Requests handed to this responder by pgrr_send_one (a NOTIFY on its inbox: a JSON array of entries, each
+   * an array of id, whether the payload is JSON, payload, headers, time left in ms). Runs each when a slot
+   * is free, else gives it back to the queue. `generation`: the registration whose inbox it came to.
    */
   #handedOff(message: string, generation: number): void {
-    let entry: unknown
+    let entries: unknown
     try {
-      entry = JSON.parse(message.slice(1))
+      entries = JSON.parse(message)
     } catch {
-      entry = undefined
+      entries = undefined
     }
-    if (!message.startsWith('h') || !isHandoff(entry)) {
+    if (!Array.isArray(entries) || !entries.every(isHandoff)) {
       this.#context.logger.warn({ message: message.slice(0, 200) }, 'ignored a malformed handoff')
       return
     }
-    const [id, json, payload, headers, timeoutMs] = entry
     const session = this.#session
     // Handed to a registration that is gone: its requests went with its session (they are reaped).
     if (session === undefined || generation !== session.generation) return
-    this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
+    for (const [id, json, payload, headers, timeoutMs] of entries) {
+      this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
+    }
   }
 
   /**
@@ -788,7 +811,10 @@ function encodeReplyHeaders(headers: Record<string, string> | undefined): string
   }
 }
 
-function success(value: unknown): Omit<Outcome, 'id' | 'generation'> {
+/** What a handler's end says, before it is addressed to its request. */
+type Result = Omit<Outcome, 'id' | 'generation' | 'handed'>
+
+function success(value: unknown): Result {
   try {
     const encoded = encodePayload(value, 'reply')
     return { failed: false, body: encoded.text, json: encoded.json, code: null }
@@ -797,7 +823,7 @@ function success(value: unknown): Omit<Outcome, 'id' | 'generation'> {
   }
 }
 
-function failure(error: unknown): Omit<Outcome, 'id' | 'generation'> {
+function failure(error: unknown): Result {
   let code: unknown
   try {
     // A thrown value may be a Proxy or have a throwing getter.
@@ -854,7 +880,7 @@ function integerOption(value: number, name: string, max = 2_147_483_647): number
   return value
 }
 
-/** The JSON array of a handoff (see pgrr_send): id, payload is JSON, payload, headers, timeout in ms. */
+/** One entry of a handoff (see pgrr_handoff_entry): id, payload is JSON, payload, headers, time left in ms. */
 function isHandoff(value: unknown): value is [string, boolean, string, Record<string, string> | null, number] {
   return (
     Array.isArray(value) &&

@@ -12,6 +12,7 @@ export function renderStatements(schema: string) {
   return {
     notifyPrefix: `select ${s}.pgrr_notify_prefix() as prefix`,
     send: `select ord, id, status from ${s}.pgrr_send($1::text, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[], $8::bigint[])`,
+    sendOne: `select id, status from ${s}.pgrr_send_one($1::text, $2::text, $3::text, $4::bool, $5::int, $6::text, $7::int, $8::bigint[])`,
     ack: `select ${s}.pgrr_ack($1::bigint[])`,
     cancel: `select ${s}.pgrr_cancel($1::bigint[])`,
     fetch: `select id, state, reply, reply_json, error_code, error_message, reply_headers from ${s}.pgrr_fetch($1::bigint[])`,
@@ -26,5 +27,6 @@ export function renderStatements(schema: string) {
     handed: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
     reply: `select ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
+    replyOne: `select ${s}.pgrr_reply_one($1::int, $2::bigint, $3::bool, $4::text, $5::bool, $6::text, $7::text)`,
   }
 }
