@@ -11,6 +11,8 @@ export class BatchQueue<T> {
   readonly #maxConcurrent: number
   readonly #delayMs: number
   #items: T[] = []
+  /** When the oldest waiting item was pushed (performance.now()). */
+  #oldestAt = 0
   #running = 0
   #scheduled = false
   #idleWaiters: (() => void)[] = []
@@ -34,13 +36,20 @@ export class BatchQueue<T> {
   }
 
   push(item: T): void {
+    if (this.#items.length === 0) this.#oldestAt = performance.now()
     this.#items.push(item)
     this.#schedule()
   }
 
-  /** Takes up to `max` waiting items out of the queue, for a caller that carries them another way. */
-  take(max = this.#maxBatch): T[] {
-    return this.#items.splice(0, max)
+  /**
+   * Takes up to `max` waiting items out of the queue, for a caller that carries them another way; none
+   * unless the oldest has waited `minAgeMs` (so that one carrier takes many, rather than each one a few).
+   */
+  take(max = this.#maxBatch, minAgeMs = 0): T[] {
+    if (this.#items.length === 0 || performance.now() - this.#oldestAt < minAgeMs) return []
+    const taken = this.#items.splice(0, max)
+    if (this.#items.length > 0) this.#oldestAt = performance.now()
+    return taken
   }
 
   /** Resolves once nothing is queued or being flushed. */
@@ -52,17 +61,29 @@ export class BatchQueue<T> {
   #schedule(): void {
     if (this.#scheduled || this.#running >= this.#maxConcurrent) return
     this.#scheduled = true
-    const run = () => {
+    if (this.#delayMs > 0) this.#arm(this.#delayMs)
+    else {
+      queueMicrotask(() => {
+        this.#scheduled = false
+        this.#run()
+      })
+    }
+  }
+
+  /** A delayed flush, once the oldest item has waited the delay (items taken meanwhile do not count). */
+  #arm(ms: number): void {
+    setTimeout(() => {
+      const wait = this.#delayMs - (performance.now() - this.#oldestAt)
+      if (this.#items.length > 0 && wait > 1) return this.#arm(wait)
       this.#scheduled = false
       this.#run()
-    }
-    if (this.#delayMs > 0) setTimeout(run, this.#delayMs).unref()
-    else queueMicrotask(run)
+    }, ms).unref()
   }
 
   #run(): void {
     while (this.#items.length > 0 && this.#running < this.#maxConcurrent) {
       const batch = this.#items.splice(0, this.#maxBatch)
+      if (this.#items.length > 0) this.#oldestAt = performance.now()
       this.#running++
       void this.#flush(batch).finally(() => {
         this.#running--

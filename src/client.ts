@@ -163,8 +163,9 @@ export class Client {
     this.#prepareStatements = options.prepare ?? true
     this.#listener = new Listener(options)
     this.#sends = new BatchQueue((batch) => this.#flushSends(batch), { maxBatch: 500, maxConcurrent: 2 })
-    // Acknowledgements ride along with the next send when there is one soon; otherwise on their own.
-    this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), { maxBatch: 5000, delayMs: 20 })
+    // Acknowledgements ride along with a send once they have gathered for a while (each send that carries
+    // some runs one more statement, so one in many does); otherwise they go on their own.
+    this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), { maxBatch: 5000, delayMs: ackFlushMs })
     this.#cancels = new BatchQueue((ids) => this.#runQuietly(this.#statements.cancel, [ids]), { maxBatch: 2000 })
     this.#fetches = new BatchQueue((ids) => this.#flushFetches(ids), { maxBatch: 500 })
   }
@@ -396,7 +397,7 @@ export class Client {
   async #flushSends(batch: PendingRequest[]): Promise<void> {
     const live = batch.filter((pending) => !pending.settled)
     if (live.length === 0) return
-    const acks = this.#acks.take()
+    const acks = this.#acks.take(undefined, ackRideAfterMs)
     let rows: SendRow[]
     try {
       if (live.length === 1) {
@@ -625,6 +626,11 @@ export class Client {
     }
   }
 }
+
+/** Acknowledgements older than this ride along with the next send. */
+const ackRideAfterMs = 10
+/** Acknowledgements that no send took by then are sent on their own. */
+const ackFlushMs = 25
 
 function positive(value: number, name: string): number {
   if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) {

@@ -63,11 +63,15 @@ test('with every slot busy, requests wait in the table and are claimed oldest fi
   const replies: Promise<unknown>[] = []
   for (const payload of ['busy-0', 'busy-1']) replies.push(client.request(channel, payload, { timeoutMs: 30_000 }))
   await nthStart(2)
-  // One at a time, each in the table before the next: their order of arrival is certain.
+  // One at a time, each in the table before the next: their order of arrival is certain. A lone request is
+  // handed to the responder, which has no free slot and gives it back: wait until it is pending again.
   const queued = Array.from({ length: 8 }, (_, i) => `queued-${i}`)
   for (const [i, payload] of queued.entries()) {
     replies.push(client.request(channel, payload, { timeoutMs: 30_000 }))
-    await waitFor(async () => (await requestRows(db, channel)).length === 3 + i, { message: `${payload} is stored` })
+    await waitFor(async () => {
+      const rows = await requestRows(db, channel)
+      return rows.length === 3 + i && rows.filter((row) => row.state === 'pending').length === 1 + i
+    }, { message: `${payload} is stored and waits` })
   }
   const states = (await requestRows(db, channel)).map((row) => row.state)
   console.log(`with 2 slots busy: ${states.filter((s) => s === 'claimed').length} claimed, ${states.filter((s) => s === 'pending').length} pending`)
