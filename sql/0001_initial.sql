@@ -408,9 +408,12 @@ $$;
 -- p_max_attempts: clamped to 1..100. Security: requests are recorded as the session's login's (see
 -- Security); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
--- NOTIFY: one notification per service that received requests; its payload is the lowest seq inserted for
--- it, which lets responders start their claim there (see pgrr_claim). A single request goes through
--- pgrr_send_one, and may be handed to a responder directly (see there).
+-- Handoff: a TypeScript caller's requests for one channel are handed together to a live responder of it
+-- picked at random (stored as claimed by it, see pgrr_send_one), those that fit (payloads up to 1900
+-- bytes), when they are no more than that responder's concurrency; the others are stored pending.
+-- NOTIFY: for pending requests, one notification per service; its payload is the lowest seq inserted for
+-- it, which lets responders start their claim there (see pgrr_claim). For handed ones, their entries on
+-- the responder's inbox, several to a NOTIFY. A single request goes through pgrr_send_one.
 create function :SCHEMA.pgrr_send(
   p_reply_to text,
   p_channels text[],
@@ -448,48 +451,84 @@ begin
   return query
   with input as materialized (
     select t.ord::int as ord, t.channel, t.payload, coalesce(t.is_json, false) as is_json,
-           coalesce(t.timeout_ms, 30000) as timeout_ms, t.headers as headers_text,
+           greatest(coalesce(t.timeout_ms, 30000), 1) as timeout_ms, t.headers as headers_text,
            case when t.headers is not null then :SCHEMA.pgrr_parse_headers(t.headers) end as headers,
            t.max_attempts
       from unnest(p_channels, p_payloads, p_json, p_timeout_ms, p_headers, p_max_attempts)
            with ordinality as t(channel, payload, is_json, timeout_ms, headers, max_attempts, ord)
   ),
   channels as materialized (
-    -- A responder is live while its session holds its responder lock, which makes our shared
-    -- try-lock fail. A successful try-lock means a dead row; holding that lock to commit is harmless.
-    select c.id, c.name, c.max_payload_bytes, c.max_attempts,
-           exists (select 1 from :SCHEMA.pgrr_responder r
-                    where r.channel_id = c.id
-                      and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id)) as live
+    -- Each channel's live responder picked at random (see pgrr_send_one), if any: it is handed the batch.
+    select c.id, c.name, c.max_payload_bytes, c.max_attempts, r.id as responder, r.inbox, r.concurrency
       from :SCHEMA.pgrr_channel c
+      left join lateral (
+        select r.id, r.inbox, r.concurrency
+          from :SCHEMA.pgrr_responder r
+         where r.channel_id = c.id
+           and not pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id)
+         order by random()
+         limit 1
+      ) r on true
      where c.name in (select distinct i.channel from input i)
   ),
   checked as materialized (
-    select i.*, ch.id as channel_id,
+    select i.*, ch.id as channel_id, ch.responder, ch.inbox, ch.concurrency,
            least(greatest(coalesce(i.max_attempts, ch.max_attempts, 1), 1), 100) as attempts,
-           :SCHEMA.pgrr_send_status(:SCHEMA.pgrr_valid_channel(i.channel), ch.live, i.payload, i.headers_text,
-                                    i.headers, ch.max_payload_bytes) as status
+           :SCHEMA.pgrr_send_status(:SCHEMA.pgrr_valid_channel(i.channel), ch.responder is not null, i.payload,
+                                    i.headers_text, i.headers, ch.max_payload_bytes) as status
       from input i left join channels ch on ch.name = i.channel
   ),
   numbered as materialized (
-    select c.*, case when c.status = 'ok' then :SCHEMA.pgrr_random_id() end as id
-      from checked c
+    select c.*, x.id,
+           -- Handoff candidates: a caller that hears replies by NOTIFY, and an entry small enough that the
+           -- entries packed into one NOTIFY below stay under its 8000-byte limit.
+           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 1900 then
+             :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
+           end as entry
+      from checked c,
+           lateral (select case when c.status = 'ok' then :SCHEMA.pgrr_random_id() end as id) x
+  ),
+  planned as materialized (
+    -- A channel's candidates are handed to its responder when they are no more than its concurrency (a
+    -- larger burst waits in the table, where every responder claims from it).
+    select c.*, c.candidate and count(*) filter (where c.candidate) over (partition by c.channel_id) <= c.concurrency as handed
+      from (select n.*, coalesce(octet_length(n.entry) <= 2000, false) as candidate
+              from numbered n
+             where n.status = 'ok') c
   ),
   inserted as (
     insert into :SCHEMA.pgrr_request
-           (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts)
-    select n.id, n.channel_id, n.payload, n.is_json, n.headers, p_reply_to,
-           clock_timestamp() + make_interval(secs => greatest(n.timeout_ms, 1) / 1000.0), n.attempts
-      from numbered n
-     where n.status = 'ok'
-    returning channel_id, seq
+           (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts,
+            state, responder_id, claimed_at, attempt, handed)
+    select p.id, p.channel_id, p.payload, p.is_json, p.headers, p_reply_to,
+           clock_timestamp() + make_interval(secs => p.timeout_ms / 1000.0), p.attempts,
+           case when p.handed then 'claimed' else 'pending' end,
+           case when p.handed then p.responder end,
+           case when p.handed then clock_timestamp() end,
+           case when p.handed then 1 else 0 end,
+           p.handed
+      from planned p
+    returning channel_id, seq, handed
   ),
   woken as materialized (
     select pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || w.channel_id, w.seq::text)
-      from (select i.channel_id, min(i.seq) as seq from inserted i group by i.channel_id) w
+      from (select i.channel_id, min(i.seq) as seq from inserted i where not i.handed group by i.channel_id) w
+  ),
+  -- Handed requests, as arrays of entries on their responder's inbox: at most 2000 bytes an entry, packed
+  -- by running size into NOTIFYs of at most 5800 + 2000 bytes.
+  packed as (
+    select p.inbox, p.ord, p.entry,
+           sum(octet_length(p.entry) + 1) over (partition by p.inbox order by p.ord) as running
+      from planned p
+     where p.handed
+  ),
+  delivered as materialized (
+    select pg_notify(k.inbox, '[' || string_agg(k.entry, ',' order by k.ord) || ']')
+      from packed k
+     group by k.inbox, (k.running - 1) / 5800
   )
   select n.ord, n.id, n.status
-    from numbered n, (select count(*) from woken) as notified
+    from numbered n, (select count(*) from woken) as notified, (select count(*) from delivered) as handed
    order by n.ord;
 end
 $$;
@@ -1048,12 +1087,17 @@ $$;
 
 -- Whether this session registered the responder (pgrr_register): the row names this backend and login.
 -- What proves, in the responder's own calls, that a responder id is the caller's (see Security).
+-- plpgsql, not SQL: an SQL function with a subquery is never inlined, and one that is not inlined is
+-- parsed and planned on every call; plpgsql keeps its plan for the session.
 create function :SCHEMA.pgrr_registered_here(p_responder int) returns boolean
-language sql stable
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
-  select exists (select 1 from :SCHEMA.pgrr_responder r
-                  where r.id = p_responder and r.backend_pid = pg_catalog.pg_backend_pid()
-                    and r.login = session_user)
+begin
+  return exists (select 1 from :SCHEMA.pgrr_responder r
+                  where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user);
+end
 $$;
 
 -- pgrr_report(responder, ...): a responder's counters, written to its own row (see pgrr_responder). Does
@@ -1380,9 +1424,19 @@ as $$
 declare
   r record;
   v_count int := 0;
-  -- Handed requests carry no request lock: they belong to the session that registered the responder.
-  v_registered constant boolean := :SCHEMA.pgrr_registered_here(p_responder);
+  v_registered boolean;
+  v_max_bytes int;
+  v_channel text;
 begin
+  -- Handed requests carry no request lock: they belong to the session that registered the responder. A
+  -- responder serves one channel, so every request it holds has that channel's limit.
+  select w.backend_pid = pg_backend_pid() and w.login = session_user,
+         coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name
+    into v_registered, v_max_bytes, v_channel
+    from :SCHEMA.pgrr_responder w
+    join :SCHEMA.pgrr_channel c on c.id = w.channel_id
+   where w.id = p_responder;
+  v_registered := coalesce(v_registered, false);
   for r in
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
@@ -1397,8 +1451,11 @@ begin
     -- deadlocks with this (a deadlock would cost the whole batch, and this session with it).
     -- Rows locked here are read as they are now (a cancel may have committed since this statement's
     -- snapshot): the steps below go by this state, not by what their own scans of the snapshot see.
+    -- Their ctid lets the steps below fetch them without the index (a row this statement locked is
+    -- changed by nothing else; one that a cancel changed after this statement's snapshot was taken is
+    -- then not found by them, and stays for the sweeper).
     owned as materialized (
-      select i.*, q.seq, q.channel_id, q.handed, q.state
+      select i.*, q.ctid as tid, q.seq, q.handed, q.state
         from input i
         join :SCHEMA.pgrr_request q on q.id = i.id
        where q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
@@ -1412,7 +1469,7 @@ begin
     gone as (
       delete from :SCHEMA.pgrr_request q
        using held h
-       where q.id = h.id and q.responder_id = p_responder and h.state = 'cancelled'
+       where q.ctid = h.tid and q.id = h.id and h.state = 'cancelled'
     ),
     done as (
       update :SCHEMA.pgrr_request q
@@ -1421,24 +1478,21 @@ begin
              reply_json = case when h.failed or x.too_large then null else h.is_json end,
              error_code = case when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
              error_message = case
-               when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, x.max_bytes, c.name)
+               when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, v_max_bytes, v_channel)
                when h.failed then h.body
              end,
              reply_headers = h.headers,
              finished_at = clock_timestamp()
-        from held h
-        join :SCHEMA.pgrr_channel c on c.id = h.channel_id,
-             lateral (select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) as max_bytes) m,
-             lateral (select coalesce(octet_length(h.body) > m.max_bytes, false) as too_large, m.max_bytes) x
-       where q.id = h.id and h.state = 'claimed' and q.responder_id = p_responder
+        from held h,
+             lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
+       where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
       returning q.id, q.reply_to, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
     ),
     entries as (
-      select d.reply_to, d.id,
-             :SCHEMA.pgrr_reply_entry(d.id, d.failed, d.code, d.is_json, d.body, d.headers) as full_entry,
-             :SCHEMA.pgrr_reply_short_entry(d.id, d.failed, d.code, d.is_json) as short_entry
+      select d.reply_to, d.id, d.failed, d.code, d.is_json,
+             :SCHEMA.pgrr_reply_entry(d.id, d.failed, d.code, d.is_json, d.body, d.headers) as full_entry
         from done d
        where d.reply_to is not null
     ),
@@ -1447,7 +1501,7 @@ begin
              sum(octet_length(x.entry) + 1) over (partition by e.reply_to order by e.id) as running
         from entries e,
              lateral (select case when octet_length(e.full_entry) <= 1500 then e.full_entry
-                                  else e.short_entry end as entry) x
+                                  else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
     select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload
       from sized s

@@ -1,9 +1,10 @@
 /**
- * Handoff. A single request from a TypeScript caller goes straight to a live responder (pgrr_send picks
- * one, marks the row as handed to it, and NOTIFYs the payload on the responder's inbox): no claim. What
- * must hold: batches still go through the queue; a responder without a free slot gives the request back
- * and it is still answered exactly once; a handoff whose NOTIFY the responder missed (its LISTEN session
- * was away) is found and answered; and the inbox's name cannot be guessed.
+ * Handoff. A TypeScript caller's requests go straight to a live responder (pgrr_send picks one, marks the
+ * rows as handed to it, and NOTIFYs the payloads on the responder's inbox): no claim. What must hold:
+ * requests too large for a NOTIFY, and bursts larger than the responder's concurrency, still go through
+ * the queue; a responder without a free slot gives a request back and it is still answered exactly once;
+ * a handoff whose NOTIFY the responder missed (its LISTEN session was away) is found and answered; and the
+ * inbox's name cannot be guessed.
  */
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
@@ -18,19 +19,28 @@ async function handed(id: string): Promise<boolean | undefined> {
   return row?.handed as boolean | undefined
 }
 
-test('a single request is handed to the responder; requests sent together are queued and claimed', async (t) => {
+test('requests are handed to the responder, alone or in a batch; large ones and large bursts are queued and claimed', async (t) => {
   const channel = 'handoff.basic'
   const seen = new Map<string, boolean | undefined>()
   await serverFor(t, db, channel, async (payload: string, ctx: HandlerContext) => {
-    seen.set(payload, await handed(ctx.id))
-    return `got ${payload}`
-  })
+    seen.set(payload.slice(0, 10), await handed(ctx.id))
+    return `got ${payload.slice(0, 10)}`
+  }, { concurrency: 3 })
   const client = await clientFor(t, db)
   assert.equal(await client.request(channel, 'alone'), 'got alone')
   assert.equal(seen.get('alone'), true, 'the single request was handed over')
   assert.deepEqual(await Promise.all([client.request(channel, 'x'), client.request(channel, 'y')]), ['got x', 'got y'])
-  assert.equal(seen.get('x'), false, 'a batch goes through the queue')
-  assert.equal(seen.get('y'), false, 'a batch goes through the queue')
+  assert.equal(seen.get('x'), true, 'a batch is handed over')
+  assert.equal(seen.get('y'), true, 'a batch is handed over')
+  // Over 1900 bytes: not handed in a batch (the NOTIFY that hands a batch over has room for small ones only).
+  const large = 'large-one ' + 'z'.repeat(2000)
+  assert.deepEqual(await Promise.all([client.request(channel, large), client.request(channel, 'small-one')]), ['got large-one ', 'got small-one'])
+  assert.equal(seen.get('large-one '), false, 'a large request in a batch is queued')
+  assert.equal(seen.get('small-one'), true, 'the small one beside it is handed over')
+  // More requests at once than the responder's concurrency: the burst waits in the table for claims.
+  const burst = ['b1', 'b2', 'b3', 'b4']
+  assert.deepEqual(await Promise.all(burst.map((payload) => client.request(channel, payload))), burst.map((payload) => `got ${payload}`))
+  for (const payload of burst) assert.equal(seen.get(payload), false, `${payload} of a burst larger than the concurrency is queued`)
 })
 
 test('a responder without a free slot gives a handed request back; it is answered once, in its turn', async (t) => {

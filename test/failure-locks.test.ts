@@ -75,9 +75,9 @@ test(
     // row no longer names this session's backend (42501). A failed claim ends the session, whatever locks
     // it had taken, and the server registers anew.
     await db.sql.unsafe(`update ${db.quoted}.pgrr_responder set backend_pid = 0 where id = $1`, [firstId!])
-    // Two requests in one turn go out in one batch, which is queued for a claim (a single one would be
-    // handed to the responder directly, with no claim to fail).
-    const [one, oneMore] = [client.request(channel, 'one', { timeoutMs: 8000 }), client.request(channel, 'one more', { timeoutMs: 8000 })]
+    // Three requests in one turn go out in one batch, more than the responder's concurrency, which is
+    // queued for a claim (a smaller one would be handed to the responder directly, with no claim to fail).
+    const [one, oneMore, another] = ['one', 'one more', 'another'].map((payload) => client.request(channel, payload, { timeoutMs: 8000 }))
     const error = (await claimFailed.promise) as { code?: string }
     assert.equal(error.code, '42501', 'the claim was refused')
 
@@ -87,6 +87,7 @@ test(
     // registered again, or the second) answers it.
     assert.match(String(await one), /^(first|second): one$/)
     assert.match(String(await oneMore), /^(first|second): one more$/)
+    assert.match(String(await another), /^(first|second): another$/)
     // The request in flight at the failed claim: answered if the session survived, lost if it was restarted.
     const held0 = await holding
     console.log(`the request in flight during the failed claim ended with: ${String(held0)}`)
