@@ -75,7 +75,12 @@ interface Job {
   generation: number
   /** Handed by pgrr_send rather than claimed. */
   handed: boolean
-  controller: AbortController
+  /**
+   * Made when the handler first reads `ctx.signal` (most never do, and an AbortController costs more than
+   * the rest of a request's bookkeeping); until then an abort only records its reason.
+   */
+  controller?: AbortController
+  abortReason?: Error
   timer: NodeJS.Timeout
   done: boolean
   observation?: HandlerObservation
@@ -444,16 +449,14 @@ export class Server {
   }
 
   #run(row: ClaimedRow, session: Registration, handed = false): void {
-    const controller = new AbortController()
     const job: Job = {
       id: row.id,
       generation: session.generation,
       handed,
-      controller,
       done: false,
       timer: setTimeout(() => {
         const reason = new TimeoutError(row.remaining_ms, 'the request reached its deadline')
-        controller.abort(reason)
+        abortJob(job, reason)
         // Callers report this code as their own timeout (TimeoutError, SQLSTATE PR002).
         this.#finish(job, { failed: true, body: reason.message, json: false, code: responderDeadlineCode })
       }, row.remaining_ms),
@@ -472,7 +475,9 @@ export class Server {
       deadline: new Date(Date.now() + row.remaining_ms),
       headers: row.headers ?? {},
       replyHeaders: {},
-      signal: controller.signal,
+      get signal() {
+        return signalOf(job)
+      },
     }
     job.replyHeaders = context.replyHeaders
     job.observation = this.#context.telemetry.handlerStarted?.({
@@ -525,15 +530,19 @@ export class Server {
     if (job.generation === this.#generation && this.#state !== 'closed') {
       if (job.handed) this.#handedDone.add(job.id)
       this.#replies.push({
-        ...outcome,
-        headers: encodeReplyHeaders(job.replyHeaders),
         id: job.id,
         generation: job.generation,
         handed: job.handed,
+        failed: outcome.failed,
+        body: outcome.body,
+        json: outcome.json,
+        code: outcome.code,
+        headers: encodeReplyHeaders(job.replyHeaders),
       })
     }
     if (this.#backlog) this.#wake()
-    if (this.#jobs.size === 0) void this.#whenIdle().then(() => this.#notifyIdle())
+    // Someone (a drain) waits for the last handler and its reply.
+    if (this.#jobs.size === 0 && this.#idleWaiters.length > 0) void this.#whenIdle().then(() => this.#notifyIdle())
   }
 
   /** Ends a job without a reply: its request is released with the session. */
@@ -543,12 +552,13 @@ export class Server {
     clearTimeout(job.timer)
     this.#jobs.delete(job.id)
     job.observation?.end((reason as { code?: string }).code ?? 'ERROR', reason)
-    job.controller.abort(reason)
+    abortJob(job, reason)
   }
 
   #cancel(payload: string): void {
     for (const id of payload.split(',')) {
-      this.#jobs.get(id)?.controller.abort(new CancelledError('the caller cancelled the request'))
+      const job = this.#jobs.get(id)
+      if (job !== undefined) abortJob(job, new CancelledError('the caller cancelled the request'))
     }
   }
 
@@ -798,10 +808,34 @@ export class Server {
   }
 }
 
+/** The handler's abort signal, made on first use: aborted already when its job was. */
+function signalOf(job: Job): AbortSignal {
+  if (job.controller === undefined) {
+    job.controller = new AbortController()
+    if (job.abortReason !== undefined) job.controller.abort(job.abortReason)
+  }
+  return job.controller.signal
+}
+
+/** Aborts a job's signal, or records why for when the handler reads it. The first reason stays. */
+function abortJob(job: Job, reason: Error): void {
+  if (job.controller !== undefined) job.controller.abort(reason)
+  else job.abortReason ??= reason
+}
+
 /** Reply headers as JSON: the string-valued entries a handler set, or null when there are none. */
 function encodeReplyHeaders(headers: Record<string, string> | undefined): string | null {
   if (headers === undefined) return null
   try {
+    // The usual case, a handler that set none, without the copies below.
+    let empty = true
+    for (const key in headers) {
+      if (Object.hasOwn(headers, key)) {
+        empty = false
+        break
+      }
+    }
+    if (empty) return null
     const entries = Object.entries(headers).filter(([, value]) => typeof value === 'string')
     if (entries.length === 0) return null
     return sanitize(JSON.stringify(Object.fromEntries(entries)))
