@@ -45,6 +45,15 @@
 --                  No table records which bell is current (a row updated on every claim would grow a long
 --                  version chain whenever an old transaction holds back cleanup): the holder keeps its
 --                  parity in a session setting, and awaiters look for the held one.
+--   reply bells    (pgrr_ns_reply_bell(), pgrr_reply_bell_key(responder id, k)), k 0 to 3, exclusive, session
+--                  level. Each responder holds one of its four from registration on, and moves to the next
+--                  in every reply transaction that answers a request handed to it by an SQL caller (who has
+--                  no request lock to wait on): it takes bell k + 1 and moves bell k to transaction scope,
+--                  so k is released exactly when that reply commits. An awaiter of a handed request finds
+--                  the current bell (the one held, or the older of two held in a row: a reply committing),
+--                  re-reads the request, and blocks on that bell. Its parity is in a session setting, as
+--                  above; every step is a try-lock, so a session squatting on a bell only makes awaiters
+--                  wait for their timeout instead (see pgrr_await).
 --
 -- Security. The database may be shared with other teams' code: the request table must not become a way to
 -- read other people's data or to impersonate a service.
@@ -117,6 +126,17 @@ as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/bell') $$;
 create function :SCHEMA.pgrr_bell_key(p_channel_id int, p_parity int) returns int
 language sql immutable parallel safe
 as $$ select p_channel_id * 4 + p_parity $$;
+
+create function :SCHEMA.pgrr_ns_reply_bell() returns int
+language sql immutable parallel safe
+as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/reply-bell') $$;
+
+-- Second lock key of a responder's reply bell k (0 to 3): responder id * 4 + k modulo 2^32, as an int.
+-- Keys of two responders collide only when their ids differ by a multiple of 2^30; awaiters then wake
+-- more often, never later than their timeout.
+create function :SCHEMA.pgrr_reply_bell_key(p_responder int, p_k int) returns int
+language sql immutable parallel safe
+as $$ select (((p_responder::bigint * 4 + p_k + 2147483648) & 4294967295) - 2147483648)::int $$;
 
 -- Second lock key of a request: its seq modulo 2^32, as an int. Two requests share a key only when their
 -- seqs differ by a multiple of 2^32 and both are in flight; correctness never depends on the key being
@@ -373,8 +393,8 @@ begin
     return;
   end if;
   id := :SCHEMA.pgrr_random_id();
-  -- Handed over when the caller hears replies by NOTIFY (TypeScript) and the request fits in a NOTIFY.
-  v_message := case when p_reply_to is not null and octet_length(p_payload) <= 4000 then
+  -- Handed over when the request fits in a NOTIFY. (An SQL caller then waits on the responder's reply bell.)
+  v_message := case when octet_length(p_payload) <= 4000 then
                  '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers,
                                                    greatest(coalesce(p_timeout_ms, 30000), 1)) || ']'
                end;
@@ -639,6 +659,17 @@ exception
 end
 $$;
 
+-- pgrr_lock_is_free_now(ns, key): pgrr_lock_is_free without the subtransaction (and the raise that ends
+-- it), for the awaiters' look at the reply bells, where it runs up to four times per wake-up: the shared
+-- hold is a session lock released by the very next call of the same expression (no interrupt is served
+-- between the two, and both only touch the lock table). Locks: none after return.
+create function :SCHEMA.pgrr_lock_is_free_now(p_ns int, p_key int) returns boolean
+language sql volatile
+as $$
+  select case when pg_catalog.pg_try_advisory_lock_shared(p_ns, p_key)
+              then pg_catalog.pg_advisory_unlock_shared(p_ns, p_key) else false end
+$$;
+
 -- pgrr_wait_lock(ns, key, timeout_ms): block until no session holds (ns, key) exclusively, or the timeout.
 -- Returns true when the lock was free (then released again at once), false on timeout. Uses the same
 -- rolled-back subtransaction, which also restores lock_timeout. Locks: none after return.
@@ -721,6 +752,62 @@ begin
 end
 $$;
 
+-- The session setting that holds which reply bell (0 to 3) the responder's session holds (see reply bells).
+create function :SCHEMA.pgrr_reply_bell_setting(p_responder int) returns text
+language sql immutable
+as $$ select 'pgrr.reply_bell_' || pg_catalog.to_hex(:SCHEMA.pgrr_ns_reply_bell()) || '_' || p_responder $$;
+
+-- pgrr_ring_reply(responder): called in a reply transaction that answered a handed request of an SQL
+-- caller. Takes the responder's next reply bell and moves the current one to transaction scope (released
+-- at commit, waking its awaiters). Never waits: when the next bell cannot be taken (someone holds it), the
+-- ring is skipped and awaiters wake at their timeout. The session must be the responder's (the callers
+-- check it). Locks: see reply bells.
+create function :SCHEMA.pgrr_ring_reply(p_responder int) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_setting constant text := :SCHEMA.pgrr_reply_bell_setting(p_responder);
+  v_k int := nullif(current_setting(v_setting, true), '')::int;
+begin
+  if v_k is null or not pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, (v_k + 1) % 4)) then
+    return;
+  end if;
+  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, v_k)),
+          pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, v_k));
+  perform set_config(v_setting, ((v_k + 1) % 4)::text, false);
+end
+$$;
+
+-- pgrr_current_reply_bell(responder): the key of the responder's reply bell that its next reply to an SQL
+-- caller releases: the one held, or the older of two consecutive ones held (a reply is committing). Null
+-- when that cannot be told (none held: the responder is gone; or a session squats on its keys). Locks:
+-- none after return (see pgrr_lock_is_free_now).
+create function :SCHEMA.pgrr_current_reply_bell(p_responder int) returns int
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_held boolean[] := array[false, false, false, false];
+  v_count int := 0;
+begin
+  for k in 0..3 loop
+    if not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, k)) then
+      v_held[k + 1] := true;
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  for k in 0..3 loop
+    if v_held[k + 1] and (v_count = 1 or (v_count = 2 and v_held[(k + 1) % 4 + 1])) then
+      return :SCHEMA.pgrr_reply_bell_key(p_responder, k);
+    end if;
+  end loop;
+  return null;
+end
+$$;
+
 -- Whether a claimed (or cancelled) request is in nobody's hands any more: its request lock is free, or,
 -- for a request handed to a responder (which holds no request lock for it), that responder's holder
 -- lock is free (its session ended). Locks: none after return (see pgrr_lock_is_free).
@@ -798,10 +885,12 @@ $$;
 --         request of another login (see Security),
 --   PR006 awaited inside the transaction that made the request (it can never be answered there),
 --   PR009 the request was cancelled.
--- Waits without a polling floor: before the claim it blocks once on the channel's bell, which rings when a
--- claim of the bell holder commits; once the request is claimed it blocks on the request lock, which the
--- responder releases exactly when its reply commits. Between those it naps (1 ms, doubling to 16 ms): after
--- the first ring (a claim that did not take this request: a backlog) and when no bell is held.
+-- Waits without a polling floor. A request handed to a responder (see pgrr_send_one, the usual case) is
+-- waited for on that responder's reply bell, which its next reply to an SQL caller releases. A pending one
+-- blocks once on the channel's bell, which rings when a claim of the bell holder commits; once claimed it
+-- blocks on the request lock, which the responder releases exactly when its reply commits. Between those
+-- it naps (1 ms, doubling to 16 ms): after the first ring (a claim that did not take this request: a
+-- backlog) and when no bell is held.
 -- An error outcome is not consumed: the raise rolls back every change of the statement, so it stays
 -- readable (the same error again) until the sweeper deletes it.
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
@@ -835,10 +924,13 @@ declare
   v_left_ms int;
   v_nap_ms int := 1;
   v_belled boolean := false;
+  -- The reply bell found before the last look at the request, and how long to block on it at most.
+  v_bell int;
+  v_bell_wait_ms int := 50;
 begin
   loop
     select q.state, q.reply, q.reply_json, q.reply_headers, q.error_code, q.error_message, q.deadline,
-           q.origin_xact, q.attempt, q.channel_id, q.seq, q.handed
+           q.origin_xact, q.attempt, q.channel_id, q.seq, q.handed, q.reply_to, q.responder_id
       into r
       from :SCHEMA.pgrr_request q
      where q.id = v_id and q.caller = session_user;
@@ -902,9 +994,31 @@ begin
         perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
+    elsif r.handed and r.reply_to is null then
+      -- Handed to its responder (see pgrr_send_one), which rings its reply bell when it answers an SQL
+      -- caller. Find the current bell, look at the request once more (the next turn), then block on that
+      -- bell: a reply that commits after that look releases it (see reply bells).
+      if v_bell is null then
+        v_bell := :SCHEMA.pgrr_current_reply_bell(r.responder_id);
+        if v_bell is null then
+          -- No bell to tell: the responder's session is gone (reap it), or a session squats on its keys.
+          perform :SCHEMA.pgrr_reap(array[v_id]);
+          perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
+          v_nap_ms := least(v_nap_ms * 2, 16);
+        end if;
+      else
+        -- Woken by a ring, or at the timeout: that grows while the responder answers nobody from SQL (a
+        -- long handler), from 50 ms to 1 s, and bounds what a ring skipped (see pgrr_ring_reply) costs.
+        if :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_reply_bell(), v_bell, least(v_bell_wait_ms, v_left_ms)) then
+          v_bell_wait_ms := 50;
+        else
+          v_bell_wait_ms := least(v_bell_wait_ms * 2, 1000);
+        end if;
+        v_bell := null;
+      end if;
     elsif r.handed then
-      -- Handed to a responder by a TypeScript caller's request (awaited from SQL by the same login): no
-      -- request lock to wait on. Nap, and reap it if its responder's session is gone.
+      -- Handed to a responder by a TypeScript caller's request (awaited from SQL by the same login): its
+      -- reply goes by NOTIFY and rings nothing. Nap, and reap it if its responder's session is gone.
       perform :SCHEMA.pgrr_reap(array[v_id]);
       perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       v_nap_ms := least(v_nap_ms * 2, 16);
@@ -1028,7 +1142,8 @@ $$;
 -- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
 -- that may not serve the channel (see Security: a grant in pgrr_channel_grant to a role it is a member of,
 -- or being the owner, a member of it, or a superuser). Creates the service if new, inserts the responder
--- row and takes its responder and holder locks (session level, exclusive) on the calling session, which
+-- row and takes its responder and holder locks and its first reply bell (session level, exclusive) on the
+-- calling session, which
 -- must stay dedicated to this responder: from the commit on, request() sees it as live, and only this
 -- session may use the responder id. Returns the NOTIFY channels to LISTEN on: the service's, the
 -- responder's control channel (cancellations) and its inbox (requests handed to it, see pgrr_send); the
@@ -1067,7 +1182,10 @@ begin
               :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'))
       returning pgrr_responder.id, pgrr_responder.inbox into v_responder_id, inbox_channel;
     if pg_try_advisory_lock(:SCHEMA.pgrr_ns_holder(), v_responder_id) then
-      exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+      if pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(v_responder_id, 0)) then
+        exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+        perform pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(v_responder_id, 0));
+      end if;
       perform pg_advisory_unlock(:SCHEMA.pgrr_ns_holder(), v_responder_id);
     end if;
     delete from :SCHEMA.pgrr_responder r where r.id = v_responder_id;
@@ -1077,6 +1195,7 @@ begin
     raise exception 'pgrr: could not take a responder lock (other sessions hold the keys of new responder ids)'
       using errcode = '55P03';
   end if;
+  perform set_config(:SCHEMA.pgrr_reply_bell_setting(v_responder_id), '0', false);
   responder_id := v_responder_id;
   channel_id := v_channel_id;
   service_channel := :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id;
@@ -1389,7 +1508,10 @@ begin
      where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
     return 0;
   end if;
-  if v_reply_to is not null then
+  if v_reply_to is null then
+    -- An SQL caller: it waits on this responder's reply bell.
+    perform :SCHEMA.pgrr_ring_reply(p_responder);
+  else
     if octet_length(v_entry) > 1500 then
       v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed, v_code, p_json);
     end if;
@@ -1486,7 +1608,7 @@ begin
         from held h,
              lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
        where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
-      returning q.id, q.reply_to, q.state = 'failed' as failed,
+      returning q.id, q.reply_to, q.handed, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
     ),
@@ -1506,9 +1628,16 @@ begin
     select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload
       from sized s
      group by s.reply_to, (s.running - 1) / 6000
+    -- A row without reply_to when a handed request of an SQL caller was answered: ring for it.
+    union all
+    (select null, null from done d where d.reply_to is null and d.handed limit 1)
   loop
-    perform pg_notify(r.reply_to, r.payload);
-    v_count := v_count + 1;
+    if r.reply_to is null then
+      perform :SCHEMA.pgrr_ring_reply(p_responder);
+    else
+      perform pg_notify(r.reply_to, r.payload);
+      v_count := v_count + 1;
+    end if;
   end loop;
   return v_count;
 end
@@ -1693,6 +1822,8 @@ $$;
 revoke all on function
   :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_holder(), :SCHEMA.pgrr_ns_bell(),
   :SCHEMA.pgrr_bell_key(int, int), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
+  :SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(int, int), :SCHEMA.pgrr_reply_bell_setting(int),
+  :SCHEMA.pgrr_ring_reply(int), :SCHEMA.pgrr_current_reply_bell(int),
   :SCHEMA.pgrr_claim_max_bytes(), :SCHEMA.pgrr_default_max_payload_bytes(), :SCHEMA.pgrr_notify_prefix(),
   :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
   :SCHEMA.pgrr_send_status(boolean, boolean, text, text, jsonb, int),
@@ -1701,7 +1832,7 @@ revoke all on function
   :SCHEMA.pgrr_handoff_entry(bigint, boolean, text, jsonb, int),
   :SCHEMA.pgrr_timeout_ms(interval),
   :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),
-  :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int),
+  :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int), :SCHEMA.pgrr_lock_is_free_now(int, int),
   :SCHEMA.pgrr_wait_lock(int, int, int), :SCHEMA.pgrr_wait_bell(int, int), :SCHEMA.pgrr_ring(int, int),
   :SCHEMA.pgrr_reap(bigint[]), :SCHEMA.await_reply(bigint, interval), :SCHEMA.await_reply_json(bigint, interval),
   :SCHEMA.await_reply_full(bigint, interval),

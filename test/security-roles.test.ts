@@ -335,6 +335,14 @@ test('a responder id works only in the session that registered it: no claiming, 
       )) as unknown as [{ notified: number }]
       assert.equal(notified, 0, 'a forged reply is ignored')
       await session.unsafe(`select ${s}.pgrr_reply($1, $2::bigint[], '{f}', '{forged}', '{f}', '{NULL}')`, [rogueId, [requestId]])
+      // The single-reply entry point (for handed requests, as this one is) refuses the same way.
+      for (const responderId of [svcId, rogueId]) {
+        const [{ written }] = (await session.unsafe(
+          `select ${s}.pgrr_reply_one($1, $2::bigint, false, 'forged', false, null, null) as written`,
+          [responderId, requestId],
+        )) as unknown as [{ written: number }]
+        assert.equal(written, 0, `a forged single reply as responder ${responderId} is ignored`)
+      }
       await session.unsafe(`select ${s}.pgrr_unregister($1), ${s}.pgrr_report($1, 666, 666, 0, 0, 0)`, [svcId])
       await session.unsafe(`select ${s}.pgrr_unregister($1)`, [rogueId])
     } finally {
@@ -353,16 +361,14 @@ test('a responder id works only in the session that registered it: no claiming, 
 test('reaping as a caller returns only its own requests (ids of others are secrets), yet reaps them all', async () => {
   await setUp()
   const s = db.quoted
-  // svc claims bob's request in a session that then ends without replying.
+  // bob's request is handed to svc's raw session (its only live responder), which then ends without replying.
   const svc = sqlAs('svc')
   const session = await svc.reserve()
   const [reg] = await session.unsafe(`select responder_id, channel_id from ${s}.pgrr_register('svc.raw', 'h', 1, 1)`)
   const bob = sqlAs('bob')
   const [{ id }] = (await bob.unsafe(`select ${s}.request('svc.raw', 'to be lost'::text)::text as id`)) as unknown as [{ id: string }]
-  await waitFor(async () => {
-    const rows = await session.unsafe(`select id::text as id from ${s}.pgrr_claim($1, $2, 100)`, [reg!.responder_id, reg!.channel_id])
-    return rows.some((row) => row.id === id)
-  }, { message: 'the request is claimed by the raw session' })
+  const [held] = await admin!.unsafe(`select state, handed, responder_id from ${s}.pgrr_request where id = $1`, [id])
+  assert.deepStrictEqual({ ...held }, { state: 'claimed', handed: true, responder_id: reg!.responder_id }, 'handed to the raw session')
   await session.unsafe('select pg_terminate_backend(pg_backend_pid())').catch(() => undefined)
   session.release()
 
