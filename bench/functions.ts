@@ -1,13 +1,16 @@
-// Where the time goes inside Postgres: each protocol function the TypeScript path runs (pgrr_send,
-// pgrr_claim, pgrr_reply, pgrr_ack; a single request is handed over, with no claim), timed alone, one call
-// at a time, for one request and for a batch, next to a `select 1` round trip on the same connection. What
+// Where the time goes inside Postgres: each protocol function the TypeScript path runs, timed alone, one
+// call at a time, for one request (pgrr_send_one, pgrr_reply_one, pgrr_ack) and for a batch (pgrr_send,
+// pgrr_reply, pgrr_ack), both handed over with no claim, and for a batch that waits in the queue (a
+// responder whose concurrency is below the batch: pgrr_send, then pgrr_claim), next to a `select 1` round
+// trip on the same connection. What
 // end-to-end runs cannot tell apart (the hops between processes, the other side's work) is out of the
 // picture: this is the cost of the statements themselves.
 //   node --import tsx bench/functions.ts [--rounds 5] [--calls 300] [--batch 50] [--database-url url]
 //   (the options are parsed by bench/options.ts, as for `bench/run.ts --functions`)
 //   node --import tsx bench/run.ts --functions
-// A real responder registration (its session holds the presence lock and runs the claims and replies) and
-// a caller connection, in the schema pgrr_bench_fn, dropped at the end. Rounds alternate the two sizes and
+// Two real responder registrations (their sessions hold the presence locks and run the claims and replies:
+// one with the batch as its concurrency, one with a concurrency of 1, which is handed nothing larger) and a
+// caller connection, in the schema pgrr_bench_fn, dropped at the end. Rounds alternate the two sizes and
 // VACUUM the table between them, as responders do; each row reports the median over the rounds of each
 // round's median call.
 import { pathToFileURL } from 'node:url'
@@ -22,6 +25,8 @@ import { median } from './percentile.ts'
 
 const SCHEMA = 'pgrr_bench_fn'
 const SERVICE = 'bench_fn'
+/** Served with a concurrency of 1: batches sent to it are queued and claimed. */
+const QUEUED_SERVICE = 'bench_fn_queued'
 /** A NOTIFY channel nobody listens on: replies are sent as they would be to a TypeScript caller. */
 const REPLY_TO = 'pgrr_bench_fn_replies'
 
@@ -49,17 +54,22 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
   const statements = renderStatements(SCHEMA)
   const caller = new pg.Client({ connectionString: url })
   const responder = new pg.Client({ connectionString: url })
-  await Promise.all([caller.connect(), responder.connect()])
+  const queuedResponder = new pg.Client({ connectionString: url })
+  await Promise.all([caller.connect(), responder.connect(), queuedResponder.connect()])
   const samples = new Map<string, { rows: number; medians: number[] }>()
   try {
-    const [registration] = await query<{ responder_id: number; channel_id: number }>(responder, statements.register, [
-      SERVICE,
-      'bench',
-      process.pid,
-      options.batch,
-    ])
-    if (registration === undefined) throw new Error('registration returned nothing')
-    const ids = { responder: registration.responder_id, channel: registration.channel_id }
+    const register = async (session: pg.Client, service: string, concurrency: number) => {
+      const [registration] = await query<{ responder_id: number; channel_id: number }>(session, statements.register, [
+        service,
+        'bench',
+        process.pid,
+        concurrency,
+      ])
+      if (registration === undefined) throw new Error('registration returned nothing')
+      return { responder: registration.responder_id, channel: registration.channel_id }
+    }
+    const ids = await register(responder, SERVICE, options.batch)
+    const queuedIds = await register(queuedResponder, QUEUED_SERVICE, 1)
     let cursor = 0
     const payload = makePayload(0)
     const timed = async <T>(run: () => Promise<T>): Promise<[T, number]> => {
@@ -72,60 +82,82 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
       entry.medians.push(median(times))
       samples.set(step, entry)
     }
+    const sendBatch = async (service: string, size: number) => {
+      const [sent, us] = await timed(() =>
+        query<{ id: string; status: string }>(caller, statements.send, [
+          REPLY_TO,
+          Array(size).fill(service),
+          Array(size).fill(payload),
+          Array(size).fill(false),
+          Array(size).fill(30_000),
+          Array(size).fill(null),
+          Array(size).fill(null),
+          [],
+        ]),
+      )
+      if (sent.some((row) => row.status !== 'ok')) throw new Error(`pgrr_send: ${sent.find((row) => row.status !== 'ok')?.status}`)
+      return [sent.map((row) => row.id as string), us] as const
+    }
+    const replyBatch = (session: pg.Client, responderId: number, replyIds: string[]) =>
+      timed(() =>
+        query(session, statements.reply, [
+          responderId,
+          replyIds,
+          Array(replyIds.length).fill(false),
+          Array(replyIds.length).fill(payload.toUpperCase()),
+          Array(replyIds.length).fill(false),
+          Array(replyIds.length).fill(null),
+          Array(replyIds.length).fill(null),
+        ]),
+      )
 
     for (let round = 0; round < options.rounds; round++) {
       for (const size of [1, options.batch]) {
         await admin.query(`vacuum ${SCHEMA}.pgrr_request`)
-        const times: Record<'select 1' | 'send' | 'claim' | 'reply' | 'ack', number[]> = {
+        const times: Record<'select 1' | 'send' | 'reply' | 'ack' | 'send, queued' | 'claim', number[]> = {
           'select 1': [],
           send: [],
-          claim: [],
           reply: [],
           ack: [],
+          'send, queued': [],
+          claim: [],
         }
         const calls = Math.max(1, Math.round(options.calls / size))
         for (let call = 0; call < calls; call++) {
           times['select 1'].push((await timed(() => caller.query('select 1')))[1])
-          const [sent, sendUs] = await timed(() =>
-            query<{ id: string; status: string }>(caller, statements.send, [
-              REPLY_TO,
-              Array(size).fill(SERVICE),
-              Array(size).fill(payload),
-              Array(size).fill(false),
-              Array(size).fill(30_000),
-              Array(size).fill(null),
-              Array(size).fill(null),
-              [],
-            ]),
-          )
-          if (sent.some((row) => row.status !== 'ok')) throw new Error(`pgrr_send: ${sent.find((row) => row.status !== 'ok')?.status}`)
-          // A single request is handed to the responder by pgrr_send itself: no claim (see the handoff in
-          // docs/benchmarks.md). A batch waits in the queue for one.
-          let claimedIds = sent.map((row) => row.id)
-          if (size > 1) {
-            const [claimed, claimUs] = await timed(() =>
-              query<ClaimedRow>(responder, statements.claim, [ids.responder, ids.channel, size, cursor]),
+          // Handed over: no claim. One request takes the scalar statements, as the library does.
+          let handedIds: string[]
+          if (size === 1) {
+            const [[sent], sendUs] = await timed(() =>
+              query<{ id: string; status: string }>(caller, statements.sendOne, [REPLY_TO, SERVICE, payload, false, 30_000, null, null, []]),
             )
-            if (claimed.length !== size) throw new Error(`pgrr_claim took ${claimed.length} of ${size}`)
-            for (const row of claimed) cursor = Math.max(cursor, Number(row.seq))
-            claimedIds = claimed.map((row) => row.id)
-            times.claim.push(claimUs)
+            if (sent?.status !== 'ok') throw new Error(`pgrr_send_one: ${sent?.status}`)
+            handedIds = [sent.id]
+            times.send.push(sendUs)
+            const [, replyUs] = await timed(() =>
+              query(responder, statements.replyOne, [ids.responder, sent.id, false, payload.toUpperCase(), false, null, null]),
+            )
+            times.reply.push(replyUs)
+          } else {
+            const [sentIds, sendUs] = await sendBatch(SERVICE, size)
+            handedIds = sentIds
+            times.send.push(sendUs)
+            times.reply.push((await replyBatch(responder, ids.responder, handedIds))[1])
           }
-          const [, replyUs] = await timed(() =>
-            query(responder, statements.reply, [
-              ids.responder,
-              claimedIds,
-              Array(size).fill(false),
-              Array(size).fill(payload.toUpperCase()),
-              Array(size).fill(false),
-              Array(size).fill(null),
-              Array(size).fill(null),
-            ]),
+          times.ack.push((await timed(() => query(caller, statements.ack, [handedIds])))[1])
+          if (size === 1) continue
+          // Queued: more requests than the responder's concurrency, so a claim takes them.
+          const [, queuedSendUs] = await sendBatch(QUEUED_SERVICE, size)
+          const [claimed, claimUs] = await timed(() =>
+            query<ClaimedRow>(queuedResponder, statements.claim, [queuedIds.responder, queuedIds.channel, size, cursor]),
           )
-          const [, ackUs] = await timed(() => query(caller, statements.ack, [claimedIds]))
-          times.send.push(sendUs)
-          times.reply.push(replyUs)
-          times.ack.push(ackUs)
+          if (claimed.length !== size) throw new Error(`pgrr_claim took ${claimed.length} of ${size}`)
+          for (const row of claimed) cursor = Math.max(cursor, Number(row.seq))
+          times['send, queued'].push(queuedSendUs)
+          times.claim.push(claimUs)
+          const claimedIds = claimed.map((row) => row.id)
+          await replyBatch(queuedResponder, queuedIds.responder, claimedIds)
+          await query(caller, statements.ack, [claimedIds])
         }
         for (const [step, values] of Object.entries(times)) {
           if (values.length > 0) record(`${step}${step === 'select 1' ? '' : ` ×${size}`}`, step === 'select 1' ? 1 : size, values)
@@ -133,7 +165,7 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
       }
     }
   } finally {
-    await Promise.all([caller.end().catch(() => {}), responder.end().catch(() => {})])
+    await Promise.all([caller, responder, queuedResponder].map((client) => client.end().catch(() => {})))
     await admin.query(`drop schema if exists ${SCHEMA} cascade`).catch(() => {})
     await admin.end().catch(() => {})
   }
@@ -145,8 +177,8 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
 }
 
 export function formatFunctionTimings(timings: FunctionTiming[]): string {
-  const lines = ['step        requests/call   µs/call   µs/request']
-  for (const t of timings) lines.push(`${t.step.padEnd(12)}${String(t.rows).padStart(13)}${String(t.p50Us).padStart(10)}${String(t.perRowUs).padStart(13)}`)
+  const lines = ['step            requests/call   µs/call   µs/request']
+  for (const t of timings) lines.push(`${t.step.padEnd(16)}${String(t.rows).padStart(13)}${String(t.p50Us).padStart(10)}${String(t.perRowUs).padStart(13)}`)
   return lines.join('\n')
 }
 
