@@ -45,15 +45,17 @@
 --                  No table records which bell is current (a row updated on every claim would grow a long
 --                  version chain whenever an old transaction holds back cleanup): the holder keeps its
 --                  parity in a session setting, and awaiters look for the held one.
---   reply bells    (pgrr_ns_reply_bell(), pgrr_reply_bell_key(responder id, k)), k 0 to 3, exclusive, session
---                  level. Each responder holds one of its four from registration on, and moves to the next
---                  in every reply transaction that answers a request handed to it by an SQL caller (who has
---                  no request lock to wait on): it takes bell k + 1 and moves bell k to transaction scope,
---                  so k is released exactly when that reply commits. An awaiter of a handed request finds
---                  the current bell (the one held, or the older of two held in a row: a reply committing),
---                  re-reads the request, and blocks on that bell. Its parity is in a session setting, as
---                  above; every step is a try-lock, so a session squatting on a bell only makes awaiters
---                  wait for their timeout instead (see pgrr_await).
+--   reply bells    (pgrr_ns_reply_bell(), pgrr_reply_bell_key(responder id, lane, k)), exclusive, session
+--                  level: for each of 16 lanes (a request's lane is its seq modulo 16), four bells, k 0 to 3.
+--                  Each responder holds one bell of every lane from registration on, and moves to the next in
+--                  every reply transaction that answers a request of that lane handed to it by an SQL caller
+--                  (who has no request lock to wait on): it takes bell k + 1 and moves bell k to transaction
+--                  scope, so k is released exactly when that reply commits. An awaiter of a handed request
+--                  finds the current bell of its lane (the one held, or the older of two held in a row: a
+--                  reply committing), re-reads the request, and blocks on that bell. Lanes keep a reply from
+--                  waking the awaiters of every other request of the responder. Which bell is current is in
+--                  session settings, as above; every step is a try-lock, so a session squatting on a bell
+--                  only makes awaiters wait for their timeout instead (see pgrr_await).
 --
 -- Security. The database may be shared with other teams' code: the request table must not become a way to
 -- read other people's data or to impersonate a service.
@@ -131,12 +133,23 @@ create function :SCHEMA.pgrr_ns_reply_bell() returns int
 language sql immutable parallel safe
 as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/reply-bell') $$;
 
--- Second lock key of a responder's reply bell k (0 to 3): responder id * 4 + k modulo 2^32, as an int.
--- Keys of two responders collide only when their ids differ by a multiple of 2^30; awaiters then wake
--- more often, never later than their timeout.
-create function :SCHEMA.pgrr_reply_bell_key(p_responder int, p_k int) returns int
+-- The lanes of reply bells (see reply bells), and the lane of a request.
+create function :SCHEMA.pgrr_reply_lanes() returns int
 language sql immutable parallel safe
-as $$ select (((p_responder::bigint * 4 + p_k + 2147483648) & 4294967295) - 2147483648)::int $$;
+as $$ select 16 $$;
+
+create function :SCHEMA.pgrr_reply_lane(p_seq bigint) returns int
+language sql immutable parallel safe
+as $$ select (p_seq % :SCHEMA.pgrr_reply_lanes())::int $$;
+
+-- Second lock key of a responder's reply bell k (0 to 3) of a lane: (responder id * 16 + lane) * 4 + k
+-- modulo 2^32, as an int. Keys of two responders collide only when their ids differ by a multiple of
+-- 2^26; awaiters then wake more often, never later than their timeout.
+create function :SCHEMA.pgrr_reply_bell_key(p_responder int, p_lane int, p_k int) returns int
+language sql immutable parallel safe
+as $$
+  select ((((p_responder::bigint * :SCHEMA.pgrr_reply_lanes() + p_lane) * 4 + p_k + 2147483648) & 4294967295) - 2147483648)::int
+$$;
 
 -- Second lock key of a request: its seq modulo 2^32, as an int. Two requests share a key only when their
 -- seqs differ by a multiple of 2^32 and both are in flight; correctness never depends on the key being
@@ -752,39 +765,49 @@ begin
 end
 $$;
 
--- The session setting that holds which reply bell (0 to 3) the responder's session holds (see reply bells).
-create function :SCHEMA.pgrr_reply_bell_setting(p_responder int) returns text
+-- The session setting that holds which reply bell (0 to 3) of a lane the responder's session holds (see
+-- reply bells).
+create function :SCHEMA.pgrr_reply_bell_setting(p_responder int, p_lane int) returns text
 language sql immutable
-as $$ select 'pgrr.reply_bell_' || pg_catalog.to_hex(:SCHEMA.pgrr_ns_reply_bell()) || '_' || p_responder $$;
+as $$ select 'pgrr.reply_bell_' || pg_catalog.to_hex(:SCHEMA.pgrr_ns_reply_bell()) || '_' || p_responder || '_' || p_lane $$;
 
--- pgrr_ring_reply(responder): called in a reply transaction that answered a handed request of an SQL
--- caller. Takes the responder's next reply bell and moves the current one to transaction scope (released
--- at commit, waking its awaiters). Never waits: when the next bell cannot be taken (someone holds it), the
--- ring is skipped and awaiters wake at their timeout. The session must be the responder's (the callers
--- check it). Locks: see reply bells.
-create function :SCHEMA.pgrr_ring_reply(p_responder int) returns void
+-- pgrr_ring_reply(responder, lane): called in a reply transaction that answered a handed request of an SQL
+-- caller, for its lane. Takes the responder's next reply bell of the lane and moves the current one to
+-- transaction scope (released at commit, waking its awaiters). Never waits: an awaiter looking at the
+-- next bell holds it for an instant, so the try-lock is tried a few times in a row; when someone still
+-- holds it (a squatter), the ring is skipped and awaiters wake at their timeout. The session must be the
+-- responder's (the callers check it). Locks: see reply bells.
+create function :SCHEMA.pgrr_ring_reply(p_responder int, p_lane int) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_setting constant text := :SCHEMA.pgrr_reply_bell_setting(p_responder);
+  v_setting constant text := :SCHEMA.pgrr_reply_bell_setting(p_responder, p_lane);
   v_k int := nullif(current_setting(v_setting, true), '')::int;
 begin
-  if v_k is null or not pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, (v_k + 1) % 4)) then
+  if v_k is null then
     return;
   end if;
-  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, v_k)),
-          pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, v_k));
-  perform set_config(v_setting, ((v_k + 1) % 4)::text, false);
+  for v_try in 1..20 loop
+    if pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, (v_k + 1) % 4)) then
+      perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_k)),
+              pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_k));
+      perform set_config(v_setting, ((v_k + 1) % 4)::text, false);
+      return;
+    end if;
+  end loop;
 end
 $$;
 
--- pgrr_current_reply_bell(responder): the key of the responder's reply bell that its next reply to an SQL
--- caller releases: the one held, or the older of two consecutive ones held (a reply is committing). Null
--- when that cannot be told (none held: the responder is gone; or a session squats on its keys). Locks:
--- none after return (see pgrr_lock_is_free_now).
-create function :SCHEMA.pgrr_current_reply_bell(p_responder int) returns int
+-- pgrr_current_reply_bell(responder, lane, after): which of the responder's reply bells (0 to 3) of the
+-- lane its next reply there to an SQL caller releases: the one held, or the older of two consecutive ones
+-- held (a reply is committing). Null when that cannot be told (none held: the responder is gone; or a
+-- session squats on its keys). after: the bell the awaiter last waited on, or null; the one after it is
+-- looked at first, and when it is held it is the answer (current, or the older of two), with no look at
+-- the others, one of which the responder is about to take. Locks: none after return (see
+-- pgrr_lock_is_free_now).
+create function :SCHEMA.pgrr_current_reply_bell(p_responder int, p_lane int, p_after int default null) returns int
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -793,15 +816,20 @@ declare
   v_held boolean[] := array[false, false, false, false];
   v_count int := 0;
 begin
+  if p_after is not null
+     and not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(),
+                                           :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, (p_after + 1) % 4)) then
+    return (p_after + 1) % 4;
+  end if;
   for k in 0..3 loop
-    if not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, k)) then
+    if not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, k)) then
       v_held[k + 1] := true;
       v_count := v_count + 1;
     end if;
   end loop;
   for k in 0..3 loop
     if v_held[k + 1] and (v_count = 1 or (v_count = 2 and v_held[(k + 1) % 4 + 1])) then
-      return :SCHEMA.pgrr_reply_bell_key(p_responder, k);
+      return k;
     end if;
   end loop;
   return null;
@@ -924,8 +952,10 @@ declare
   v_left_ms int;
   v_nap_ms int := 1;
   v_belled boolean := false;
-  -- The reply bell found before the last look at the request, and how long to block on it at most.
+  -- The reply bell (0 to 3) found before the last look at the request, the one waited on last, and how
+  -- long to block on it at most.
   v_bell int;
+  v_last_bell int;
   v_bell_wait_ms int := 50;
 begin
   loop
@@ -995,11 +1025,11 @@ begin
       end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
     elsif r.handed and r.reply_to is null then
-      -- Handed to its responder (see pgrr_send_one), which rings its reply bell when it answers an SQL
-      -- caller. Find the current bell, look at the request once more (the next turn), then block on that
-      -- bell: a reply that commits after that look releases it (see reply bells).
+      -- Handed to its responder (see pgrr_send_one), which rings its reply bell of the request's lane when
+      -- it answers an SQL caller there. Find the current bell, look at the request once more (the next
+      -- turn), then block on that bell: a reply that commits after that look releases it (see reply bells).
       if v_bell is null then
-        v_bell := :SCHEMA.pgrr_current_reply_bell(r.responder_id);
+        v_bell := :SCHEMA.pgrr_current_reply_bell(r.responder_id, :SCHEMA.pgrr_reply_lane(r.seq), v_last_bell);
         if v_bell is null then
           -- No bell to tell: the responder's session is gone (reap it), or a session squats on its keys.
           perform :SCHEMA.pgrr_reap(array[v_id]);
@@ -1009,11 +1039,14 @@ begin
       else
         -- Woken by a ring, or at the timeout: that grows while the responder answers nobody from SQL (a
         -- long handler), from 50 ms to 1 s, and bounds what a ring skipped (see pgrr_ring_reply) costs.
-        if :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_reply_bell(), v_bell, least(v_bell_wait_ms, v_left_ms)) then
+        if :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_reply_bell(),
+                                  :SCHEMA.pgrr_reply_bell_key(r.responder_id, :SCHEMA.pgrr_reply_lane(r.seq), v_bell),
+                                  least(v_bell_wait_ms, v_left_ms)) then
           v_bell_wait_ms := 50;
         else
           v_bell_wait_ms := least(v_bell_wait_ms * 2, 1000);
         end if;
+        v_last_bell := v_bell;
         v_bell := null;
       end if;
     elsif r.handed then
@@ -1142,8 +1175,8 @@ $$;
 -- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
 -- that may not serve the channel (see Security: a grant in pgrr_channel_grant to a role it is a member of,
 -- or being the owner, a member of it, or a superuser). Creates the service if new, inserts the responder
--- row and takes its responder and holder locks and its first reply bell (session level, exclusive) on the
--- calling session, which
+-- row and takes its responder and holder locks and its first reply bell of each lane (session level,
+-- exclusive) on the calling session, which
 -- must stay dedicated to this responder: from the commit on, request() sees it as live, and only this
 -- session may use the responder id. Returns the NOTIFY channels to LISTEN on: the service's, the
 -- responder's control channel (cancellations) and its inbox (requests handed to it, see pgrr_send); the
@@ -1182,10 +1215,7 @@ begin
               :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'))
       returning pgrr_responder.id, pgrr_responder.inbox into v_responder_id, inbox_channel;
     if pg_try_advisory_lock(:SCHEMA.pgrr_ns_holder(), v_responder_id) then
-      if pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(v_responder_id, 0)) then
-        exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
-        perform pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(v_responder_id, 0));
-      end if;
+      exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
       perform pg_advisory_unlock(:SCHEMA.pgrr_ns_holder(), v_responder_id);
     end if;
     delete from :SCHEMA.pgrr_responder r where r.id = v_responder_id;
@@ -1195,7 +1225,13 @@ begin
     raise exception 'pgrr: could not take a responder lock (other sessions hold the keys of new responder ids)'
       using errcode = '55P03';
   end if;
-  perform set_config(:SCHEMA.pgrr_reply_bell_setting(v_responder_id), '0', false);
+  -- Bell 0 of every lane: its awaiters wait on it until the first reply there. A key another session holds
+  -- already leaves that lane without a bell (its awaiters nap instead); it is never waited for.
+  for v_lane in 0..:SCHEMA.pgrr_reply_lanes() - 1 loop
+    if pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(v_responder_id, v_lane, 0)) then
+      perform set_config(:SCHEMA.pgrr_reply_bell_setting(v_responder_id, v_lane), '0', false);
+    end if;
+  end loop;
   responder_id := v_responder_id;
   channel_id := v_channel_id;
   service_channel := :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id;
@@ -1474,6 +1510,7 @@ declare
   v_failed boolean;
   v_headers jsonb;
   v_reply_to text;
+  v_seq bigint;
   v_code text;
   v_entry text;
 begin
@@ -1500,17 +1537,17 @@ begin
          reply_headers = v_headers,
          finished_at = clock_timestamp()
    where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'claimed'
-  returning q.reply_to, q.error_code, :SCHEMA.pgrr_reply_entry(q.id, v_failed, q.error_code, q.reply_json,
-                                                               coalesce(q.reply, q.error_message), v_headers)
-    into v_reply_to, v_code, v_entry;
+  returning q.reply_to, q.seq, q.error_code,
+            :SCHEMA.pgrr_reply_entry(q.id, v_failed, q.error_code, q.reply_json, coalesce(q.reply, q.error_message), v_headers)
+    into v_reply_to, v_seq, v_code, v_entry;
   if not found then
     delete from :SCHEMA.pgrr_request q
      where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
     return 0;
   end if;
   if v_reply_to is null then
-    -- An SQL caller: it waits on this responder's reply bell.
-    perform :SCHEMA.pgrr_ring_reply(p_responder);
+    -- An SQL caller: it waits on this responder's reply bell of the request's lane.
+    perform :SCHEMA.pgrr_ring_reply(p_responder, :SCHEMA.pgrr_reply_lane(v_seq));
   else
     if octet_length(v_entry) > 1500 then
       v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed, v_code, p_json);
@@ -1608,7 +1645,7 @@ begin
         from held h,
              lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
        where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
-      returning q.id, q.reply_to, q.handed, q.state = 'failed' as failed,
+      returning q.id, q.seq, q.reply_to, q.handed, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
     ),
@@ -1625,15 +1662,15 @@ begin
              lateral (select case when octet_length(e.full_entry) <= 1500 then e.full_entry
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
-    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload
+    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane
       from sized s
      group by s.reply_to, (s.running - 1) / 6000
-    -- A row without reply_to when a handed request of an SQL caller was answered: ring for it.
+    -- A row without reply_to for each lane where a handed request of an SQL caller was answered: ring it.
     union all
-    (select null, null from done d where d.reply_to is null and d.handed limit 1)
+    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq) from done d where d.reply_to is null and d.handed
   loop
     if r.reply_to is null then
-      perform :SCHEMA.pgrr_ring_reply(p_responder);
+      perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
     else
       perform pg_notify(r.reply_to, r.payload);
       v_count := v_count + 1;
@@ -1822,8 +1859,9 @@ $$;
 revoke all on function
   :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_holder(), :SCHEMA.pgrr_ns_bell(),
   :SCHEMA.pgrr_bell_key(int, int), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
-  :SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(int, int), :SCHEMA.pgrr_reply_bell_setting(int),
-  :SCHEMA.pgrr_ring_reply(int), :SCHEMA.pgrr_current_reply_bell(int),
+  :SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_lanes(), :SCHEMA.pgrr_reply_lane(bigint),
+  :SCHEMA.pgrr_reply_bell_key(int, int, int), :SCHEMA.pgrr_reply_bell_setting(int, int),
+  :SCHEMA.pgrr_ring_reply(int, int), :SCHEMA.pgrr_current_reply_bell(int, int, int),
   :SCHEMA.pgrr_claim_max_bytes(), :SCHEMA.pgrr_default_max_payload_bytes(), :SCHEMA.pgrr_notify_prefix(),
   :SCHEMA.pgrr_valid_channel(text), :SCHEMA.pgrr_parse_headers(text),
   :SCHEMA.pgrr_send_status(boolean, boolean, text, text, jsonb, int),

@@ -53,18 +53,18 @@ test('an SQL request is handed over; await_reply blocks on the reply bell and wa
 test('a session squatting on every reply bell of the responder: SQL callers are still answered', async (t) => {
   const channel = 'sqlhand.squat'
   const server = await serverFor(t, db, channel, (payload: string) => `echo ${payload}`)
-  // Anyone who can connect may take advisory locks: here the three of the responder's four bells that it
-  // does not hold, so that it can never ring and awaiters cannot tell which bell is current.
+  // Anyone who can connect may take advisory locks: here, in every lane, the three of the responder's four
+  // bells that it does not hold, so that it can never ring and awaiters cannot tell which bell is current.
   const squatter = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
   t.after(() => squatter.end({ timeout: 1 }))
   const held = await squatter.reserve()
   t.after(() => held.release())
   const taken = await held.unsafe(
-    `select k from generate_series(0, 3) k
-      where pg_try_advisory_lock_shared(${db.quoted}.pgrr_ns_reply_bell(), ${db.quoted}.pgrr_reply_bell_key($1, k))`,
+    `select lane, k from generate_series(0, 15) lane, generate_series(0, 3) k
+      where pg_try_advisory_lock_shared(${db.quoted}.pgrr_ns_reply_bell(), ${db.quoted}.pgrr_reply_bell_key($1, lane, k))`,
     [server.responderId!],
   )
-  assert.equal(taken.length, 3, 'the squatter holds every bell but the current one')
+  assert.equal(taken.length, 16 * 3, 'the squatter holds every bell but the current one of each lane')
   const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
   t.after(() => caller.end({ timeout: 1 }))
   for (const payload of ['one', 'two', 'three']) {
