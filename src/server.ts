@@ -298,6 +298,8 @@ export class Server {
       onEnd: () => {
         if (work === this.#work) this.#workLost()
       },
+      // Replies, claims and declines follow each other without a round trip in between.
+      pipeline: true,
     })
     let rows
     try {
