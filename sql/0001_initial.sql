@@ -14,11 +14,14 @@
 -- created by the migrator only when asked, see Security).
 --
 -- Life of a request (states of pgrr_request.state):
---   pending   inserted by request()/pgrr_send(); NOTIFY on the service channel wakes responders
---   claimed   taken by one responder (pgrr_claim); that responder's session holds the request lock. Or
---             handed to one by pgrr_send (handed = true; no request lock: the responder's holder lock says
---             whether it is still in hand); pgrr_decline makes it pending again
---   replied   reply written (pgrr_reply); the request lock is released at that commit
+--   pending   inserted by request()/pgrr_send() when it could not be handed over (too large, a burst);
+--             NOTIFY on the service channel wakes responders
+--   claimed   handed to one responder by the send itself, the usual case (pgrr_send_one, pgrr_send:
+--             handed = true; no request lock: the responder's holder lock says whether it is still in
+--             hand; pgrr_decline makes it pending again). Or taken by one from the queue (pgrr_claim);
+--             that responder's session holds the request lock
+--   replied   reply written (pgrr_reply, pgrr_reply_one); a request lock is released at that commit, and
+--             an SQL caller's reply bell rings
 --   failed    the handler threw; error_code/error_message hold what it said
 --   lost      the claiming session ended without replying and no attempts were left
 --   cancelled the caller gave up (timeout, abort) while a responder held it
