@@ -88,9 +88,22 @@ export function createSession(options: ConnectionOptions & { sessionConnectionSt
   return client
 }
 
-/** Ends a session without waiting long and without throwing (it may be broken already). */
+/**
+ * Ends a session without waiting long and without throwing (it may be broken already). A session that has
+ * not ended after a second (a pipelined one waits for the statements it has sent; an unreachable server
+ * never answers) has its socket destroyed, so that the server ends the session and releases its locks.
+ */
 export async function endSession(session: Session): Promise<void> {
-  await Promise.race([session.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+  let timer: NodeJS.Timeout | undefined
+  const ended = await Promise.race([
+    session.end().then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 1000, false)).unref()),
+  ])
+  clearTimeout(timer)
+  if (!ended) session.connection.stream.destroy()
 }
 
 const statementNames = new Map<string, string>()
