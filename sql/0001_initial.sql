@@ -413,8 +413,13 @@ begin
     return;
   end if;
   id := :SCHEMA.pgrr_random_id();
-  -- Handed over when the request fits in a NOTIFY. (An SQL caller then waits on the responder's reply bell.)
-  v_message := case when octet_length(p_payload) <= 4000 then
+  -- Handed over when the request fits in a NOTIFY (an SQL caller then waits on the responder's reply bell),
+  -- and when this statement opened its transaction (began within 10 ms of it: the extended protocol starts
+  -- the transaction a moment before the statement): the handoff NOTIFY goes out at commit, and in a
+  -- transaction that goes on (an SQL caller's own) the picked responder may be gone by then, and its
+  -- handler's deadline would run late. Such a request waits in the table for a claim instead. (A
+  -- transaction that goes on long after a request() made right at its start is not told apart.)
+  v_message := case when octet_length(p_payload) <= 4000 and statement_timestamp() - transaction_timestamp() < interval '10 ms' then
                  '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers,
                                                    greatest(coalesce(p_timeout_ms, 30000), 1)) || ']'
                end;
@@ -516,9 +521,11 @@ begin
   ),
   numbered as materialized (
     select c.*, x.id,
-           -- Handoff candidates: a caller that hears replies by NOTIFY, and an entry small enough that the
-           -- entries packed into one NOTIFY below stay under its 8000-byte limit.
-           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 1900 then
+           -- Handoff candidates: a caller that hears replies by NOTIFY, an entry small enough that the
+           -- entries packed into one NOTIFY below stay under its 8000-byte limit, and a transaction that
+           -- began just now (see pgrr_send_one).
+           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 1900
+                     and statement_timestamp() - transaction_timestamp() < interval '10 ms' then
              :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
            end as entry
       from checked c,
@@ -527,7 +534,7 @@ begin
   planned as materialized (
     -- A channel's candidates are handed to its responder when they are no more than its concurrency (a
     -- larger burst waits in the table, where every responder claims from it).
-    select c.*, c.candidate and count(*) filter (where c.candidate) over (partition by c.channel_id) <= c.concurrency as handed
+    select c.*, coalesce(c.candidate and count(*) filter (where c.candidate) over (partition by c.channel_id) <= c.concurrency, false) as handed
       from (select n.*, coalesce(octet_length(n.entry) <= 2000, false) as candidate
               from numbered n
              where n.status = 'ok') c
@@ -762,8 +769,13 @@ begin
   if not pg_try_advisory_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 1 - v_parity)) then
     return;
   end if;
-  perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, v_parity)),
-          pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, v_parity));
+  -- The setting is rolled back with an aborted transaction, the session locks are not: when this session
+  -- no longer holds the bell the setting names, it already held the other one (now twice), so it gives
+  -- that hold back, and the setting follows the locks again.
+  if not (pg_try_advisory_xact_lock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, v_parity))
+          and pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, v_parity))) then
+    perform pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(p_channel_id, 1 - v_parity));
+  end if;
   perform set_config(v_setting, (1 - v_parity)::text, false);
 end
 $$;
@@ -794,8 +806,12 @@ begin
   end if;
   for v_try in 1..20 loop
     if pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, (v_k + 1) % 4)) then
-      perform pg_advisory_xact_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_k)),
-              pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_k));
+      -- As in pgrr_ring: a setting rolled back with an aborted reply names a bell this session no longer
+      -- holds, and the next one is then held twice; give that hold back so that locks and setting agree.
+      if not (pg_try_advisory_xact_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_k))
+              and pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_k))) then
+        perform pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, (v_k + 1) % 4));
+      end if;
       perform set_config(v_setting, ((v_k + 1) % 4)::text, false);
       return;
     end if;
@@ -818,11 +834,12 @@ as $$
 declare
   v_held boolean[] := array[false, false, false, false];
   v_count int := 0;
+  -- Computed first: passed as an expression, the key would be too costly to inline the look twice.
+  v_next constant int := (p_after + 1) % 4;
 begin
-  if p_after is not null
-     and not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(),
-                                           :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, (p_after + 1) % 4)) then
-    return (p_after + 1) % 4;
+  if v_next is not null
+     and not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, v_next)) then
+    return v_next;
   end if;
   for k in 0..3 loop
     if not :SCHEMA.pgrr_lock_is_free_now(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(p_responder, p_lane, k)) then
@@ -1045,11 +1062,14 @@ begin
         if :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_reply_bell(),
                                   :SCHEMA.pgrr_reply_bell_key(r.responder_id, :SCHEMA.pgrr_reply_lane(r.seq), v_bell),
                                   least(v_bell_wait_ms, v_left_ms)) then
+          -- It rang: the current bell is likely the next one (see pgrr_current_reply_bell).
           v_bell_wait_ms := 50;
+          v_last_bell := v_bell;
         else
+          -- Timed out: it may still be current, so the next look is a full one.
           v_bell_wait_ms := least(v_bell_wait_ms * 2, 1000);
+          v_last_bell := null;
         end if;
-        v_last_bell := v_bell;
         v_bell := null;
       end if;
     elsif r.handed then
@@ -1425,7 +1445,8 @@ $$;
 
 -- pgrr_decline(responder, ids): gives back requests handed to this responder that it will not run (no
 -- free slot, or it is stopping): they become pending again, as if never handed, and the service channel
--- is notified so that any responder claims them; those the caller cancelled meanwhile are deleted.
+-- is notified so that any responder claims them (and the reply bells of their lanes ring, for SQL
+-- awaiters); those the caller cancelled meanwhile are deleted.
 -- Raises 42501 unless this session registered the responder; ids not handed to it are ignored. Row
 -- locks in id order, as pgrr_cancel and pgrr_reply take them.
 create function :SCHEMA.pgrr_decline(p_responder int, p_ids bigint[]) returns void
@@ -1447,15 +1468,23 @@ begin
   delete from :SCHEMA.pgrr_request q
    where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
   for r in
-    with given as (
+    with given as materialized (
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1, handed = false
        where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed'
-      returning q.channel_id, q.seq
+      returning q.channel_id, q.seq, q.reply_to
     )
-    select g.channel_id, min(g.seq) as seq from given g group by g.channel_id
+    select g.channel_id, min(g.seq) as seq, null::int as lane from given g group by g.channel_id
+    -- SQL awaiters of these requests wait on this responder's reply bells: ring their lanes, so that they
+    -- see at once that the request waits in the table again.
+    union all
+    select distinct null::int, null::bigint, :SCHEMA.pgrr_reply_lane(g.seq) from given g where g.reply_to is null
   loop
-    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+    if r.lane is not null then
+      perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
+    else
+      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+    end if;
   end loop;
 end
 $$;

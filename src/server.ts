@@ -133,6 +133,11 @@ export class Server {
   readonly #declines: BatchQueue<string>
   /** Handed requests whose handler finished and whose reply is not yet written. */
   readonly #handedDone = new Set<string>()
+  /**
+   * Handed requests given back and not yet pending again (pgrr_decline not yet done): a recovery that reads
+   * them meanwhile (pgrr_handed) must not run them, or they would run here and at their next claim too.
+   */
+  readonly #declining = new Set<string>()
   /** Handed requests started from pgrr_handed, with when to forget them (their NOTIFY may still come). */
   readonly #recovered = new Map<string, number>()
   #state: ServerState = 'starting'
@@ -639,13 +644,14 @@ export class Server {
    * found by pgrr_handed rather than announced by its NOTIFY (which may still arrive: it is then ignored).
    */
   #take(row: ClaimedRow, session: Registration, recovered = false): void {
-    if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id)) return
+    if (this.#jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id) || this.#declining.has(row.id)) return
     if (this.#state === 'running' && this.#claiming && this.#jobs.size + this.#claimingLimit >= this.#concurrency) {
       // The running claim may fill every free slot: decide once it has returned (concurrency stays a bound).
       if (!this.#deferredHandoffs.some((handoff) => handoff.row.id === row.id)) this.#deferredHandoffs.push({ row, session, recovered })
       return
     }
     if (this.#state !== 'running' || this.#jobs.size >= this.#concurrency) {
+      this.#declining.add(row.id)
       this.#declines.push(row.id)
       return
     }
@@ -678,14 +684,17 @@ export class Server {
 
   async #flushDeclines(ids: string[]): Promise<void> {
     const session = this.#session
-    if (session === undefined) return
     try {
+      if (session === undefined) return
       await this.#onWork(this.#context.statements.decline, [session.responderId, ids])
     } catch (error) {
-      if (session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
+      if (session === undefined || session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
       // The requests stay handed to this responder: only ending the session gives them back (reaped).
       this.#context.logger.error({ err: error }, 'declining handed requests failed; restarting the responder session')
       this.#recycleWork()
+    } finally {
+      // Pending again, or gone with the session (a new registration's pgrr_handed does not return them).
+      for (const id of ids) this.#declining.delete(id)
     }
   }
 

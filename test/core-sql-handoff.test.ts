@@ -103,3 +103,48 @@ test('twenty SQL callers at once on one responder: every reply reaches its own c
   )
   assert.equal(left!.n, 0, 'await_reply consumed every reply')
 })
+
+test('a request made in a transaction that was already under way waits in the table, and is answered after the commit', async (t) => {
+  const channel = 'sqlhand.txn'
+  await serverFor(t, db, channel, (payload: string) => `late ${payload}`)
+  const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
+  t.after(() => caller.end({ timeout: 1 }))
+  // Its NOTIFY would go out only at the commit, when the responder picked now may be gone: not handed over.
+  const id = await caller.begin(async (tx) => {
+    await tx.unsafe(`select pg_sleep(0.05)`)
+    const [row] = await tx.unsafe(`select ${db.quoted}.request($1::text, 'in a transaction'::text)::text as id`, [channel])
+    const [stored] = await tx.unsafe(`select state, handed from ${db.quoted}.pgrr_request where id = $1`, [row!.id])
+    assert.deepStrictEqual({ ...stored }, { state: 'pending', handed: false })
+    return String(row!.id)
+  })
+  assert.equal(await awaitReply(caller, id), 'late in a transaction')
+})
+
+test('a ring in a transaction that rolls back leaves the bells as they were once the next ring commits', async (t) => {
+  const s = db.quoted
+  // A responder session of its own, driven by hand: the settings and the session locks are its own.
+  const responderSql = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
+  t.after(() => responderSql.end({ timeout: 1 }))
+  const session = await responderSql.reserve()
+  t.after(() => session.release())
+  const [reg] = await session.unsafe(`select responder_id from ${s}.pgrr_register('sqlhand.rollback', 'h', 1, 1)`)
+  const responderId = Number(reg!.responder_id)
+  // Which of lane 0's four bells some session holds, seen from another session.
+  const held = async () =>
+    (
+      await db.sql.unsafe(
+        `select k from generate_series(0, 3) k where not ${s}.pgrr_lock_is_free_now(${s}.pgrr_ns_reply_bell(), ${s}.pgrr_reply_bell_key($1, 0, k))`,
+        [responderId],
+      )
+    ).map((row) => Number(row.k))
+  assert.deepEqual(await held(), [0])
+  await session.unsafe('begin')
+  await session.unsafe(`select ${s}.pgrr_ring_reply($1, 0)`, [responderId])
+  await session.unsafe('rollback')
+  // The session lock taken by the ring stays; the setting that says which bell is current was rolled back.
+  assert.deepEqual(await held(), [1])
+  await session.unsafe(`select ${s}.pgrr_ring_reply($1, 0)`, [responderId])
+  assert.deepEqual(await held(), [1], 'the ring found the setting stale and gave the extra hold back')
+  await session.unsafe(`select ${s}.pgrr_ring_reply($1, 0)`, [responderId])
+  assert.deepEqual(await held(), [2], 'and the next ring moves on by one')
+})
