@@ -90,7 +90,7 @@ interface Job {
 interface Outcome {
   id: string
   generation: number
-  /** Handed by pgrr_send rather than claimed: no request lock to release (see pgrr_reply_one). */
+  /** Handed over by the send rather than claimed: no request lock to release (see pgrr_reply_one). */
   handed: boolean
   failed: boolean
   body: string
@@ -616,9 +616,9 @@ export class Server {
   }
 
   /**
-   * Requests handed to this responder by pgrr_send_one (a NOTIFY on its inbox: a JSON array of entries, each
-   * an array of id, whether the payload is JSON, payload, headers, time left in ms). Runs each when a slot
-   * is free, else gives it back to the queue. `generation`: the registration whose inbox it came to.
+   * Requests handed to this responder by pgrr_send_one or pgrr_send (a NOTIFY on its inbox: a JSON array of
+   * entries, each an array of id, whether the payload is JSON, payload, headers, time left in ms). Runs each
+   * when a slot is free, else gives it back to the queue. `generation`: the registration whose inbox it came to.
    */
   #handedOff(message: string, generation: number): void {
     let entries: unknown
