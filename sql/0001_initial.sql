@@ -7,6 +7,12 @@
 -- up by an array of ids also run with enable_seqscan = off, because a plan made while the table was empty
 -- or small scans it sequentially ("id = any ($1)" on an empty table: a sequential scan), and that plan
 -- stays while the table grows under load (measured: 0.6 ms a call at 5,000 rows, 1.4 ms at 10,000).
+-- Those functions also run with jit = off: a scan that has no index to use still appears in a plan made
+-- with enable_seqscan = off (pgrr_reap's branch over every claimed request, skipped at run time), costed
+-- at ten billion, far above jit_above_cost, so every call compiled the plan: pgrr_reap of three ids took
+-- 66-112 ms instead of a tenth of one (psql \timing). So do the two that scan the whole table
+-- (pgrr_handed, pgrr_sweep_older_than), whose cost passes the threshold on a large backlog: compiling
+-- never pays for itself in statements this short.
 --
 -- Placeholders, substituted by the migrator: :SCHEMA is the quoted schema name, :SCHEMA_LITERAL the same
 -- name as a quoted string literal. Every function pins search_path and qualifies every name it uses, so a
@@ -372,6 +378,7 @@ create function :SCHEMA.pgrr_send_one(
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -472,6 +479,7 @@ create function :SCHEMA.pgrr_send(
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 begin
@@ -877,6 +885,7 @@ returns table (id bigint, state text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1128,6 +1137,7 @@ create function :SCHEMA.pgrr_cancel(p_ids bigint[]) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1169,6 +1179,7 @@ create function :SCHEMA.pgrr_ack(p_ids bigint[]) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 begin
@@ -1185,6 +1196,7 @@ returns table (id bigint, state text, reply text, reply_json boolean, error_code
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 begin
@@ -1428,6 +1440,7 @@ returns table (id bigint, seq bigint, payload text, payload_json boolean, header
                remaining_ms int, queued_ms int)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 begin
@@ -1453,6 +1466,7 @@ create function :SCHEMA.pgrr_decline(p_responder int, p_ids bigint[]) returns vo
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1610,6 +1624,7 @@ set search_path = pg_catalog, pg_temp
 -- Its statement is planned once per session, maybe while the table is nearly empty; then a sequential scan
 -- looks cheapest and stays in the cached plan as the table grows. Every access here is by primary key.
 set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1720,6 +1735,7 @@ $$;
 create function :SCHEMA.pgrr_sweep_older_than(p_grace interval) returns int
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
