@@ -51,9 +51,14 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
     `select ${s}.pgrr_cancel('{${id}}')`,
     `select ${s}.pgrr_ack('{${id}}')`,
     `select ${s}.pgrr_sweep()`,
+    `select ${s}.pgrr_report(${responder}, 1, 0, 1, 0, 0)`,
     `select ${s}.pgrr_unregister(${responder})`,
   ]
   for (const call of calls) await session.unsafe(call)
+  // The SQL caller's path: a request handed to the live responder, and the wait for its reply.
+  const [asked] = await session.unsafe<{ id: string }[]>(`select ${s}.request('plans.echo', 'e') as id`)
+  const [answered] = await session.unsafe<{ reply: string }[]>(`select ${s}.await_reply(${asked!.id}) as reply`)
+  assert.equal(answered!.reply, 'e')
   // Every statement run inside those functions was explained, and none was compiled.
   const plans = notices.filter((message) => message.includes('plan:'))
   assert.ok(plans.length >= calls.length, `auto_explain explained ${plans.length} statements`)
