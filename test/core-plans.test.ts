@@ -74,7 +74,11 @@ test('every SQL-language helper that takes arguments is inlined into its caller,
   // inlined). Each helper is called here on column values, so that it is not folded into a constant, in a
   // session that counts every function call it runs (track_functions = all).
   const session = await db.sql.reserve()
-  t.after(() => session.release())
+  // The connection goes back to the admin pool: leave it as it was, even when an assertion failed.
+  t.after(async () => {
+    await session.unsafe(`reset track_functions; drop table if exists pgrr_plans_args`).catch(() => undefined)
+    session.release()
+  })
   const [{ version }] = (await session.unsafe(`select current_setting('server_version_num')::int as version`)) as [{ version: number }]
   if (version < 150000) {
     t.skip('pg_stat_force_next_flush() needs PostgreSQL 15')
@@ -101,5 +105,4 @@ test('every SQL-language helper that takes arguments is inlined into its caller,
     [db.schema, helpers.map((helper) => helper.name)],
   )
   assert.deepEqual(called.map((row) => `${row.name}: ${row.calls} calls`), [])
-  await session.unsafe(`reset track_functions; drop table pgrr_plans_args`)
 })
