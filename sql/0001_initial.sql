@@ -10,7 +10,7 @@
 -- Those functions also run with jit = off: a scan that has no index to use still appears in a plan made
 -- with enable_seqscan = off (pgrr_reap's branch over every claimed request, skipped at run time), costed
 -- at ten billion, far above jit_above_cost, so every call compiled the plan: pgrr_reap of three ids took
--- 66-112 ms instead of a tenth of one (psql \timing). So do the two that scan the whole table
+-- 66-112 ms instead of 0.25 ms (psql \timing). So do the two that scan the whole table
 -- (pgrr_handed, pgrr_sweep_older_than), whose cost passes the threshold on a large backlog: compiling
 -- never pays for itself in statements this short.
 --
