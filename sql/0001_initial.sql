@@ -973,6 +973,10 @@ create function :SCHEMA.pgrr_await(p_id bigint, p_timeout interval, out reply te
                                    out reply_headers jsonb)
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
+-- Planned once per session, maybe while the table is nearly empty: a sequential scan then looks cheapest
+-- and stays in the cached plan as the table grows (see pgrr_reply). Every access here is by primary key.
+set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1371,6 +1375,8 @@ returns table (id bigint, seq bigint, payload text, payload_json boolean, header
                remaining_ms int, queued_ms int, locked boolean)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1386,7 +1392,7 @@ begin
   for r in
   with candidates as (
     -- octet_length reads the stored size: a large payload is not detoasted to be measured.
-    select q.id, q.seq, octet_length(q.payload) as bytes
+    select q.id, q.ctid as tid, q.seq, octet_length(q.payload) as bytes
       from :SCHEMA.pgrr_request q
      where q.channel_id = p_channel_id and q.responder_id is null and q.state = 'pending' and q.seq > p_after_seq
        and q.deadline > clock_timestamp()
@@ -1396,17 +1402,20 @@ begin
   ),
   picked as (
     -- Rows left out stay pending; their row locks end with this statement's transaction.
-    select s.id
-      from (select c.id, sum(c.bytes) over (order by c.seq rows between unbounded preceding and current row) - c.bytes
+    select s.id, s.tid
+      from (select c.id, c.tid, sum(c.bytes) over (order by c.seq rows between unbounded preceding and current row) - c.bytes
                           as before
               from candidates c) s
      where s.before < :SCHEMA.pgrr_claim_max_bytes()
   )
+  -- By ctid: a row locked above is changed by nothing else, and its version is the one the lock returned.
+  -- Joined by id instead, a generic plan made while the table looked empty scanned the whole primary key
+  -- once per claim and compared every row with every picked one (see pgrr_reply).
   update :SCHEMA.pgrr_request q
      set state = 'claimed', responder_id = p_responder, claimed_at = clock_timestamp(),
          attempt = q.attempt + 1
     from picked
-   where q.id = picked.id
+   where q.ctid = picked.tid and q.id = picked.id
   returning q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int as remaining_ms,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int as queued_ms,
@@ -1549,6 +1558,9 @@ create function :SCHEMA.pgrr_reply_one(
 ) returns int
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- As pgrr_reply: without it, a plan made while the table was nearly empty read the whole table per reply.
+set enable_seqscan = off
+set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
@@ -1662,13 +1674,20 @@ begin
     -- Their ctid lets the steps below fetch them without the index (a row this statement locked is
     -- changed by nothing else; one that a cancel changed after this statement's snapshot was taken is
     -- then not found by them, and stays for the sweeper).
+    -- One primary-key probe per input row, in id order, whatever the table's statistics say: a lateral
+    -- subquery that OFFSET 0 keeps from being merged into a join. As a plain join, the generic plan made
+    -- while the table looked empty (just vacuumed, say) scanned the whole primary key and compared every
+    -- row with every input row: O(table) per reply, and 46 x 46 rescans of the input for a batch of 46.
     owned as materialized (
-      select i.*, q.ctid as tid, q.seq, q.handed, q.state
-        from input i
-        join :SCHEMA.pgrr_request q on q.id = i.id
-       where q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
-       order by q.id
-         for update of q
+      select i.*, q.tid, q.seq, q.handed, q.state
+        from (select * from input order by id) i
+        cross join lateral (
+          select q.ctid as tid, q.seq, q.handed, q.state
+            from :SCHEMA.pgrr_request q
+           where q.id = i.id and q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
+             for update of q
+          offset 0
+        ) q
     ),
     held as materialized (
       select o.* from owned o

@@ -106,3 +106,109 @@ test('every SQL-language helper that takes arguments is inlined into its caller,
   )
   assert.deepEqual(called.map((row) => `${row.name}: ${row.calls} calls`), [])
 })
+
+test('batch statements touch only the rows they name, even with plans made while the table looked empty', { timeout: 60_000 }, async (t) => {
+  // A generic plan is made at a function's first call in a session, from the table's size then. Made while
+  // the table was empty (just vacuumed), a join of the request table with a statement's input scanned the
+  // whole primary key and compared every row with every input row: nothing failed, each reply and each
+  // claim just took time in proportion to the table. Here the plans are made on an empty table, then
+  // 2,000 requests of nobody here are added, and the same calls again must not read them.
+  const decoys = 2000
+  const s = db.quoted
+  const notices: string[] = []
+  const sql = postgres(databaseUrl(), { max: 2, onnotice: (notice) => notices.push(String(notice.message)) })
+  const caller = await sql.reserve()
+  const responderSession = await sql.reserve()
+  t.after(async () => {
+    caller.release()
+    responderSession.release()
+    await sql.end({ timeout: 5 })
+    await db.sql.unsafe(`delete from ${s}.pgrr_request; alter table ${s}.pgrr_request reset (autovacuum_enabled)`)
+  })
+  for (const session of [caller, responderSession]) {
+    try {
+      await session.unsafe(`load 'auto_explain'`)
+    } catch (error) {
+      t.skip(`auto_explain cannot be loaded here: ${(error as Error).message}`)
+      return
+    }
+    await session.unsafe(`set auto_explain.log_min_duration = 0; set auto_explain.log_analyze = on;
+                          set auto_explain.log_timing = off; set auto_explain.log_nested_statements = on;
+                          set auto_explain.log_level = notice`)
+  }
+  // Empty and vacuumed, and left alone by autovacuum: its statistics say so until the end of the test.
+  await db.sql.unsafe(`alter table ${s}.pgrr_request set (autovacuum_enabled = off)`)
+  await db.sql.unsafe(`delete from ${s}.pgrr_request`)
+  await db.sql.unsafe(`vacuum ${s}.pgrr_request`)
+  // Concurrency 2: a batch of two is handed over, a batch of three waits in the table for a claim.
+  const [registered] = await responderSession.unsafe<{ responder_id: number; channel_id: number }[]>(
+    `select responder_id, channel_id from ${s}.pgrr_register('plans.rows', 'test', 0, 2)`,
+  )
+  const responder = registered!.responder_id
+  const send = async (count: number): Promise<string[]> => {
+    const rows = await caller.unsafe<{ id: string | null; status: string }[]>(
+      `select id, status from ${s}.pgrr_send('pgrr_plans_rows', array_fill('plans.rows'::text, array[${count}]),
+              array_fill('x'::text, array[${count}]), array_fill(false, array[${count}]), array_fill(30000, array[${count}]),
+              array_fill(null::text, array[${count}]), array_fill(1, array[${count}]), '{}')`,
+    )
+    assert.deepEqual(rows.map((row) => row.status), Array<string>(count).fill('ok'))
+    return rows.map((row) => row.id!)
+  }
+  const list = (ids: string[]) => `'{${ids.join(',')}}'::bigint[]`
+  const texts = (count: number, value: string) => `array_fill(${value}::text, array[${count}])`
+  const flags = (count: number) => `array_fill(false, array[${count}])`
+  const round = async (): Promise<void> => {
+    const handed = await send(2)
+    const queued = await send(3)
+    const [one] = await caller.unsafe<{ id: string }[]>(
+      `select id from ${s}.pgrr_send_one('pgrr_plans_rows', 'plans.rows', 'x', false, 30000, null, 1, '{}')`,
+    )
+    const claimed = await responderSession.unsafe<{ id: string }[]>(
+      `select id from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10, 0)`,
+    )
+    assert.deepEqual(claimed.map((row) => row.id).sort(), [...queued].sort())
+    for (const ids of [handed, queued]) {
+      const [written] = await responderSession.unsafe<{ n: number }[]>(
+        `select ${s}.pgrr_reply(${responder}, ${list(ids)}, ${flags(ids.length)}, ${texts(ids.length, "'done'")},
+                ${flags(ids.length)}, ${texts(ids.length, 'null')}) as n`,
+      )
+      assert.equal(written!.n, 1, 'one NOTIFY of replies')
+    }
+    await responderSession.unsafe(`select ${s}.pgrr_reply_one(${responder}, ${one!.id}, false, 'done', false, null)`)
+    // The SQL caller's path: request() hands it over, the reply is written before await_reply looks.
+    const [asked] = await caller.unsafe<{ id: string }[]>(`select ${s}.request('plans.rows', 'q') as id`)
+    await responderSession.unsafe(`select ${s}.pgrr_reply_one(${responder}, ${asked!.id}, false, 'Q', false, null)`)
+    const [answered] = await caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply(${asked!.id}) as reply`)
+    assert.equal(answered!.reply, 'Q')
+    const done = [...handed, ...queued, one!.id]
+    const fetched = await caller.unsafe<{ state: string }[]>(`select state from ${s}.pgrr_fetch(${list(done)})`)
+    assert.deepEqual(fetched.map((row) => row.state), Array<string>(done.length).fill('replied'))
+    await caller.unsafe(`select ${s}.pgrr_ack(${list(done)})`)
+    const declined = await send(2)
+    await responderSession.unsafe(`select ${s}.pgrr_decline(${responder}, ${list(declined)})`)
+    await caller.unsafe(`select * from ${s}.pgrr_reap(${list(declined)})`)
+    await caller.unsafe(`select ${s}.pgrr_cancel(${list(declined)})`)
+  }
+  await round()
+  await db.sql.unsafe(
+    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, responder_id, claimed_at, attempt, handed, caller)
+     select 4000000000000 + g, -1, 'decoy', now() + interval '1 hour', 'claimed', -1, now(), 1, true, 'nobody'
+       from generate_series(1, ${decoys}) g`,
+  )
+  notices.length = 0
+  await round()
+  const [{ left }] = (await db.sql.unsafe(`select count(*)::int as left from ${s}.pgrr_request`)) as [{ left: number }]
+  assert.equal(left, decoys, 'the round left exactly the decoys behind')
+  const plans = notices.filter((message) => message.includes('plan:'))
+  assert.ok(plans.length >= 10, `auto_explain explained ${plans.length} statements`)
+  // Rows read and thrown away, or read by a scan of the request table: never as many as the decoys.
+  const heavy = plans.flatMap((plan) =>
+    plan.split('\n').filter((line) => {
+      const removed = /Rows Removed by (?:Join )?Filter: (\d+)/.exec(line)
+      const scanned = /Scan .*on pgrr_request\b.*actual rows=(\d+) loops=(\d+)/.exec(line)
+      return (removed !== null && Number(removed[1]) >= decoys / 2) ||
+        (scanned !== null && Number(scanned[1]) * Number(scanned[2]) >= decoys / 2)
+    }).map((line) => `${line.trim()}  <- ${plan.slice(plan.indexOf('Query Text:'), plan.indexOf('Query Text:') + 120)}`),
+  )
+  assert.deepEqual(heavy, [])
+})
