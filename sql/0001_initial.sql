@@ -4,9 +4,14 @@
 -- parameters, and with the default the planner re-plans them on every call (pgrr_send: 309 µs a call
 -- instead of 51 µs, measured with pgbench). SQL-language functions are only used where they inline.
 -- A generic plan is made once per session, at the first call, and kept: the functions that look requests
--- up by an array of ids also run with enable_seqscan = off, because a plan made while the table was empty
--- or small scans it sequentially ("id = any ($1)" on an empty table: a sequential scan), and that plan
--- stays while the table grows under load (measured: 0.6 ms a call at 5,000 rows, 1.4 ms at 10,000).
+-- up by id also run with enable_seqscan = off, because a plan made while the table was empty or small
+-- scans it sequentially ("id = any ($1)" on an empty table: a sequential scan), and that plan stays while
+-- the table grows under load (measured: 0.6 ms a call at 5,000 rows, 1.4 ms at 10,000; pgrr_reply_one
+-- 5.4 ms instead of 0.5 at 20,000). For the same reason no statement joins its input to the table in a
+-- way the planner may turn around: such a join, planned on an empty table, scanned the whole primary key
+-- and compared every row with every input row (see pgrr_reply: a LATERAL probe per input row; pgrr_claim:
+-- by ctid). test/core-plans.test.ts makes every plan on an empty table and then checks that no call reads
+-- rows it did not name.
 -- Those functions also run with jit = off: a scan that has no index to use still appears in a plan made
 -- with enable_seqscan = off (pgrr_reap's branch over every claimed request, skipped at run time), costed
 -- at ten billion, far above jit_above_cost, so every call compiled the plan: pgrr_reap of three ids took
