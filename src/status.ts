@@ -1,7 +1,7 @@
 /**
  * What `pgrr status` shows, as data: per channel, the live responders and their counters, the backlog, the
  * requests being handled and the age of the oldest waiting request, plus how full the server's NOTIFY
- * queue is. Read-only and cheap: a few aggregate queries over the (small) request table and `pg_locks`.
+ * queue is and which session's transaction holds back the cleanup of dead rows the longest. Read-only and cheap: a few aggregate queries over the (small) request table and `pg_locks`.
  *
  * A responder is live while its session holds its responder lock (see sql/0001_initial.sql). That is read
  * from `pg_locks`, which shows every session's advisory locks without taking any: a responder row whose
@@ -67,6 +67,23 @@ export interface ChannelStatus {
   errorsPerSecond: number
 }
 
+/**
+ * The session of the database whose snapshot is the oldest: while its transaction stays open, VACUUM
+ * cannot remove the dead row versions that every request leaves (its insert, reply and delete), so the
+ * request table grows and every request costs more (see docs/benchmarks.md, "A transaction held open
+ * elsewhere").
+ */
+export interface OldestTransaction {
+  /** Backend pid (`pg_stat_activity.pid`). */
+  pid: number
+  /** Its `application_name` ('' when it set none). */
+  applicationName: string
+  /** `pg_stat_activity.state`: 'active', 'idle in transaction', … */
+  state: string | null
+  /** How long its transaction has been open, in milliseconds. */
+  ageMs: number
+}
+
 /** The state of one install (schema) of the protocol. */
 export interface Status {
   schema: string
@@ -74,6 +91,11 @@ export interface Status {
   time: Date
   /** `pg_notification_queue_usage()`: the fraction (0 to 1) of the server's NOTIFY queue in use. */
   notificationQueueUsage: number
+  /**
+   * The other session of this database with the oldest snapshot, or null when none holds one. Sessions of
+   * other roles are seen only by a superuser or a member of `pg_read_all_stats`.
+   */
+  oldestTransaction: OldestTransaction | null
   /** Channels by name. */
   channels: ChannelStatus[]
 }
@@ -141,6 +163,7 @@ export class StatusReader {
         schema: this.#schema,
         time: head!.time as Date,
         notificationQueueUsage: Number(head!.usage),
+        oldestTransaction: toOldestTransaction(head!.oldest),
         channels: counts.map((row) => {
           const { channel, backlog, inFlight, oldestPendingMs } = toCounts(row)
           const live = byChannel.get(channel) ?? []
@@ -201,7 +224,17 @@ function renderStatusStatements(schema: string) {
                                      where d.datname = pg_catalog.current_database()))
     )`
   return {
-    head: `select pg_catalog.now() as time, pg_catalog.pg_notification_queue_usage() as usage`,
+    // The oldest snapshot by the transaction ids behind it (age of backend_xmin): what VACUUM has to keep.
+    head: `
+      select pg_catalog.now() as time, pg_catalog.pg_notification_queue_usage() as usage,
+             (select pg_catalog.json_build_object(
+                       'pid', a.pid, 'application', a.application_name, 'state', a.state,
+                       'ageMs', extract(epoch from pg_catalog.clock_timestamp() - a.xact_start) * 1000)
+                from pg_catalog.pg_stat_activity a
+               where a.datname = pg_catalog.current_database() and a.pid <> pg_catalog.pg_backend_pid()
+                 and a.backend_xmin is not null and a.xact_start is not null
+               order by pg_catalog.age(a.backend_xmin) desc, a.xact_start
+               limit 1) as oldest`,
     // Pending requests past their deadline are left out: nobody will claim them, a sweep deletes them.
     counts: `
       with ${live},
@@ -244,6 +277,17 @@ function toCounts(row: Record<string, unknown>): ChannelCounts {
     inFlight: Number(row.in_flight),
     oldestPendingMs: row.oldest_pending_ms === null ? null : Math.max(0, Math.round(Number(row.oldest_pending_ms))),
     liveResponders: Number(row.live_responders),
+  }
+}
+
+function toOldestTransaction(value: unknown): OldestTransaction | null {
+  if (value === null || value === undefined) return null
+  const row = value as { pid: number; application: string | null; state: string | null; ageMs: number }
+  return {
+    pid: row.pid,
+    applicationName: row.application ?? '',
+    state: row.state,
+    ageMs: Math.max(0, Math.round(Number(row.ageMs))),
   }
 }
 

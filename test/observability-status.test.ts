@@ -5,9 +5,11 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { hostname } from 'node:os'
 import { test, type TestContext } from 'node:test'
+import postgres from 'postgres'
+import { formatStatus, OLD_TRANSACTION_MS } from '../src/cli/status.ts'
 import { connect, serve, type Handler, type Server, type ServeOptions } from '../src/index.ts'
 import { getStatus, type ChannelStatus } from '../src/status.ts'
-import { deferred, rejection, repoRoot, startResponderProcess, useTestSchema, waitFor } from './helpers.ts'
+import { databaseUrl, deferred, rejection, repoRoot, startResponderProcess, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('obs_status')
 
@@ -197,4 +199,35 @@ test('pgrr status: usage errors exit 2, an unmigrated schema exits 8', { timeout
   assert.equal(badWatch.code, 2)
   const unmigrated = await pgrrStatus(['--schema', 'pgrr_test_no_such_schema'])
   assert.equal(unmigrated.code, 8, unmigrated.stderr)
+})
+
+test('the session whose open transaction holds back cleanup the longest is named, and pgrr status points it out', { timeout: 60_000 }, async (t) => {
+  const holder = postgres(databaseUrl(), { max: 1, connection: { application_name: 'pgrr-test-holder' } })
+  const session = await holder.reserve()
+  t.after(async () => {
+    await session.unsafe('rollback').catch(() => undefined)
+    session.release()
+    await holder.end({ timeout: 5 })
+  })
+  const [{ pid }] = (await session.unsafe('select pg_backend_pid() as pid')) as [{ pid: number }]
+  // A snapshot held by an open transaction: what keeps VACUUM from removing dead rows.
+  await session.unsafe('begin isolation level repeatable read')
+  await session.unsafe('select 1')
+  // Transactions that began before this one (other test files') end soon; then this one is the oldest.
+  const status = await waitFor(async () => {
+    const read = await getStatus(db.options)
+    return read.oldestTransaction?.pid === pid ? read : undefined
+  }, { timeoutMs: 30_000, message: 'the holder is reported as the oldest transaction' })
+  assert.equal(status.oldestTransaction!.applicationName, 'pgrr-test-holder')
+  assert.equal(status.oldestTransaction!.state, 'idle in transaction')
+  assert.ok(status.oldestTransaction!.ageMs >= 0 && status.oldestTransaction!.ageMs < 60_000, String(status.oldestTransaction!.ageMs))
+  // The human form names it once it has been open for OLD_TRANSACTION_MS, and not before.
+  const warning = new RegExp(`^a transaction open for 2m 5s \\(pid ${pid}, pgrr-test-holder, idle in transaction\\) keeps VACUUM from removing dead rows`, 'm')
+  assert.match(formatStatus({ ...status, oldestTransaction: { ...status.oldestTransaction!, ageMs: 125_000 } }), warning)
+  assert.doesNotMatch(
+    formatStatus({ ...status, oldestTransaction: { ...status.oldestTransaction!, ageMs: OLD_TRANSACTION_MS - 1 } }),
+    /keeps VACUUM/,
+  )
+  await session.unsafe('commit')
+  await waitFor(async () => (await getStatus(db.options)).oldestTransaction?.pid !== pid, { message: 'the holder is no longer reported once it committed' })
 })

@@ -18,7 +18,10 @@ const help = `Usage: pgrr status [channel...] [options]
 Shows, for every channel (or the ones named): its live responders (id, host, pid, handlers running out of
 its concurrency, uptime), its backlog (requests waiting to be claimed), the requests being handled, the age
 of the oldest waiting request, and the requests and errors per second over the last minute (as reported by
-the responders every few seconds); and how full the server's NOTIFY queue is.
+the responders every few seconds); how full the server's NOTIFY queue is; and, when a transaction of the
+database has been open for 10 s or more, which session holds it (while it is open, VACUUM cannot remove
+dead rows: the request table grows and requests slow down). Sessions of other roles are seen only by a
+superuser or a member of pg_read_all_stats.
 
 A responder is live while its session holds its responder lock: a killed responder disappears at once. The
 command reads the protocol's tables, so it needs the schema owner (or a superuser).
@@ -99,10 +102,22 @@ async function watch(
   }
 }
 
+/** Transactions open at least this long are pointed out in the human form (the JSON has the oldest always). */
+export const OLD_TRANSACTION_MS = 10_000
+
 /** The human form: a summary table, then the live responders of each channel. */
 export function formatStatus(status: Status): string {
   const usage = (status.notificationQueueUsage * 100).toFixed(status.notificationQueueUsage > 0 && status.notificationQueueUsage < 0.001 ? 3 : 1)
-  const lines = [`schema ${status.schema} at ${status.time.toISOString()}, NOTIFY queue ${usage}% used`, '']
+  const lines = [`schema ${status.schema} at ${status.time.toISOString()}, NOTIFY queue ${usage}% used`]
+  const oldest = status.oldestTransaction
+  if (oldest !== null && oldest.ageMs >= OLD_TRANSACTION_MS) {
+    lines.push(
+      `a transaction open for ${formatDuration(oldest.ageMs)} (pid ${oldest.pid}` +
+        `${oldest.applicationName === '' ? '' : `, ${oldest.applicationName}`}, ${oldest.state ?? 'state unknown'}) ` +
+        'keeps VACUUM from removing dead rows: the request table grows and requests slow down until it ends',
+    )
+  }
+  lines.push('')
   if (status.channels.length === 0) {
     lines.push('no channels (no responder has registered in this schema yet)')
     return `${lines.join('\n')}\n`
