@@ -1,7 +1,8 @@
 /**
  * What `pgrr status` shows, as data: per channel, the live responders and their counters, the backlog, the
  * requests being handled and the age of the oldest waiting request, plus how full the server's NOTIFY
- * queue is and which session's transaction holds back the cleanup of dead rows the longest. Read-only and cheap: a few aggregate queries over the (small) request table and `pg_locks`.
+ * queue is and which session's transaction holds back the cleanup of dead rows the longest. Read-only and
+ * cheap: a few aggregate queries over the (small) request table, `pg_locks` and `pg_stat_activity`.
  *
  * A responder is live while its session holds its responder lock (see sql/0001_initial.sql). That is read
  * from `pg_locks`, which shows every session's advisory locks without taking any: a responder row whose
@@ -92,8 +93,9 @@ export interface Status {
   /** `pg_notification_queue_usage()`: the fraction (0 to 1) of the server's NOTIFY queue in use. */
   notificationQueueUsage: number
   /**
-   * The other session of this database with the oldest snapshot, or null when none holds one. Sessions of
-   * other roles are seen only by a superuser or a member of `pg_read_all_stats`.
+   * The other session of this database whose open transaction holds back cleanup the longest (the oldest
+   * snapshot, or transaction id of a transaction that wrote), or null when none does. Sessions of other
+   * roles are seen only by a superuser or a member of `pg_read_all_stats`.
    */
   oldestTransaction: OldestTransaction | null
   /** Channels by name. */
@@ -224,7 +226,9 @@ function renderStatusStatements(schema: string) {
                                      where d.datname = pg_catalog.current_database()))
     )`
   return {
-    // The oldest snapshot by the transaction ids behind it (age of backend_xmin): what VACUUM has to keep.
+    // What VACUUM has to keep for: the oldest snapshot (backend_xmin) or transaction id (backend_xid, a
+    // transaction that wrote, even while it holds no snapshot between statements) of the database's other
+    // sessions, by the number of transactions behind it.
     head: `
       select pg_catalog.now() as time, pg_catalog.pg_notification_queue_usage() as usage,
              (select pg_catalog.json_build_object(
@@ -232,8 +236,9 @@ function renderStatusStatements(schema: string) {
                        'ageMs', extract(epoch from pg_catalog.clock_timestamp() - a.xact_start) * 1000)
                 from pg_catalog.pg_stat_activity a
                where a.datname = pg_catalog.current_database() and a.pid <> pg_catalog.pg_backend_pid()
-                 and a.backend_xmin is not null and a.xact_start is not null
-               order by pg_catalog.age(a.backend_xmin) desc, a.xact_start
+                 and (a.backend_xmin is not null or a.backend_xid is not null) and a.xact_start is not null
+               order by greatest(pg_catalog.age(a.backend_xmin), pg_catalog.age(a.backend_xid)) desc,
+                        a.xact_start
                limit 1) as oldest`,
     // Pending requests past their deadline are left out: nobody will claim them, a sweep deletes them.
     counts: `

@@ -230,4 +230,11 @@ test('the session whose open transaction holds back cleanup the longest is named
   )
   await session.unsafe('commit')
   await waitFor(async () => (await getStatus(db.options)).oldestTransaction?.pid !== pid, { message: 'the holder is no longer reported once it committed' })
+  // READ COMMITTED holds no snapshot between statements, but a transaction that has an id holds back
+  // cleanup all the same.
+  await session.unsafe('begin')
+  await session.unsafe('select pg_current_xact_id()')
+  await waitFor(async () => (await getStatus(db.options)).oldestTransaction?.pid === pid, { timeoutMs: 30_000, message: 'a transaction with an id is reported' })
+  await session.unsafe('rollback')
+  await waitFor(async () => (await getStatus(db.options)).oldestTransaction?.pid !== pid, { message: 'the holder is no longer reported once it rolled back' })
 })
