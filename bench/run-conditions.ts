@@ -8,7 +8,7 @@ import os from 'node:os'
 import type { Sql } from 'postgres'
 import { APPLICATION_NAME_PREFIX } from './database-url.ts'
 
-/** A transaction older than this, holding a snapshot, is worth a warning. */
+/** A transaction older than this, holding a snapshot or a transaction id, is worth a warning. */
 const OLD_TRANSACTION_SECONDS = 10
 
 export async function checkRunConditions(sql: Sql, when: 'start' | 'end'): Promise<string[]> {
@@ -16,7 +16,7 @@ export async function checkRunConditions(sql: Sql, when: 'start' | 'end'): Promi
   const holders = await sql<Array<{ pid: number; application_name: string; seconds: number }>>`
     select pid, application_name, extract(epoch from now() - xact_start)::int as seconds
     from pg_stat_activity
-    where backend_xmin is not null
+    where (backend_xmin is not null or backend_xid is not null)
       and pid <> pg_backend_pid()
       and application_name not like ${`${APPLICATION_NAME_PREFIX}-%`}
       and xact_start < now() - make_interval(secs => ${OLD_TRANSACTION_SECONDS})
