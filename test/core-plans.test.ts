@@ -3,31 +3,51 @@
 // session that counts them. Each test reproduces a way it used to go wrong without any error: only the time
 // it took showed it.
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import postgres from 'postgres'
 import { databaseUrl, serverFor, useTestSchema } from './helpers.ts'
 
 const db = useTestSchema('plans')
 
+/**
+ * `count` sessions with auto_explain loaded, every statement's plan (nested ones included) sent to them as
+ * a notice, plus `settings`; ended with the test. Null when auto_explain cannot be loaded here (the test
+ * is then skipped). `plans()` gives the plans received so far, `clear()` forgets them.
+ */
+async function explainingSessions(t: TestContext, count: number, settings = '') {
+  const notices: string[] = []
+  const sql = postgres(databaseUrl(), { max: count, onnotice: (notice) => notices.push(String(notice.message)) })
+  const sessions: postgres.ReservedSql[] = []
+  t.after(async () => {
+    for (const session of sessions) session.release()
+    await sql.end({ timeout: 5 })
+  })
+  for (let i = 0; i < count; i++) {
+    const session = await sql.reserve()
+    sessions.push(session)
+    try {
+      await session.unsafe(`load 'auto_explain'`)
+    } catch (error) {
+      t.skip(`auto_explain cannot be loaded here: ${(error as Error).message}`)
+      return null
+    }
+    await session.unsafe(`set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;
+                          set auto_explain.log_level = notice; ${settings}`)
+  }
+  return {
+    sessions,
+    plans: () => notices.filter((message) => message.includes('plan:')),
+    clear: () => void notices.splice(0),
+  }
+}
+
 test('no statement of the protocol is compiled by JIT, the branches a generic plan keeps for nothing included', { timeout: 60_000 }, async (t) => {
   // A live responder, so that the sends below hand their requests over and the replies have rows to write.
   await serverFor(t, db, 'plans.echo', (payload: string) => payload)
-  const notices: string[] = []
-  const sql = postgres(databaseUrl(), { max: 1, onnotice: (notice) => notices.push(String(notice.message)) })
-  const session = await sql.reserve()
-  t.after(async () => {
-    session.release()
-    await sql.end({ timeout: 5 })
-  })
-  try {
-    await session.unsafe(`load 'auto_explain'`)
-  } catch (error) {
-    t.skip(`auto_explain cannot be loaded here: ${(error as Error).message}`)
-    return
-  }
   // JIT as a default server has it (on, plans costed over 100,000 compiled), whatever this one is set to.
-  await session.unsafe(`set jit = on; reset jit_above_cost; set auto_explain.log_min_duration = 0;
-                        set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`)
+  const explaining = await explainingSessions(t, 1, 'set jit = on; reset jit_above_cost')
+  if (explaining === null) return
+  const [session] = explaining.sessions as [postgres.ReservedSql]
   const s = db.quoted
   // This session is a responder too: the functions that only its registering session may call.
   const [registered] = await session.unsafe<{ responder_id: number; channel_id: number }[]>(
@@ -61,7 +81,7 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
   const [answered] = await session.unsafe<{ reply: string }[]>(`select ${s}.await_reply(${asked!.id}) as reply`)
   assert.equal(answered!.reply, 'e')
   // Every statement run inside those functions was explained, and none was compiled.
-  const plans = notices.filter((message) => message.includes('plan:'))
+  const plans = explaining.plans()
   assert.ok(plans.length >= calls.length, `auto_explain explained ${plans.length} statements`)
   const compiled = plans.filter((plan) => /\bJIT:/.test(plan))
   assert.deepEqual(compiled.map((plan) => plan.slice(0, 400)), [])
@@ -115,27 +135,10 @@ test('batch statements touch only the rows they name, even with plans made while
   // 2,000 requests of nobody here are added, and the same calls again must not read them.
   const decoys = 2000
   const s = db.quoted
-  const notices: string[] = []
-  const sql = postgres(databaseUrl(), { max: 2, onnotice: (notice) => notices.push(String(notice.message)) })
-  const caller = await sql.reserve()
-  const responderSession = await sql.reserve()
-  t.after(async () => {
-    caller.release()
-    responderSession.release()
-    await sql.end({ timeout: 5 })
-    await db.sql.unsafe(`delete from ${s}.pgrr_request; alter table ${s}.pgrr_request reset (autovacuum_enabled)`)
-  })
-  for (const session of [caller, responderSession]) {
-    try {
-      await session.unsafe(`load 'auto_explain'`)
-    } catch (error) {
-      t.skip(`auto_explain cannot be loaded here: ${(error as Error).message}`)
-      return
-    }
-    await session.unsafe(`set auto_explain.log_min_duration = 0; set auto_explain.log_analyze = on;
-                          set auto_explain.log_timing = off; set auto_explain.log_nested_statements = on;
-                          set auto_explain.log_level = notice`)
-  }
+  const explaining = await explainingSessions(t, 2, 'set auto_explain.log_analyze = on; set auto_explain.log_timing = off')
+  if (explaining === null) return
+  const [caller, responderSession] = explaining.sessions as [postgres.ReservedSql, postgres.ReservedSql]
+  t.after(() => db.sql.unsafe(`delete from ${s}.pgrr_request; alter table ${s}.pgrr_request reset (autovacuum_enabled)`))
   // Empty and vacuumed, and left alone by autovacuum: its statistics say so until the end of the test.
   await db.sql.unsafe(`alter table ${s}.pgrr_request set (autovacuum_enabled = off)`)
   await db.sql.unsafe(`delete from ${s}.pgrr_request`)
@@ -195,11 +198,11 @@ test('batch statements touch only the rows they name, even with plans made while
      select 4000000000000 + g, -1, 'decoy', now() + interval '1 hour', 'claimed', -1, now(), 1, true, 'nobody'
        from generate_series(1, ${decoys}) g`,
   )
-  notices.length = 0
+  explaining.clear()
   await round()
   const [{ left }] = (await db.sql.unsafe(`select count(*)::int as left from ${s}.pgrr_request`)) as [{ left: number }]
   assert.equal(left, decoys, 'the round left exactly the decoys behind')
-  const plans = notices.filter((message) => message.includes('plan:'))
+  const plans = explaining.plans()
   assert.ok(plans.length >= 10, `auto_explain explained ${plans.length} statements`)
   // Rows read and thrown away, or read by a scan of the request table: never as many as the decoys.
   const heavy = plans.flatMap((plan) =>
