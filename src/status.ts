@@ -69,10 +69,10 @@ export interface ChannelStatus {
 }
 
 /**
- * The session of the database whose snapshot is the oldest: while its transaction stays open, VACUUM
- * cannot remove the dead row versions that every request leaves (its insert, reply and delete), so the
- * request table grows and every request costs more (see docs/benchmarks.md, "A transaction held open
- * elsewhere").
+ * The session of the database whose open transaction holds back cleanup the longest (the oldest snapshot,
+ * or transaction id of a transaction that wrote): while that transaction stays open, VACUUM cannot remove
+ * the dead row versions that every request leaves (its insert, reply and delete), so the request table
+ * grows and every request costs more (see docs/benchmarks.md, "A transaction held open elsewhere").
  */
 export interface OldestTransaction {
   /** Backend pid (`pg_stat_activity.pid`). */
