@@ -181,6 +181,14 @@ as $$
          & 4611686018427387903
 $$;
 
+-- The id of the request at position p_ord of a batch (see pgrr_send): 62 bits of a hash of p_seed, one
+-- random UUID drawn for the whole statement, and the position. As unguessable as pgrr_random_id's to every
+-- session but the one that sent the batch, whose own requests they all are; one UUID per statement instead
+-- of one per request takes 7% off a batch of 32 (gen_random_uuid costs about 0.9 µs a call, measured).
+create function :SCHEMA.pgrr_batch_id(p_seed uuid, p_ord int) returns bigint
+language sql immutable parallel safe
+as $$ select pg_catalog.uuid_hash_extended(p_seed, p_ord) & 4611686018427387903 $$;
+
 -- Most payload bytes one claim returns (see pgrr_claim).
 create function :SCHEMA.pgrr_claim_max_bytes() returns bigint
 language sql immutable parallel safe
@@ -280,7 +288,7 @@ create index on :SCHEMA.pgrr_responder (channel_id);
 -- (measured: 44 -> 17 µs per insert and commit). The functions are the only writers (see Security): the
 -- states listed above and reply_to's length (checked by pgrr_send) are theirs to keep.
 create unlogged table :SCHEMA.pgrr_request (
-  -- Random (pgrr_random_id): the id is the request's secret, see Security.
+  -- Random (pgrr_random_id, pgrr_batch_id): the id is the request's secret, see Security.
   id bigint primary key,
   -- Claim order and request lock key. The identity sequence of an unlogged table is unlogged too
   -- (PostgreSQL 15+): no WAL flush per commit.
@@ -541,8 +549,9 @@ begin
                      and statement_timestamp() - transaction_timestamp() < interval '10 ms' then
              :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
            end as entry
-      from checked c,
-           lateral (select case when c.status = 'ok' then :SCHEMA.pgrr_random_id() end as id) x
+      from (select pg_catalog.gen_random_uuid() as seed) r,
+           checked c,
+           lateral (select case when c.status = 'ok' then :SCHEMA.pgrr_batch_id(r.seed, c.ord) end as id) x
   ),
   planned as materialized (
     -- A channel's candidates are handed to its responder when they are no more than its concurrency (a
@@ -1942,6 +1951,7 @@ $$;
 revoke all on function
   :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_ns_responder(), :SCHEMA.pgrr_ns_holder(), :SCHEMA.pgrr_ns_bell(),
   :SCHEMA.pgrr_bell_key(int, int), :SCHEMA.pgrr_request_key(bigint), :SCHEMA.pgrr_random_id(),
+  :SCHEMA.pgrr_batch_id(uuid, int),
   :SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_lanes(), :SCHEMA.pgrr_reply_lane(bigint),
   :SCHEMA.pgrr_reply_bell_key(int, int, int), :SCHEMA.pgrr_reply_bell_setting(int, int),
   :SCHEMA.pgrr_ring_reply(int, int), :SCHEMA.pgrr_current_reply_bell(int, int, int),

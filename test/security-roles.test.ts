@@ -188,6 +188,7 @@ test('each role may execute its own functions only; helpers and administration a
     [`select ${s}.pgrr_ring(1, 1)`, []],
     [`select * from ${s}.pgrr_await(1, null)`, []],
     [`select ${s}.pgrr_random_id()`, []],
+    [`select ${s}.pgrr_batch_id(gen_random_uuid(), 1)`, []],
     [`select ${s}.pgrr_parse_headers('{}')`, []],
     [`select ${s}.pgrr_timeout_ms(null)`, []],
     [`select ${s}.pgrr_raise_send_status('ok', 'x')`, []],
