@@ -432,6 +432,7 @@ export class Client {
       for (const pending of live) this.#settle(pending, typed)
       return
     }
+    this.#telemetry.sent?.(live.length)
     for (const row of rows) {
       const pending = live[row.ord - 1]
       if (pending === undefined) continue

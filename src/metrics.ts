@@ -157,6 +157,19 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     buckets: claimBuckets,
     registers,
   })
+  const sendBatch = new Histogram({
+    name: name('send_batch_size'),
+    help: 'Requests written by one send statement of a client',
+    buckets: claimBuckets,
+    registers,
+  })
+  const replyBatch = new Histogram({
+    name: name('reply_batch_size'),
+    help: 'Outcomes written by one reply statement of a responder',
+    labelNames: ['channel'] as const,
+    buckets: claimBuckets,
+    registers,
+  })
   const reconnects = new Counter({
     name: name('reconnects_total'),
     help: 'Connections that came back after a loss: listener (a client LISTEN session) or responder (a responder session)',
@@ -199,6 +212,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     claimed(channel, count) {
       claimBatch.observe({ channel }, count)
+    },
+    sent(count) {
+      sendBatch.observe(count)
+    },
+    replied(channel, count) {
+      replyBatch.observe({ channel }, count)
     },
   }
 

@@ -595,6 +595,7 @@ export class Server {
           only.code,
           only.headers ?? null,
         ])
+        this.#context.telemetry.replied?.(this.channel, 1)
         return
       }
       await this.#onWork(this.#context.statements.reply, [
@@ -606,6 +607,7 @@ export class Server {
         current.map((o) => o.code),
         current.map((o) => o.headers ?? null),
       ])
+      this.#context.telemetry.replied?.(this.channel, current.length)
     } catch (error) {
       if (session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
       // Not a connection problem: a reply the database refused. Ending the session releases every lock it

@@ -46,6 +46,10 @@ export interface Telemetry {
   reconnected?(component: 'listener' | 'responder', channel?: string): void
   /** A server claimed `count` requests of `channel` in one statement. */
   claimed?(channel: string, count: number): void
+  /** A client wrote `count` requests in one statement (its requests are batched while a send is running). */
+  sent?(count: number): void
+  /** A server wrote the outcomes of `count` requests of `channel` in one statement. */
+  replied?(channel: string, count: number): void
 }
 
 /** Combines several implementations into one. */
@@ -69,5 +73,7 @@ export function combineTelemetry(parts: readonly Telemetry[]): Telemetry {
     },
     reconnected: (component, channel) => parts.forEach((part) => part.reconnected?.(component, channel)),
     claimed: (channel, count) => parts.forEach((part) => part.claimed?.(channel, count)),
+    sent: (count) => parts.forEach((part) => part.sent?.(count)),
+    replied: (channel, count) => parts.forEach((part) => part.replied?.(channel, count)),
   }
 }

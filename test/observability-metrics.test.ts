@@ -1,5 +1,5 @@
 // Prometheus metrics (src/metrics.ts) fed by a real client and responder: counters by outcome, in-flight
-// gauges, histograms, claim batches, reconnects after pg_terminate_backend, and the backlog gauges read from
+// gauges, histograms, claim, send and reply batches, reconnects after pg_terminate_backend, and the backlog gauges read from
 // the database at scrape time (also when that read fails: the scrape still works).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
@@ -89,6 +89,29 @@ test('callers and responders count, time and gauge requests by channel and outco
   assert.doesNotMatch(text, /E_CUSTOM_UNBOUNDED/)
   // No backlog option: no backlog gauges.
   assert.doesNotMatch(text, /pgrr_backlog/)
+})
+
+test('send and reply statements carry many requests each, and their sizes add up to the requests', { timeout: 60_000 }, async (t) => {
+  const metrics = metricsFor(t)
+  const { registry } = metrics
+  const channel = 'obs.m.batch'
+  await serverWith(t, metrics, channel, (payload: unknown) => payload, { concurrency: 100 })
+  const client = await connect({ ...db.options, poolSize: 2, telemetry: metrics.telemetry })
+  t.after(() => client.close())
+  const count = 40
+  const payloads = Array.from({ length: count }, (_, k) => `p${k}`)
+  // Made in one go: they wait together for the first send (or all go in it), and are handed over together.
+  assert.deepEqual(await Promise.all(payloads.map((payload) => client.request(channel, payload))), payloads)
+  assert.equal(await value(registry, 'pgrr_send_batch_size_sum'), count)
+  const sends = (await value(registry, 'pgrr_send_batch_size_count')) ?? 0
+  assert.ok(sends >= 1 && sends < count, `${sends} send statements for ${count} requests`)
+  // The responder counts a reply statement once it has returned, which may be after the caller heard it.
+  await waitFor(async () => (await value(registry, 'pgrr_reply_batch_size_sum', { channel })) === count, { message: 'every outcome counted' })
+  const replies = (await value(registry, 'pgrr_reply_batch_size_count', { channel })) ?? 0
+  assert.ok(replies >= 1 && replies < count, `${replies} reply statements for ${count} requests`)
+  const text = await registry.metrics()
+  assert.match(text, /^# TYPE pgrr_send_batch_size histogram$/m)
+  assert.match(text, new RegExp(`^pgrr_reply_batch_size_count\\{channel="obs.m.batch"\\} ${replies}$`, 'm'))
 })
 
 test('a given registry and prefix are used, and one registry can be scraped by several clients', { timeout: 60_000 }, async (t) => {
