@@ -58,7 +58,7 @@ export interface Metrics {
 }
 
 const defaultDurationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
-const claimBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+const batchBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 
 const libraryCodes: ReadonlySet<string> = new Set<PgrrErrorCode | 'HANDLER_ERROR' | 'INVALID_REPLY'>([
   'NO_RESPONDERS',
@@ -150,26 +150,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     buckets,
     registers,
   })
-  const claimBatch = new Histogram({
-    name: name('claim_batch_size'),
-    help: 'Requests claimed by one claim statement',
-    labelNames: ['channel'] as const,
-    buckets: claimBuckets,
-    registers,
-  })
-  const sendBatch = new Histogram({
-    name: name('send_batch_size'),
-    help: 'Requests written by one send statement of a client',
-    buckets: claimBuckets,
-    registers,
-  })
-  const replyBatch = new Histogram({
-    name: name('reply_batch_size'),
-    help: 'Outcomes written by one reply statement of a responder',
-    labelNames: ['channel'] as const,
-    buckets: claimBuckets,
-    registers,
-  })
+  /** Sizes of the batches one kind of statement carries. */
+  const batchSizes = <Label extends string>(suffix: string, help: string, labelNames: readonly Label[]) =>
+    new Histogram<Label>({ name: name(suffix), help, labelNames, buckets: batchBuckets, registers })
+  const claimBatch = batchSizes('claim_batch_size', 'Requests claimed by one claim statement', ['channel'])
+  const sendBatch = batchSizes('send_batch_size', 'Requests written by one send statement of a client', [])
+  const replyBatch = batchSizes('reply_batch_size', 'Outcomes written by one reply statement of a responder', ['channel'])
   const reconnects = new Counter({
     name: name('reconnects_total'),
     help: 'Connections that came back after a loss: listener (a client LISTEN session) or responder (a responder session)',
