@@ -1,6 +1,6 @@
 // Command-line options of the benchmark, shared by `node --import tsx bench/run.ts` and the `pgrr bench` command.
 import { parseArgs } from 'node:util'
-import { SYSTEM_NAMES, isSystemName, type SystemName } from './systems.ts'
+import { DEFAULT_SYSTEMS, SYSTEM_NAMES, isSystemName, type SystemName } from './systems.ts'
 
 export interface BenchOptions {
   /** Systems to run, in this order. @default all of them */
@@ -67,7 +67,8 @@ export const USAGE = `Usage: node --import tsx bench/run.ts [options]
 Runs request-reply side by side: the Postgres floors, pgrr (TypeScript and SQL callers), the proof of
 concept, NATS, RabbitMQ and Redis. One responder process and one caller process per system.
 
-  --systems a,b          ${SYSTEM_NAMES.join(', ')} (default: all)
+  --systems a,b          ${SYSTEM_NAMES.join(', ')}
+                         (default: all but the measuring aids floor-pg and pgrr-protocol)
   --concurrency 1,16,64  requests in flight per scenario (default: 1,16,64)
   --count n              measured requests per scenario (default: ${FULL_DEFAULTS.count}, quick: ${QUICK_DEFAULTS.count})
   --runs n               run the whole matrix n times, one pass after the other, and report each
@@ -155,7 +156,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   return {
     kind: 'bench',
     options: {
-      systems: values.systems ? parseSystems(values.systems) : [...SYSTEM_NAMES],
+      systems: values.systems ? parseSystems(values.systems) : [...DEFAULT_SYSTEMS],
       concurrency: values.concurrency ? parsePositiveList('--concurrency', values.concurrency) : [1, 16, 64],
       count: values.count ? parsePositive('--count', values.count) : defaults.count,
       runs: values.runs ? parsePositive('--runs', values.runs) : 1,

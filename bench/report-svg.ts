@@ -23,6 +23,8 @@ const STYLE: Record<SystemName, { color: string; dash?: string; width: number }>
   'floor-select1': { color: '#999999', dash: '2 3', width: 1.5 },
   'pgrr-ts': { color: '#d62728', width: 2.5 },
   'pgrr-sql': { color: '#ff7f0e', width: 2.5 },
+  'floor-pg': { color: '#555555', dash: '1 2', width: 1.5 },
+  'pgrr-protocol': { color: '#e377c2', dash: '4 2', width: 1.5 },
   poc: { color: '#8c564b', width: 1.5 },
   nats: { color: '#1f77b4', width: 1.5 },
   rabbitmq: { color: '#2ca02c', width: 1.5 },

@@ -6,6 +6,8 @@ export const SYSTEM_NAMES = [
   'floor-select1',
   'pgrr-ts',
   'pgrr-sql',
+  'floor-pg',
+  'pgrr-protocol',
   'poc',
   'nats',
   'rabbitmq',
@@ -31,6 +33,11 @@ export interface SystemSpec {
    * be far below the others, so that they finish inside the time cap instead of being cut off by it.
    */
   maxCount: ((concurrency: number, phaseSeconds: number) => number) | null
+  /**
+   * A measuring aid rather than a system anyone would choose: run only when named in `--systems`, not by
+   * default. The layers between the floor and pgrr-ts (the driver, the protocol's SQL, the library's code).
+   */
+  diagnostic?: true
 }
 
 // The PoC's await_reply sleeps 100 ms between polls, so each caller completes about 10 requests per second
@@ -74,6 +81,26 @@ export const SYSTEMS: Record<SystemName, SystemSpec> = {
     needs: 'pgrr-schema',
     maxCount: null,
   },
+  'floor-pg': {
+    name: 'floor-pg',
+    description: 'floor-notify with node-postgres and the library\'s connection layout (a measuring aid)',
+    peerModule: './peers/floor-pg.ts',
+    hasResponder: true,
+    server: 'postgres',
+    needs: null,
+    maxCount: null,
+    diagnostic: true,
+  },
+  'pgrr-protocol': {
+    name: 'pgrr-protocol',
+    description: 'this project\'s SQL functions driven by a bare node-postgres loop, no library (a measuring aid)',
+    peerModule: './peers/pgrr-protocol.ts',
+    hasResponder: true,
+    server: 'postgres',
+    needs: 'pgrr-schema',
+    maxCount: null,
+    diagnostic: true,
+  },
   poc: {
     name: 'poc',
     description: 'the proof of concept: pg_stat_activity check, serial responder, await_reply polling every 100 ms',
@@ -111,6 +138,9 @@ export const SYSTEMS: Record<SystemName, SystemSpec> = {
     maxCount: null,
   },
 }
+
+/** What `--systems` defaults to: every system but the measuring aids. */
+export const DEFAULT_SYSTEMS: SystemName[] = SYSTEM_NAMES.filter((name) => SYSTEMS[name].diagnostic !== true)
 
 export function isSystemName(name: string): name is SystemName {
   return (SYSTEM_NAMES as readonly string[]).includes(name)
