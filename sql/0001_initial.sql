@@ -356,13 +356,21 @@ $$;
 
 -- One request handed to a responder, as it travels in the responder's inbox NOTIFY (see pgrr_send_one):
 -- a JSON array of id (as a string), whether the payload is JSON, payload, headers (an object or null),
--- and the time left in ms. An inbox message is a JSON array of these.
+-- the time left in ms, and the deadline in ms since the epoch by the database's clock, or null. The
+-- deadline is for a request made inside a longer transaction (an SQL caller's): its NOTIFY goes out only
+-- at that commit, when less time may be left than the entry says, or none; the responder compares it
+-- with its estimate of the database's clock and never starts a handler past it. An inbox message is a
+-- JSON array of these.
 -- Stable, like json_build_array: an SQL function is inlined into its caller's plan only when it is not
 -- declared less volatile than its body, and one that is not inlined is parsed and planned on every call.
-create function :SCHEMA.pgrr_handoff_entry(p_id bigint, p_json boolean, p_payload text, p_headers jsonb, p_timeout_ms int)
+create function :SCHEMA.pgrr_handoff_entry(p_id bigint, p_json boolean, p_payload text, p_headers jsonb, p_timeout_ms int,
+                                           p_deadline timestamptz)
 returns text
 language sql stable
-as $$ select pg_catalog.json_build_array(p_id::text, p_json, p_payload, p_headers, p_timeout_ms)::text $$;
+as $$
+  select pg_catalog.json_build_array(p_id::text, p_json, p_payload, p_headers, p_timeout_ms,
+                                     floor(extract(epoch from p_deadline) * 1000)::bigint)::text
+$$;
 
 -- Responders that are live: a responder is live while its session holds its responder lock, which makes
 -- this shared try-lock (transaction level) fail. A successful try-lock means a dead row; holding that lock
@@ -403,6 +411,7 @@ declare
   v_headers jsonb;
   v_message text;
   v_seq bigint;
+  v_deadline timestamptz;
 begin
   -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail. Then the
   -- acknowledgements. (pgrr_send opens with the same two steps: in a function of their own, the call
@@ -433,15 +442,16 @@ begin
     return;
   end if;
   id := :SCHEMA.pgrr_random_id();
+  v_deadline := clock_timestamp() + make_interval(secs => greatest(coalesce(p_timeout_ms, 30000), 1) / 1000.0);
   -- Handed over when the request fits in a NOTIFY (an SQL caller then waits on the responder's reply bell),
   -- and when this statement opened its transaction (began within 10 ms of it: the extended protocol starts
   -- the transaction a moment before the statement): the handoff NOTIFY goes out at commit, and in a
-  -- transaction that goes on (an SQL caller's own) the picked responder may be gone by then, and its
-  -- handler's deadline would run late. Such a request waits in the table for a claim instead. (A
-  -- transaction that goes on long after a request() made right at its start is not told apart.)
+  -- transaction that goes on (an SQL caller's own) the picked responder may be gone by then. Such a request
+  -- waits in the table for a claim instead. A transaction that goes on long after a request() made right
+  -- at its start is not told apart: its entry carries the deadline, which the responder checks.
   v_message := case when octet_length(p_payload) <= 4000 and statement_timestamp() - transaction_timestamp() < interval '10 ms' then
                  '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers,
-                                                   greatest(coalesce(p_timeout_ms, 30000), 1)) || ']'
+                                                   greatest(coalesce(p_timeout_ms, 30000), 1), v_deadline) || ']'
                end;
   if octet_length(v_message) > 7900 then
     v_message := null;
@@ -449,8 +459,7 @@ begin
   insert into :SCHEMA.pgrr_request
          (id, channel_id, payload, payload_json, headers, reply_to, deadline, max_attempts,
           state, responder_id, claimed_at, attempt, handed)
-  values (id, v_channel_id, p_payload, coalesce(p_json, false), v_headers, p_reply_to,
-          clock_timestamp() + make_interval(secs => greatest(coalesce(p_timeout_ms, 30000), 1) / 1000.0),
+  values (id, v_channel_id, p_payload, coalesce(p_json, false), v_headers, p_reply_to, v_deadline,
           least(greatest(coalesce(p_max_attempts, v_max_attempts, 1), 1), 100),
           case when v_message is null then 'pending' else 'claimed' end,
           case when v_message is not null then v_responder end,
@@ -547,7 +556,9 @@ begin
            -- began just now (see pgrr_send_one).
            case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 1900
                      and statement_timestamp() - transaction_timestamp() < interval '10 ms' then
-             :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
+             -- No deadline: a statement of the TypeScript client is its own transaction, so the time left is
+             -- counted from its commit, a moment away.
+             :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms, null)
            end as entry
       from (select pg_catalog.gen_random_uuid() as seed) r,
            checked c,
@@ -1960,7 +1971,7 @@ revoke all on function
   :SCHEMA.pgrr_send_status(boolean, boolean, text, text, jsonb, int),
   :SCHEMA.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]),
   :SCHEMA.pgrr_send_one(text, text, text, boolean, int, text, int, bigint[]),
-  :SCHEMA.pgrr_handoff_entry(bigint, boolean, text, jsonb, int),
+  :SCHEMA.pgrr_handoff_entry(bigint, boolean, text, jsonb, int, timestamptz),
   :SCHEMA.pgrr_timeout_ms(interval),
   :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),
   :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int), :SCHEMA.pgrr_lock_is_free_now(int, int),

@@ -30,6 +30,7 @@ import { Listener } from './listener.ts'
 import { silentLogger, type Logger } from './logger.ts'
 import { assertMigrated } from './schema-version.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
+import { choiceOption, durationOption, integerOption } from './option-values.ts'
 import { decodePayload, encodePayload } from './payload.ts'
 import { Server, type Handler } from './server.ts'
 import { renderStatements, type Statements } from './statements.ts'
@@ -126,7 +127,9 @@ export class Client {
   readonly #statements: Statements
   readonly #defaultTimeoutMs: number
   readonly #maxInFlight: number
+  readonly #overflow: 'wait' | 'reject'
   readonly #checkIntervalMs: number
+  readonly #fallbackPollIntervalMs: number
   readonly #replyChannelSuffix = randomBytes(8).toString('hex')
   #replyChannel = ''
   #closed = false
@@ -155,11 +158,13 @@ export class Client {
     this.#schema = options.schema ?? 'public'
     this.#logger = options.logger ?? silentLogger
     this.#telemetry = combineTelemetry([options.telemetry ?? []].flat())
-    this.#defaultTimeoutMs = positive(options.defaultTimeoutMs ?? 30000, 'defaultTimeoutMs')
-    this.#maxInFlight = positive(options.maxInFlight ?? 10000, 'maxInFlight')
-    this.#checkIntervalMs = positive(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
+    this.#defaultTimeoutMs = durationOption(options.defaultTimeoutMs ?? 30000, 'defaultTimeoutMs')
+    this.#maxInFlight = integerOption(options.maxInFlight ?? 10000, 'maxInFlight')
+    this.#overflow = choiceOption(options.overflow ?? 'wait', 'overflow', ['wait', 'reject'])
+    this.#checkIntervalMs = durationOption(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
+    this.#fallbackPollIntervalMs = durationOption(options.fallbackPollIntervalMs ?? 50, 'fallbackPollIntervalMs')
     this.#statements = renderStatements(this.#schema)
-    this.#pool = createPool(options, positive(options.poolSize ?? 4, 'poolSize'))
+    this.#pool = createPool(options, integerOption(options.poolSize ?? 4, 'poolSize', 1000))
     this.#prepareStatements = options.prepare ?? true
     this.#listener = new Listener(options)
     this.#sends = new BatchQueue((batch) => this.#flushSends(batch), { maxBatch: 500, maxConcurrent: 2 })
@@ -256,7 +261,7 @@ export class Client {
       pending.withHeaders = withHeaders
       // Refused before it started: through #settle, so that telemetry sees the end of what it saw begin.
       if (options.signal?.aborted) return this.#settle(pending, abortError(options.signal))
-      if (this.#inFlight >= this.#maxInFlight && (this.#options.overflow ?? 'wait') === 'reject') {
+      if (this.#inFlight >= this.#maxInFlight && this.#overflow === 'reject') {
         return this.#settle(pending, new TooManyRequestsError(this.#maxInFlight))
       }
       this.#arm(pending)
@@ -317,8 +322,7 @@ export class Client {
     reject: (error: Error) => void,
   ): PendingRequest {
     assertChannelName(channel)
-    const timeoutMs = positive(options.timeoutMs ?? this.#defaultTimeoutMs, 'timeoutMs')
-    if (timeoutMs > 2_147_483_647) throw new InvalidOptionError('timeoutMs must be at most 2147483647')
+    const timeoutMs = durationOption(options.timeoutMs ?? this.#defaultTimeoutMs, 'timeoutMs')
     const maxAttempts = options.maxAttempts ?? null
     if (maxAttempts !== null && !(Number.isInteger(maxAttempts) && maxAttempts >= 1 && maxAttempts <= 100)) {
       throw new InvalidOptionError('maxAttempts must be an integer from 1 to 100')
@@ -408,7 +412,7 @@ export class Client {
           pending.channel,
           pending.payload,
           pending.json,
-          pending.timeoutMs,
+          remainingMs(pending),
           pending.headers,
           pending.maxAttempts,
           acks,
@@ -420,14 +424,16 @@ export class Client {
           live.map((p) => p.channel),
           live.map((p) => p.payload),
           live.map((p) => p.json),
-          live.map((p) => p.timeoutMs),
+          live.map(remainingMs),
           live.map((p) => p.headers),
           live.map((p) => p.maxAttempts),
           acks,
         ])
       }
     } catch (error) {
-      // The outcome of the insert is unknown: each request ends here, with a typed error.
+      // The outcome of the insert is unknown: each request ends here, with a typed error. The
+      // acknowledgements it carried were rolled back with it: they go out again.
+      for (const id of acks) this.#acks.push(id)
       const typed = toPgrrError(error)
       for (const pending of live) this.#settle(pending, typed)
       return
@@ -553,7 +559,7 @@ export class Client {
   }
 
   #pollIntervalMs(): number {
-    return this.#options.fallbackPollIntervalMs ?? 50
+    return this.#fallbackPollIntervalMs
   }
 
   #ensureChecking(): void {
@@ -628,17 +634,18 @@ export class Client {
   }
 }
 
+/**
+ * What is left of a request's timeout as it is sent: the time it waited for a slot or a send counts, so
+ * that the responder's deadline (`ctx.deadline`, and the row's) is the caller's own.
+ */
+function remainingMs(pending: PendingRequest): number {
+  return Math.max(1, pending.timeoutMs - (Date.now() - pending.startedAt))
+}
+
 /** Acknowledgements older than this ride along with the next send. */
 const ackRideAfterMs = 10
 /** Acknowledgements that no send took by then are sent on their own. */
 const ackFlushMs = 25
-
-function positive(value: number, name: string): number {
-  if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) {
-    throw new InvalidOptionError(`${name} must be a positive number, got ${String(value)}`)
-  }
-  return value
-}
 
 function encodeHeaders(headers: Record<string, string> | undefined): string | null {
   if (headers === undefined) return null

@@ -78,11 +78,20 @@ export function toPgrrError(error: unknown): Error {
   ) {
     return new ConnectionError(`database connection failed: ${message}`, { cause: error })
   }
-  // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
-  // node-postgres reports a broken connection without a code.
-  if (code === '' && /connection terminated|not queryable|client was closed|connection timeout|ended by the server/i.test(message)) {
+  // 53: insufficient resources (too many connections, out of memory or disk); a NOTIFY queue that is full
+  // (a session LISTENs without reading): the database cannot take the work now, whatever it is.
+  if (code.startsWith('53') || (code === '54000' && /notify queue/i.test(message))) {
+    return new ConnectionError(`the database is out of resources: ${message}`, { cause: error })
+  }
+  // node-postgres reports a broken connection without a code, and pg-pool a pool that found no free
+  // connection in time (connectionTimeoutMillis) the same way.
+  if (
+    code === '' &&
+    /connection terminated|not queryable|client was closed|connection timeout|ended by the server|timeout exceeded when trying to connect/i.test(message)
+  ) {
     return new ConnectionError(`database connection failed: ${message}`, { cause: error })
   }
+  // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
   if (code === '42883' || code === '42P01' || code === '3F000') {
     return new SchemaVersionError(`the pg-request-reply schema is missing or incomplete (${message}): run \`pgrr migrate\``)
   }

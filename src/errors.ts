@@ -75,7 +75,11 @@ export class CancelledError extends PgrrError {
   }
 }
 
-/** The database could not be reached, or the connection broke while the outcome was unknown. */
+/**
+ * The database could not be reached or refused the work for want of resources (too many connections, a
+ * full NOTIFY queue, no pooled connection free in time), or the connection broke while the outcome was
+ * unknown.
+ */
 export class ConnectionError extends PgrrError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('CONNECTION', message, options)

@@ -22,6 +22,8 @@ export interface ListenerOptions extends ConnectionOptions {
 type State = 'new' | 'connected' | 'reconnecting' | 'closed'
 
 const maxBackoffMs = 5000
+/** Longest wait for an UNLISTEN (see listen()). */
+const unlistenTimeoutMs = 2000
 
 export class Listener {
   readonly #options: ListenerOptions
@@ -84,7 +86,15 @@ export class Listener {
       this.#handlers.delete(channel)
       if (this.#state === 'connected') {
         const session = this.#session
-        if (session !== undefined) await query(session, `unlisten ${quoteIdentifier(channel)}`, [], false).catch(() => undefined)
+        if (session === undefined) return
+        // Bounded: a session that stopped answering must not hold up a drain or a close. A notification
+        // that still arrives on the channel finds no handler.
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([
+          query(session, `unlisten ${quoteIdentifier(channel)}`, [], false).catch(() => undefined),
+          new Promise((resolve) => (timer = setTimeout(resolve, unlistenTimeoutMs))),
+        ])
+        clearTimeout(timer)
       }
     }
   }
@@ -165,13 +175,16 @@ export class Listener {
     const channels = [...this.#handlers.keys()]
     try {
       session = await this.#connect(channels)
-      // Channels registered while this connected were not in the list it listened on.
-      const added = [...this.#handlers.keys()].filter((channel) => !channels.includes(channel))
-      if (added.length > 0) {
+      // Channels registered while this connected (or while it listened on those) were not in the list it
+      // listened on: until none is left, since the session takes over without an await in between.
+      const listened = new Set(channels)
+      let added: string[]
+      while ((added = [...this.#handlers.keys()].filter((channel) => !listened.has(channel))).length > 0) {
         await query(session, added.map((channel) => `listen ${quoteIdentifier(channel)}`).join(';'), [], false).catch(async (error: unknown) => {
           await endSession(session)
           throw error
         })
+        for (const channel of added) listened.add(channel)
       }
     } catch (error) {
       this.#failures++

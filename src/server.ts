@@ -13,7 +13,8 @@ import { BatchQueue } from './batch-queue.ts'
 import type { ClientContext } from './client.ts'
 import { createSession, endSession, query, type Session } from './database.ts'
 import { toPgrrError } from './database-error.ts'
-import { CancelledError, ClosedError, ConnectionError, InvalidOptionError, responderDeadlineCode, TimeoutError } from './errors.ts'
+import { CancelledError, ClosedError, ConnectionError, responderDeadlineCode, TimeoutError } from './errors.ts'
+import { durationOption, integerOption } from './option-values.ts'
 import type { ServeOptions } from './options.ts'
 import { decodePayload, encodePayload } from './payload.ts'
 import { RateWindow } from './rate-window.ts'
@@ -81,7 +82,8 @@ interface Job {
    */
   controller?: AbortController
   abortReason?: Error
-  timer: NodeJS.Timeout
+  /** Fires at the deadline; none for a request that was past it before it started. */
+  timer?: NodeJS.Timeout
   done: boolean
   observation?: HandlerObservation
   replyHeaders?: Record<string, string>
@@ -167,6 +169,11 @@ export class Server {
   #vacuuming = false
   #handledTotal = 0
   #failedTotal = 0
+  /**
+   * The database's clock minus this process's, in ms, as last measured on the work session (undefined
+   * until then): what a handoff's deadline (by the database's clock) is compared with.
+   */
+  #dbClockOffsetMs: number | undefined
   readonly #handledLastMinute = new RateWindow()
   readonly #failedLastMinute = new RateWindow()
 
@@ -213,6 +220,8 @@ export class Server {
       )
     }
     await this.#register()
+    // Closed while registering: the registration ended with it, and nothing may start now.
+    if (this.#state !== 'starting') throw new ClosedError('the responder was closed while it started')
     this.#state = 'running'
     // Requests may have been handed over between the registration's commit and the LISTEN on the inbox.
     void this.#recoverHanded()
@@ -243,8 +252,14 @@ export class Server {
    * running at the timeout are aborted and their requests end as lost (or retried, when retryable).
    */
   drain(timeoutMs = this.#drainTimeoutMs): Promise<void> {
+    let checked: number
+    try {
+      checked = durationOption(timeoutMs, 'timeoutMs')
+    } catch (error) {
+      return Promise.reject(error)
+    }
     // A second call while draining waits for the same drain.
-    this.#draining ??= this.#drain(timeoutMs)
+    this.#draining ??= this.#drain(checked)
     return this.#draining
   }
 
@@ -350,6 +365,26 @@ export class Server {
     this.#afterSeq = 0
     this.#lowestAnnounced = undefined
     this.#unlisten = unlisten
+    void this.#syncClock()
+  }
+
+  /**
+   * Measures the database's clock against this process's. Kept only when the round trip was short (on
+   * the pipelined work session a statement may wait behind others), so the estimate is off by at most
+   * half of it.
+   */
+  async #syncClock(): Promise<void> {
+    const sentAt = Date.now()
+    let nowMs: number | undefined
+    try {
+      const [row] = await this.#onWork<{ now_ms: number }>(this.#context.statements.clock, [])
+      nowMs = row?.now_ms
+    } catch {
+      return
+    }
+    const receivedAt = Date.now()
+    if (nowMs === undefined || receivedAt - sentAt > maxClockRoundTripMs) return
+    this.#dbClockOffsetMs = nowMs - (sentAt + receivedAt) / 2
   }
 
   /** Stops listening on the service channel (no more claims), and on the control channel too unless asked. */
@@ -456,16 +491,22 @@ export class Server {
   }
 
   #run(row: ClaimedRow, session: Registration, handed = false): void {
+    if (row.remaining_ms <= 0) {
+      // Past its deadline before it could start (a handoff that arrived late, a request recovered late):
+      // never started, answered as its deadline's timeout.
+      const job: Job = { id: row.id, generation: session.generation, handed, done: false }
+      this.#jobs.set(row.id, job)
+      return this.#finish(job, deadlineOutcome(row.remaining_ms))
+    }
     const job: Job = {
       id: row.id,
       generation: session.generation,
       handed,
       done: false,
       timer: setTimeout(() => {
-        const reason = new TimeoutError(row.remaining_ms, 'the request reached its deadline')
-        abortJob(job, reason)
-        // Callers report this code as their own timeout (TimeoutError, SQLSTATE PR002).
-        this.#finish(job, { failed: true, body: reason.message, json: false, code: responderDeadlineCode })
+        const outcome = deadlineOutcome(row.remaining_ms)
+        abortJob(job, new TimeoutError(row.remaining_ms, outcome.body))
+        this.#finish(job, outcome)
       }, row.remaining_ms),
     }
     this.#jobs.set(row.id, job)
@@ -636,8 +677,14 @@ export class Server {
     const session = this.#session
     // Handed to a registration that is gone: its requests went with its session (they are reaped).
     if (session === undefined || generation !== session.generation) return
-    for (const [id, json, payload, headers, timeoutMs] of entries) {
-      this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
+    const offset = this.#dbClockOffsetMs
+    const now = Date.now()
+    for (const [id, json, payload, headers, timeoutMs, deadlineMs] of entries) {
+      // A deadline comes with requests that may have waited for their transaction's commit (see
+      // pgrr_handoff_entry): what is left of it by the database's clock, when that is known.
+      const remaining =
+        deadlineMs == null || offset === undefined ? timeoutMs : Math.min(timeoutMs, Math.floor(deadlineMs - (now + offset)))
+      this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: remaining, queued_ms: 0 }, session)
     }
   }
 
@@ -794,6 +841,7 @@ export class Server {
   async #report(): Promise<void> {
     const session = this.#session
     if (this.#state !== 'running' || session === undefined) return
+    void this.#syncClock()
     try {
       await this.#onWork(this.#context.statements.report, [
         session.responderId,
@@ -920,18 +968,23 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function'
 }
 
-function integerOption(value: number, name: string, max = 2_147_483_647): number {
-  if (!(Number.isInteger(value) && value >= 1 && value <= max)) {
-    throw new InvalidOptionError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`)
-  }
-  return value
+/** The outcome a request gets when its deadline passes at the responder (callers report it as a timeout). */
+function deadlineOutcome(timeoutMs: number): Result {
+  // Callers report this code as their own timeout (TimeoutError, SQLSTATE PR002).
+  return { failed: true, body: new TimeoutError(timeoutMs, 'the request reached its deadline').message, json: false, code: responderDeadlineCode }
 }
 
-/** One entry of a handoff (see pgrr_handoff_entry): id, payload is JSON, payload, headers, time left in ms. */
-function isHandoff(value: unknown): value is [string, boolean, string, Record<string, string> | null, number] {
+/** Longest round trip whose measure of the database's clock is kept (see #syncClock). */
+const maxClockRoundTripMs = 20
+
+/**
+ * One entry of a handoff (see pgrr_handoff_entry): id, payload is JSON, payload, headers, time left in ms,
+ * and the deadline in ms by the database's clock (or null).
+ */
+function isHandoff(value: unknown): value is [string, boolean, string, Record<string, string> | null, number, number | null | undefined] {
   return (
     Array.isArray(value) &&
-    value.length === 5 &&
+    (value.length === 5 || (value.length === 6 && (value[5] === null || typeof value[5] === 'number'))) &&
     typeof value[0] === 'string' &&
     typeof value[1] === 'boolean' &&
     typeof value[2] === 'string' &&

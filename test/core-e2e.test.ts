@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
 import {
   CancelledError,
+  connect,
   ClosedError,
   InvalidChannelError,
   InvalidOptionError,
@@ -378,4 +379,32 @@ test('reply headers travel back: requestWithHeaders, RemoteError.headers, await_
   const [{ id }] = (await db.sql.unsafe(`select ${db.quoted}.request('e2e.reply.headers', 'sql'::text, null, '{"x-request":"q"}') as id`)) as unknown as [{ id: string }]
   const [full] = await db.sql.unsafe(`select reply, reply_json, headers from ${db.quoted}.await_reply_full($1)`, [id])
   assert.deepStrictEqual({ ...full }, { reply: 'SQL', reply_json: false, headers: { 'x-served-by': 'responder-1', 'x-échoed': 'q' } })
+})
+
+test('options out of range fail at once with InvalidOptionError; fractions of a millisecond round up', async (t) => {
+  const invalid: [string, Record<string, unknown>][] = [
+    ['overflow', { overflow: 'rejct' }],
+    ['fallbackPollIntervalMs', { fallbackPollIntervalMs: -5 }],
+    ['defaultTimeoutMs', { defaultTimeoutMs: 3e9 }],
+    ['checkIntervalMs', { checkIntervalMs: 3e9 }],
+    ['poolSize', { poolSize: 2.5 }],
+    ['maxInFlight', { maxInFlight: 0 }],
+  ]
+  for (const [name, options] of invalid) {
+    // A client that opens anyway is closed again, so that the assertion below fails rather than hangs.
+    const error = await rejection(connect({ ...db.options, ...options }).then(async (client) => client.close()))
+    assert.ok(error instanceof InvalidOptionError, `${name}: ${error.name}: ${error.message}`)
+    assert.match(error.message, new RegExp(name))
+  }
+  const server = await serverFor(t, db, 'options', (payload: string) => payload)
+  const client = await clientFor(t, db)
+  // A computed timeout (say, from performance.now()) is a fraction: it rounds up, in a batch with others.
+  const replies = await Promise.all([client.request('options', 'a', { timeoutMs: 1500.5 }), client.request('options', 'b')])
+  assert.deepEqual(replies, ['a', 'b'])
+  for (const timeoutMs of [0, -1, 3e9, Number.NaN]) {
+    const error = await rejection(client.request('options', 'x', { timeoutMs }))
+    assert.ok(error instanceof InvalidOptionError, `timeoutMs ${timeoutMs}: ${error.name}: ${error.message}`)
+  }
+  await assert.rejects(server.drain(-1), InvalidOptionError)
+  assert.equal(server.state, 'running', 'a refused drain changes nothing')
 })

@@ -2,8 +2,10 @@
 // a cancellation; and what each one leaves behind at the responder and in the table.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { CancelledError, NoRespondersError, PgrrError, RemoteError, TimeoutError } from '../src/index.ts'
-import { aborted, clientFor, deferred, rejection, requestRows, serverFor, useTestSchema, waitFor } from './helpers.ts'
+import { randomBytes } from 'node:crypto'
+import { CancelledError, connect, ConnectionError, NoRespondersError, PgrrError, RemoteError, TimeoutError } from '../src/index.ts'
+import { toPgrrError } from '../src/database-error.ts'
+import { aborted, clientFor, databaseUrl, deferred, rejection, requestRows, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('errors')
 
@@ -124,4 +126,22 @@ test('an already-aborted signal rejects at once, and nothing is sent', async (t)
   assert.deepStrictEqual(await requestRows(db, 'never'), [])
   assert.equal(await client.request('never', 'y'), 'ran')
   assert.equal(calls, 1, 'only the second request reached the handler')
+})
+
+test('a database out of resources is a ConnectionError: too many connections, a full NOTIFY queue, no pooled connection in time', async (t) => {
+  const role = `pgrr_test_limited_${randomBytes(4).toString('hex')}`
+  await db.sql.unsafe(`create role ${role} login connection limit 0`)
+  t.after(() => db.sql.unsafe(`drop role if exists ${role}`))
+  const url = new URL(databaseUrl())
+  url.username = role
+  // A client that opens anyway is closed again, so that the assertion fails rather than hangs.
+  const error = await rejection(connect({ connectionString: url.toString(), schema: db.schema }).then(async (client) => client.close()))
+  assert.ok(error instanceof ConnectionError, `${error.name}: ${error.message}`)
+  assert.equal(error.code, 'CONNECTION')
+  // The same mapping for what cannot be provoked here without disturbing other sessions of the server.
+  const full = Object.assign(new Error('too many notifications in the NOTIFY queue'), { code: '54000' })
+  assert.ok(toPgrrError(full) instanceof ConnectionError)
+  assert.ok(toPgrrError(new Error('timeout exceeded when trying to connect')) instanceof ConnectionError)
+  const other = Object.assign(new Error('payload string too long'), { code: '54000' })
+  assert.equal(toPgrrError(other), other, 'other limits keep their own error')
 })

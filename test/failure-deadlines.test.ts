@@ -102,3 +102,56 @@ test("the handler's signal fires on caller cancel, caller timeout, and at the de
   assert.ok(cancelMs < 2000 && timeoutMs < 2000, 'the caller side reaches the handler promptly')
   assert.ok(lateMs > -50 && lateMs < 1000, `the deadline signal fired ${lateMs} ms after ctx.deadline`)
 })
+
+test('a request made in a transaction that outlives its deadline is never started; its awaiter gets PR002', { timeout: 60_000 }, async (t) => {
+  const channel = 'deadline.transaction'
+  const starts: string[] = []
+  await serverFor(t, db, channel, (payload: string) => {
+    starts.push(payload)
+    return `done ${payload}`
+  })
+  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  t.after(() => sql.end({ timeout: 1 }))
+  // Made right at the start of its transaction, so handed over (its NOTIFY goes out at the commit); the
+  // transaction then goes on past the request's deadline, by the database's clock.
+  const id = await sql.begin(async (tx) => {
+    const [row] = await tx.unsafe(`select ${db.quoted}.request($1, 'late', interval '300 milliseconds') as id`, [channel])
+    await waitFor(async () => {
+      const [late] = await tx.unsafe(`select deadline < clock_timestamp() as past from ${db.quoted}.pgrr_request where id = $1`, [row?.id])
+      return late?.past === true
+    }, { message: 'the deadline passes inside the transaction' })
+    return String(row?.id)
+  })
+  const code = await sql.unsafe(`select ${db.quoted}.await_reply($1)`, [id]).then(() => 'replied', (e: { code?: string }) => e.code)
+  assert.equal(code, 'PR002', 'the awaiter gets the timeout')
+  // A request after it is served: the late one was answered (as a timeout), not left in the responder's hands.
+  const [next] = await sql.unsafe(`select ${db.quoted}.request($1, 'next') as id`, [channel])
+  const [reply] = await sql.unsafe(`select ${db.quoted}.await_reply($1) as reply`, [next?.id])
+  assert.equal(reply?.reply, 'done next')
+  assert.deepEqual(starts, ['next'], 'the late request was never started')
+})
+
+test("a request's deadline counts the time it waited for a slot: ctx.deadline is the caller's own", { timeout: 60_000 }, async (t) => {
+  const channel = 'deadline.queued'
+  const release = deferred()
+  const deadlines = new Map<string, Date>()
+  await serverFor(t, db, channel, async (payload: string, ctx: HandlerContext) => {
+    deadlines.set(payload, ctx.deadline)
+    if (payload === 'first') await release.promise
+    return payload
+  })
+  t.after(() => release.resolve())
+  const client = await clientFor(t, db, { maxInFlight: 1 })
+  const first = client.request(channel, 'first')
+  await waitFor(() => deadlines.has('first'), { message: 'the first request runs' })
+  const calledAt = Date.now()
+  const timeoutMs = 5000
+  const second = client.request(channel, 'second', { timeoutMs })
+  // The second waits for the only slot; how long it waits is what the test is about.
+  await waitFor(() => Date.now() - calledAt >= 500, { message: 'time passes' })
+  release.resolve()
+  assert.equal(await first, 'first')
+  assert.equal(await second, 'second')
+  const deadline = deadlines.get('second')!.getTime()
+  assert.ok(deadline <= calledAt + timeoutMs + 50, `ctx.deadline is ${deadline - calledAt} ms after the call, for a timeout of ${timeoutMs} ms`)
+})
