@@ -28,9 +28,9 @@
 --   pending   inserted by request()/pgrr_send() when it could not be handed over (too large, a burst);
 --             NOTIFY on the service channel wakes responders
 --   claimed   handed to one responder by the send itself, the usual case (pgrr_send_one, pgrr_send:
---             handed = true; no request lock: the responder's holder lock says whether it is still in
---             hand; pgrr_decline makes it pending again). Or taken by one from the queue (pgrr_claim);
---             that responder's session holds the request lock
+--             handed = true; no request lock: the responder's holder lock, and its session, say whether
+--             it is still in hand; pgrr_decline makes it pending again). Or taken by one from the queue
+--             (pgrr_claim); that responder's session holds the request lock
 --   replied   reply written (pgrr_reply, pgrr_reply_one); a request lock is released at that commit, and
 --             an SQL caller's reply bell rings
 --   failed    the handler threw; error_code/error_message hold what it said
@@ -40,15 +40,20 @@
 -- with the raise, so failed/lost rows stay readable), the TypeScript client acknowledges every outcome;
 -- pgrr_sweep deletes whatever outlived its deadline and is no longer held by a responder.
 --
--- Locks (always the two-key form; key 1 is a namespace derived from the schema name):
---   request lock   (pgrr_ns_request(), pgrr_request_key(seq)) exclusive, session level, held by the claiming
---                  responder from claim to the commit of its reply. Awaiters block on it in shared mode.
+-- Locks (always the two-key form; key 1 is a namespace derived from the schema name). Any login may take any
+-- advisory lock, and most of these keys are easy to compute: a lock held says that some session holds it,
+-- not which one (see Squatters, under Security).
+--   request lock   (pgrr_ns_request(), pgrr_request_key(id)) exclusive, session level, held by the claiming
+--                  responder from claim to the commit of its reply. Awaiters block on it in shared mode, a
+--                  second at most at a time. Keyed on the request's secret id, so that no other session can
+--                  take a request's key before its claim (see pgrr_request_key).
 --   responder lock (pgrr_ns_responder(), responder id) exclusive, session level, held by a live responder's
---                  session. It is the presence signal: request() tests it with a shared try-lock. Released
---                  by pgrr_unregister (a draining responder takes no new requests).
+--                  session. It is the presence signal: request() tests it with a shared try-lock (see
+--                  pgrr_live_responder). Released by pgrr_unregister, which first marks the row
+--                  unregistered (a draining responder takes no new requests, whoever holds the key then).
 --   holder lock    (pgrr_ns_holder(), responder id) exclusive, session level, held by the responder's session
 --                  from registration until the session ends, draining included: requests handed to the
---                  responder (see pgrr_send) are in its hands while it is held.
+--                  responder (see pgrr_send) are in its hands while it is held, and that session exists.
 --   bell locks     (pgrr_ns_bell(), channel id * 4 + parity), parity 0 or 1, exclusive, session level.
 --                  One responder per channel, the bell holder (it holds the token (pgrr_ns_bell(), channel
 --                  id * 4 + 2)), holds one of the two bells and rings it on every claim that takes a request made from SQL
@@ -95,20 +100,49 @@
 --   one login are told apart by the request id.
 --   A request's id is its secret: 62 random bits from gen_random_uuid() (a cryptographic generator), so
 --   that another session of the same login cannot guess the id of a request it did not make. Claims are
---   ordered by, and request locks keyed on, a separate sequential column (seq). Requests of another login
---   are invisible: await_reply, await_reply_json, pgrr_fetch, pgrr_ack, pgrr_cancel and the
---   acknowledgements of pgrr_send act only on the caller's own requests; an id of another login is
---   'unknown' (PR005), the same as a wrong one, so ids cannot be probed across logins either.
+--   ordered by a separate sequential column (seq); request locks are keyed on the id (see Squatters).
+--   Requests of another login are invisible: await_reply, await_reply_json, pgrr_fetch, pgrr_ack,
+--   pgrr_cancel and the acknowledgements of pgrr_send act only on the caller's own requests; an id of
+--   another login is 'unknown' (PR005), the same as a wrong one, so ids cannot be probed across logins
+--   either.
 --   Responders serve only channels granted to them, closed by default: pgrr_register refuses (42501) a
 --   login that is neither the owner (or a member of it), a superuser, nor a member of a role granted the
 --   channel in pgrr_channel_grant (pgrr_grant_channel / pgrr_revoke_channel, owner only). Revoking does not
 --   stop a responder already registered; it stops its next registration. A responder id is usable only by
 --   the session that registered it (pgrr_claim, pgrr_report, pgrr_unregister check backend pid and login),
---   and pgrr_reply writes only outcomes of requests whose request lock the calling session holds, so a
---   responder can neither claim another channel's requests nor answer for another responder.
+--   and pgrr_reply writes only outcomes of the requests of the responder that the calling session
+--   registered, and of a claimed one only while that session holds its request lock, so a responder can
+--   neither claim another channel's requests nor answer for another responder.
 --   NOTIFY channels are not secret (anyone may LISTEN or NOTIFY): they carry empty wake-ups, request ids
 --   (useless without being their caller) and, on a TypeScript caller's reply channel, replies. That
 --   channel's name ends in 64 random bits and is stored only in the request table.
+--   Squatters. Any login of the database may take any advisory lock (pg_advisory_lock is executable by
+--   PUBLIC), with no privilege on this schema at all. Request locks are keyed on the request's secret id
+--   (pgrr_request_key): no other session can tell which key a request will lock, so none can keep a
+--   queued request from being claimed (keys held at random hit a given request with a chance of 2^-32
+--   each). Responder and holder locks are keyed on the responder id, which anyone can guess (ids count up
+--   from 1). A session that takes them once the responder's session has ended makes a phantom: listed as
+--   live, handed requests that nobody runs, never reaped. So what those locks say is checked against the
+--   sessions themselves, which costs too much to do per request: pgrr_reap takes back a request whose lock
+--   is held while the session that registered its responder no longer exists (pgrr_registration_gone,
+--   pgrr_session_gone: that session's pid and login against PostgreSQL's table of backends), and every
+--   sweep deletes the row of such a responder, after which no request goes to it. Requests handed to a
+--   phantom before that end lost (or are retried, when retryable) at their caller's next check (a
+--   TypeScript client's checkIntervalMs; an SQL awaiter's next look, within a second), and the phantom is
+--   gone at the next sweep of any responder of the schema (every sweepIntervalMs, 5 s by default). A
+--   responder that drains marks its row unregistered before it releases its responder lock, so a session
+--   that takes the lock then gets nothing sent to it; the draining responder's session still holds its
+--   holder lock and runs what it holds, and nothing of it is reaped while that session exists. (A session
+--   of the responder's own login that the operating system gave the same pid cannot be told from it; a
+--   login allowed to serve a channel is trusted with its requests anyway.) A session squatting on channel
+--   bells or reply bells only delays awaiters (see pgrr_await), one squatting on the keys of the next
+--   responder ids only makes pgrr_register skip them (see there).
+--   What no function here can prevent: any login of the database can deny service, for instance by filling
+--   the NOTIFY queue (pg_notify, and so every request, then fails), by using up the connections, by
+--   holding the keys of every next responder id (registrations then fail), or by keeping a transaction
+--   open (VACUUM cannot clean up behind it). What it cannot do: read another login's requests or replies,
+--   answer in a responder's stead, or make requests vanish silently (handed to a responder that is not
+--   there, and never taken back) for longer than a sweep interval.
 --
 -- Hostile input. Every entry point takes values only as parameters; channel names never become
 -- identifiers (NOTIFY channels are built from numeric ids). A channel name is 1 to 63 bytes without
@@ -165,12 +199,19 @@ as $$
   select ((((p_responder::bigint * :SCHEMA.pgrr_reply_lanes() + p_lane) * 4 + p_k + 2147483648) & 4294967295) - 2147483648)::int
 $$;
 
--- Second lock key of a request: its seq modulo 2^32, as an int. Two requests share a key only when their
--- seqs differ by a multiple of 2^32 and both are in flight; correctness never depends on the key being
--- unique (every waiter re-reads the row after the lock), only promptness would.
-create function :SCHEMA.pgrr_request_key(p_seq bigint) returns int
+-- Second lock key of a request: the low 32 bits of its id, as an int. Derived from the id, the request's
+-- secret (see Security), so that no other session can know a request's key before it is claimed: keyed on
+-- the seq, which the service channel's NOTIFYs show, a session could hold the keys of the next requests
+-- (any login may take any advisory lock) and so keep them from ever being claimed.
+-- Two requests in flight share a key with a chance of 2^-32. That costs promptness, never an outcome: a
+-- claim never waits for a key (a request whose key is held stays pending, for a later claim); one session
+-- may hold a key for two requests it claimed (advisory locks count their holds, and each reply releases
+-- one); every waiter re-reads the row at least once a second (see pgrr_await); pgrr_reply also requires the
+-- responder's own session; and a claimed request whose responder's session is gone is reaped whoever holds
+-- its key (see pgrr_reap).
+create function :SCHEMA.pgrr_request_key(p_id bigint) returns int
 language sql immutable parallel safe
-as $$ select (((p_seq + 2147483648) & 4294967295) - 2147483648)::int $$;
+as $$ select (((p_id + 2147483648) & 4294967295) - 2147483648)::int $$;
 
 -- A new request id: 62 random bits (the last 8 bytes of a version 4 UUID, whose top two bits are fixed),
 -- so that ids cannot be guessed. Volatile, so every row gets its own.
@@ -256,7 +297,8 @@ create table :SCHEMA.pgrr_channel_grant (
   primary key (channel_id, grantee)
 );
 
--- Live (and recently dead) responders. A row is live while its session holds the responder lock.
+-- Live (and recently dead) responders. A row is live while its session holds the responder lock and has not
+-- unregistered (see pgrr_live_responder).
 create unlogged table :SCHEMA.pgrr_responder (
   id int generated by default as identity primary key,
   channel_id int not null references :SCHEMA.pgrr_channel (id),
@@ -264,8 +306,12 @@ create unlogged table :SCHEMA.pgrr_responder (
   pid int,
   concurrency int,
   backend_pid int not null default pg_backend_pid(),
-  -- The session's login: with backend_pid, what proves that a call comes from the registering session.
+  -- The session's login: with backend_pid, what proves that a call comes from the registering session, and
+  -- what tells whether that session still exists (see pgrr_session_gone).
   login text not null default session_user,
+  -- Set by pgrr_unregister: the responder drains and takes no new request, whoever holds its responder lock
+  -- from then on (see Security).
+  unregistered boolean not null default false,
   started_at timestamptz not null default now(),
   -- Counters the responder reports every few seconds (pgrr_report), for `pgrr status`: kept in memory by
   -- the responder and written to its own row, so they cost nothing per request.
@@ -372,13 +418,18 @@ as $$
                                      floor(extract(epoch from p_deadline) * 1000)::bigint)::text
 $$;
 
--- Responders that are live: a responder is live while its session holds its responder lock, which makes
--- this shared try-lock (transaction level) fail. A successful try-lock means a dead row; holding that lock
--- to commit is harmless. A view, so that it is inlined into each query that picks a responder.
+-- Responders that are live: a responder is live while it has not unregistered and someone holds its
+-- responder lock, which makes this shared try-lock (transaction level) fail. A successful try-lock means a
+-- dead row; holding that lock to commit is harmless. The lock is trusted only until a sweep: its key is
+-- easy to compute, and a session that takes it once the responder's session has ended makes the row look
+-- live again; the sweep deletes every row whose session is gone (see pgrr_sweep_older_than). The
+-- unregistered flag closes the other way in: a key released by a responder that drains and taken by
+-- someone else. A view, so that it is inlined into each query that picks a responder.
 create view :SCHEMA.pgrr_live_responder as
   select r.id, r.channel_id, r.inbox, r.concurrency
     from :SCHEMA.pgrr_responder r
-   where not pg_catalog.pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id);
+   where not r.unregistered
+     and not pg_catalog.pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id);
 
 -- pgrr_send_one: pgrr_send for a single request, with scalar arguments (the same contract, and what
 -- request() and a TypeScript client with one request per turn of its event loop use). Its own function,
@@ -894,22 +945,63 @@ begin
 end
 $$;
 
--- Whether a claimed (or cancelled) request is in nobody's hands any more: its request lock is free, or,
--- for a request handed to a responder (which holds no request lock for it), that responder's holder
--- lock is free (its session ended). Locks: none after return (see pgrr_lock_is_free).
-create function :SCHEMA.pgrr_in_hand_of_nobody(p_handed boolean, p_seq bigint, p_responder int) returns boolean
+-- Whether the lock that keeps a claimed (or cancelled) request in its responder's hands is free: its
+-- request lock, or, for a request handed to a responder (which holds no request lock for it), that
+-- responder's holder lock. Free means the responder's session no longer holds it. Held proves less: the
+-- keys are not secret (responder ids count up from 1), so after that session ended another may have taken
+-- it (see pgrr_registration_gone). Locks: none after return (see pgrr_lock_is_free).
+create function :SCHEMA.pgrr_in_hand_lock_is_free(p_handed boolean, p_id bigint, p_responder int) returns boolean
 language sql volatile
 as $$
   select case when p_handed then :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), p_responder)
-              else :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq)) end
+              else :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id)) end
 $$;
 
--- pgrr_reap(ids): find claimed requests whose request lock nobody holds, i.e. whose responder's session
--- ended without replying. Each goes back to pending when it has attempts left (NOTIFY on its service
--- channel) or becomes lost (NOTIFY its TypeScript caller). p_ids null means every claimed request.
+-- Whether the session that registered a responder (pgrr_responder.backend_pid and login) has ended: no
+-- backend with that pid runs as that login. (A session of another login that got the same pid from the
+-- operating system is not it. One of the same login cannot be told apart, see Security.) Reads
+-- PostgreSQL's table of backends (pg_stat_get_activity: pid and role are shown to every role), which a
+-- transaction copies at its first read and then keeps: the copy is discarded first, so that the one read
+-- here is newer than the row the caller took the pid from (a session that registered after an older copy
+-- was made would be missing from it). About 50 µs: for sweeps and reaps, never per request. Locks: none.
+create function :SCHEMA.pgrr_session_gone(p_pid int, p_login text) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  perform pg_stat_clear_snapshot();
+  return not exists (select 1 from pg_stat_get_activity(p_pid) a where pg_get_userbyid(a.usesysid) = p_login);
+end
+$$;
+
+-- Whether a responder's registration is gone: its row was deleted (a sweep deletes it once its session has
+-- ended), or its session has ended. What its locks cannot tell once someone else may hold them. Locks:
+-- none.
+create function :SCHEMA.pgrr_registration_gone(p_responder int) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_pid int;
+  v_login text;
+begin
+  select r.backend_pid, r.login into v_pid, v_login from :SCHEMA.pgrr_responder r where r.id = p_responder;
+  return not found or :SCHEMA.pgrr_session_gone(v_pid, v_login);
+end
+$$;
+
+-- pgrr_reap(ids): find claimed requests in nobody's hands any more, i.e. whose responder's session ended
+-- without replying: the lock that keeps them in hand is free (see pgrr_in_hand_lock_is_free), or it is held
+-- while the session of their responder is gone (pgrr_registration_gone): someone else took the key, a
+-- squatter (see Security), or another request that shares it. A request whose responder's session still
+-- exists is left to it, whatever its locks say: a draining responder still runs what it holds. Each goes
+-- back to pending when it has attempts left (NOTIFY on its service channel) or becomes lost (NOTIFY its
+-- TypeScript caller). p_ids null means every claimed request.
 -- Returns the ids it changed and their new state, of the calling login's own requests only (ids are
--- secrets). Safe to run anywhere, any number of times at once: every change is conditional on the state
--- and attempt it read, and is what the protocol would do anyway.
+-- secrets). Safe to run anywhere, any number of times at once: every change is conditional on the state,
+-- attempt and responder it read, and is what the protocol would do anyway.
 create function :SCHEMA.pgrr_reap(p_ids bigint[] default null)
 returns table (id bigint, state text)
 language plpgsql volatile security definer
@@ -920,6 +1012,8 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
+  -- Responders whose session this call found to exist: their requests with a lock held are in hand.
+  v_alive int[] := '{}';
 begin
   for r in
     -- Two branches rather than "p_ids is null or id = any (p_ids)": in the generic plan the first probes the
@@ -932,11 +1026,18 @@ begin
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and p_ids is null
   loop
-    continue when not :SCHEMA.pgrr_in_hand_of_nobody(r.handed, r.seq, r.responder_id);
+    if not :SCHEMA.pgrr_in_hand_lock_is_free(r.handed, r.id, r.responder_id) then
+      continue when r.responder_id = any (v_alive);
+      if not :SCHEMA.pgrr_registration_gone(r.responder_id) then
+        v_alive := v_alive || r.responder_id;
+        continue;
+      end if;
+    end if;
+    -- (The responder too: a request declined and claimed again by another has the same attempt.)
     if r.attempt < r.max_attempts then
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null, handed = false
-       where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt;
+       where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt and q.responder_id = r.responder_id;
       if found then
         -- The payload is the request's seq: responders claim from there (see pgrr_claim).
         perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
@@ -947,7 +1048,7 @@ begin
     else
       update :SCHEMA.pgrr_request q
          set state = 'lost', finished_at = clock_timestamp()
-       where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt;
+       where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt and q.responder_id = r.responder_id;
       if found then
         if r.reply_to is not null then
           perform pg_notify(r.reply_to, json_build_array(json_build_array(r.id::text, 'l'))::text);
@@ -977,7 +1078,9 @@ $$;
 -- blocks once on the channel's bell, which rings when a claim of the bell holder commits; once claimed it
 -- blocks on the request lock, which the responder releases exactly when its reply commits. Between those
 -- it naps (1 ms, doubling to 16 ms): after the first ring (a claim that did not take this request: a
--- backlog) and when no bell is held.
+-- backlog) and when no bell is held. No wait on a reply bell or a request lock lasts more than a second
+-- without a look at the request and a reap (pgrr_reap): the lock may be held by someone other than the
+-- responder (a squatter, or another request with the same key; see Security).
 -- An error outcome is not consumed: the raise rolls back every change of the statement, so it stays
 -- readable (the same error again) until the sweeper deletes it.
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
@@ -1021,6 +1124,8 @@ declare
   v_bell int;
   v_last_bell int;
   v_bell_wait_ms int := 50;
+  -- How long to block on the request lock at most (see below).
+  v_lock_wait_ms int := 50;
 begin
   loop
     select q.state, q.reply, q.reply_json, q.reply_headers, q.error_code, q.error_message, q.deadline,
@@ -1110,9 +1215,11 @@ begin
           v_bell_wait_ms := 50;
           v_last_bell := v_bell;
         else
-          -- Timed out: it may still be current, so the next look is a full one.
+          -- Timed out: it may still be current, so the next look is a full one. And the responder's session
+          -- may be gone while someone squats on its keys (its holder lock, a bell): reap it then.
           v_bell_wait_ms := least(v_bell_wait_ms * 2, 1000);
           v_last_bell := null;
+          perform :SCHEMA.pgrr_reap(array[v_id]);
         end if;
         v_bell := null;
       end if;
@@ -1122,12 +1229,20 @@ begin
       perform :SCHEMA.pgrr_reap(array[v_id]);
       perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       v_nap_ms := least(v_nap_ms * 2, 16);
-    elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(r.seq), v_left_ms) then
+    elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(v_id),
+                                 least(v_lock_wait_ms, v_left_ms)) then
       -- The lock is free: the reply has committed (the usual case: the next look finds it), or the
       -- responder's session is gone (the request is still claimed: reap it).
       if exists (select 1 from :SCHEMA.pgrr_request q where q.id = v_id and q.state = 'claimed') then
         perform :SCHEMA.pgrr_reap(array[v_id]);
       end if;
+    else
+      -- Still held: the handler runs on (the usual case); or another request shares the key, and this one
+      -- may have been answered meanwhile (see pgrr_request_key); or someone else took the key after the
+      -- responder's session ended (reap it). So the wait is bounded, from 50 ms growing to 1 s, and each
+      -- wait that times out is followed by a look at the request and a reap.
+      v_lock_wait_ms := least(v_lock_wait_ms * 2, 1000);
+      perform :SCHEMA.pgrr_reap(array[v_id]);
     end if;
   end loop;
 end
@@ -1349,45 +1464,43 @@ begin
 end
 $$;
 
--- The session setting that records that this session unregistered a responder (so that a second
--- unregister does not try to release the responder lock again).
-create function :SCHEMA.pgrr_unregistered_setting(p_responder int) returns text
-language sql immutable
-as $$ select 'pgrr.unregistered_' || pg_catalog.to_hex(:SCHEMA.pgrr_ns_responder()) || '_' || p_responder::text $$;
-
--- pgrr_unregister(responder): stop being live (drain). Releases the responder lock: no request goes to this
--- responder any more. The row stays, and so does the holder lock, until the session ends (the sweep then
--- deletes the row): the requests in flight, claimed or handed, are still this session's to answer. Does
--- nothing for a responder id this session did not register.
+-- pgrr_unregister(responder): stop being live (drain). Marks the row unregistered and releases the
+-- responder lock: no request goes to this responder any more, even when another session takes that lock
+-- (see pgrr_live_responder). The row stays, and so does the holder lock, until the session ends (the sweep
+-- then deletes the row): the requests in flight, claimed or handed, are still this session's to answer.
+-- Does nothing for a responder id this session did not register, nor a second time (the lock would not be
+-- held any more).
 create function :SCHEMA.pgrr_unregister(p_responder int) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  if :SCHEMA.pgrr_registered_here(p_responder)
-     and not coalesce(nullif(current_setting(:SCHEMA.pgrr_unregistered_setting(p_responder), true), ''), 'false')::boolean then
+  update :SCHEMA.pgrr_responder r
+     set unregistered = true
+   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user and not r.unregistered;
+  if found then
     perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
-    perform set_config(:SCHEMA.pgrr_unregistered_setting(p_responder), 'true', false);
   end if;
 end
 $$;
 
 
--- Tries to take the request lock of seq at session level, without waiting (see pgrr_claim). A function so
--- the claim can take it once per updated row from its RETURNING list.
-create function :SCHEMA.pgrr_hold_request_lock(p_seq bigint) returns boolean
+-- Tries to take the request lock of request id at session level, without waiting (see pgrr_claim). A
+-- function so the claim can take it once per updated row from its RETURNING list.
+create function :SCHEMA.pgrr_hold_request_lock(p_id bigint) returns boolean
 language sql volatile
-as $$ select pg_catalog.pg_try_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq)) $$;
+as $$ select pg_catalog.pg_try_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id)) $$;
 
--- Moves the request lock of seq from session to transaction scope, if this session holds it: true then,
--- false (without waiting) when another session holds it or nobody did. What proves, in pgrr_reply, that
--- the caller is the responder holding the request.
-create function :SCHEMA.pgrr_release_request_lock(p_seq bigint) returns boolean
+-- Moves the request lock of request id from session to transaction scope, if this session holds it: true
+-- then, false (without waiting) when another session holds it or nobody did. With the registration, what
+-- proves in pgrr_reply that the caller is the responder holding the request. One hold of the key only: a
+-- session that holds it for two requests (see pgrr_request_key) keeps the other.
+create function :SCHEMA.pgrr_release_request_lock(p_id bigint) returns boolean
 language sql volatile
 as $$
-  select case when pg_catalog.pg_try_advisory_xact_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq))
-              then pg_catalog.pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_seq))
+  select case when pg_catalog.pg_try_advisory_xact_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id))
+              then pg_catalog.pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id))
               else false end
 $$;
 
@@ -1453,7 +1566,7 @@ begin
   returning q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int as remaining_ms,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int as queued_ms,
-            :SCHEMA.pgrr_hold_request_lock(q.seq) as locked, q.reply_to is null as sql_caller
+            :SCHEMA.pgrr_hold_request_lock(q.id) as locked, q.reply_to is null as sql_caller
   loop
     if r.locked then
       id := r.id; seq := r.seq; payload := r.payload; payload_json := r.payload_json; headers := r.headers;
@@ -1461,8 +1574,9 @@ begin
       v_ring := v_ring or r.sql_caller;
       return next;
     else
-      -- Another session holds this request's lock key: not a responder (they hold only the keys of what
-      -- they claimed), so something that should not. Never wait on it (that would stall this claim, its
+      -- Another session holds this request's lock key: a responder that claimed another request with the
+      -- same key (see pgrr_request_key), or a session that should not (it cannot have aimed at this
+      -- request: the key comes from the secret id). Never wait on it (that would stall this claim, its
       -- row locks and the responder): leave the request pending, for a later claim.
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1
@@ -1654,9 +1768,11 @@ $$;
 
 -- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
 -- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
--- Only requests whose request lock this session holds are written (the others are ignored): a session
--- cannot answer for another responder. Each of those locks moves from session to transaction scope first,
--- so awaiters wake exactly when this commits. Rows the caller cancelled meanwhile are deleted instead. A
+-- Only this session's own responder's requests are written (the others are ignored): the session must be the
+-- one that registered the responder, and hold the request lock of each claimed request (a handed one has
+-- none), so that a session cannot answer for another responder, even one that took a request's lock after
+-- its responder's session ended. Each of those locks moves from session to transaction scope first, so
+-- awaiters wake exactly when this commits. Rows the caller cancelled meanwhile are deleted instead. A
 -- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
 -- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
 -- arrays of entries [id, 'r', is_json, body (, headers)] / [id, 'f', code, message (, headers)]; a body or
@@ -1682,8 +1798,9 @@ declare
   v_max_bytes int;
   v_channel text;
 begin
-  -- Handed requests carry no request lock: they belong to the session that registered the responder. A
-  -- responder serves one channel, so every request it holds has that channel's limit.
+  -- Every request of the responder belongs to the session that registered it; claimed ones also carry a
+  -- request lock that the session holds, handed ones none. A responder serves one channel, so every
+  -- request it holds has that channel's limit.
   select w.backend_pid = pg_backend_pid() and w.login = session_user,
          coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name
     into v_registered, v_max_bytes, v_channel
@@ -1725,7 +1842,9 @@ begin
     ),
     held as materialized (
       select o.* from owned o
-       where case when o.handed then v_registered else :SCHEMA.pgrr_release_request_lock(o.seq) end
+       where case when not v_registered then false
+                  when o.handed then true
+                  else :SCHEMA.pgrr_release_request_lock(o.id) end
     ),
     gone as (
       delete from :SCHEMA.pgrr_request q
@@ -1785,8 +1904,13 @@ $$;
 -- pgrr_sweep_older_than(grace): delete requests past their deadline by more than grace (nobody waits for
 -- them any more) unless a live responder still holds them (its reply must find the row to release the
 -- request lock; a handed request has no request lock to release, and its responder ended it at the
--- deadline), and responder rows whose session is gone. Returns the number of requests deleted. Owner
--- only: a short grace deletes requests whose callers still wait; responders get pgrr_sweep().
+-- deadline), and responder rows whose session is gone: its holder lock is free, or held while the session
+-- no longer exists (see pgrr_session_gone), by a session that took the key since. That ends a phantom,
+-- a dead responder that a squatter on its keys keeps listed as live (see Security): no request goes to it
+-- once its row is gone, and pgrr_reap takes back what went to it (it needs no row for that). Returns the
+-- number of requests deleted. Owner only: a short grace deletes requests whose callers still wait;
+-- responders get pgrr_sweep(). Costs a look at the server's backends (pgrr_session_gone) per responder
+-- row, which is why it is done here, every few seconds, and never per request.
 create function :SCHEMA.pgrr_sweep_older_than(p_grace interval) returns int
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1799,10 +1923,12 @@ begin
   delete from :SCHEMA.pgrr_request q
    where q.deadline < clock_timestamp() - p_grace
      and (q.state not in ('claimed', 'cancelled') or q.responder_id is null or q.handed
-          or :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(q.seq)));
+          or case when :SCHEMA.pgrr_in_hand_lock_is_free(false, q.id, q.responder_id) then true
+                  else :SCHEMA.pgrr_registration_gone(q.responder_id) end);
   get diagnostics v_count = row_count;
   delete from :SCHEMA.pgrr_responder r
-   where :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), r.id);
+   where case when :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), r.id) then true
+              else :SCHEMA.pgrr_session_gone(r.backend_pid, r.login) end;
   return v_count;
 end
 $$;
@@ -1981,14 +2107,15 @@ revoke all on function
   :SCHEMA.pgrr_await(bigint, interval),
   :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
   :SCHEMA.pgrr_register(text, text, int, int), :SCHEMA.pgrr_report(int, bigint, bigint, int, int, int),
-  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_unregistered_setting(int), :SCHEMA.pgrr_registered_here(int),
+  :SCHEMA.pgrr_unregister(int), :SCHEMA.pgrr_registered_here(int),
   :SCHEMA.pgrr_hold_request_lock(bigint), :SCHEMA.pgrr_release_request_lock(bigint),
   :SCHEMA.pgrr_claim(int, int, int, bigint), :SCHEMA.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]),
   :SCHEMA.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text),
   :SCHEMA.pgrr_reply_entry(bigint, boolean, text, boolean, text, jsonb), :SCHEMA.pgrr_reply_short_entry(bigint, boolean, text, boolean),
   :SCHEMA.pgrr_too_large_message(boolean, text, int, text),
   :SCHEMA.pgrr_handed(int), :SCHEMA.pgrr_decline(int, bigint[]),
-  :SCHEMA.pgrr_in_hand_of_nobody(boolean, bigint, int),
+  :SCHEMA.pgrr_in_hand_lock_is_free(boolean, bigint, int), :SCHEMA.pgrr_session_gone(int, text),
+  :SCHEMA.pgrr_registration_gone(int),
   :SCHEMA.pgrr_sweep(), :SCHEMA.pgrr_sweep_older_than(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
   :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),
   :SCHEMA.pgrr_grant_caller(name), :SCHEMA.pgrr_grant_responder(name)
