@@ -99,9 +99,11 @@ test('a long run keeps the table small', { timeout: 300_000 }, async (t) => {
       `${before.total} B before, after each 10 000: ${sizes.join(', ')} B`,
   )
   // Bounded, not growing with the number of requests: once vacuum has run (responders vacuum every 20 000
-  // requests and at each sweep), the later phases end no bigger than the early ones, give or take.
+  // requests and at each sweep), the later phases end no bigger than the early ones, give or take. Where a
+  // phase ends between two vacuums decides its size (0.4 to 4.5 MB measured, at random), hence the slack;
+  // without the responders' vacuum the table grew to 91 MB over 60 000 requests.
   const early = Math.max(...sizes.slice(0, 3))
-  const last = sizes.at(-1)!
-  assert.ok(last <= early * 1.5 + 1024 * 1024, `grew from ${early} to ${last} bytes`)
-  assert.ok(last < 16 * 1024 * 1024, `${last} bytes`)
+  const late = Math.max(...sizes.slice(3))
+  assert.ok(late <= Math.max(early * 2, 8 * 1024 * 1024), `grew from ${early} to ${late} bytes`)
+  assert.ok(late < 16 * 1024 * 1024, `${late} bytes`)
 })
