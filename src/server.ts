@@ -82,8 +82,10 @@ interface Job {
    */
   controller?: AbortController
   abortReason?: Error
-  /** Fires at the deadline; none for a request that was past it before it started. */
-  timer?: NodeJS.Timeout
+  /** When its deadline passes (performance.now() milliseconds). */
+  deadlineAt: number
+  /** The time it had left when it started, as the request said. */
+  remainingMs: number
   done: boolean
   observation?: HandlerObservation
   replyHeaders?: Record<string, string>
@@ -115,6 +117,8 @@ interface ClaimedRow {
 
 const maxBackoffMs = 5000
 const vacuumEveryRequests = 20_000
+/** Node's longest timer; setTimeout() fires a longer (or non-positive) delay after 1 ms, and so do deadlines. */
+const maxTimerMs = 2_147_483_647
 
 /** A responder for one channel. Start it with `client.serve()` or `serve()`. */
 export class Server {
@@ -162,6 +166,14 @@ export class Server {
   #pollTimer: NodeJS.Timeout | undefined
   #sweepTimer: NodeJS.Timeout | undefined
   #retryTimer: NodeJS.Timeout | undefined
+  /**
+   * One timer for the deadlines of all running jobs, armed for the earliest one and left armed when that
+   * job finishes first: a setTimeout() and a clearTimeout() per request cost more than the rest of its
+   * bookkeeping. Unreferenced: the sessions keep the process alive while the server runs.
+   */
+  #deadlineTimer: NodeJS.Timeout | undefined
+  /** When #deadlineTimer fires (performance.now() milliseconds), Infinity when not armed. */
+  #deadlineTimerAt = Infinity
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
   #resolveClosed!: () => void
@@ -297,6 +309,8 @@ export class Server {
     clearInterval(this.#pollTimer)
     clearInterval(this.#sweepTimer)
     clearTimeout(this.#retryTimer)
+    clearTimeout(this.#deadlineTimer)
+    this.#deadlineTimerAt = Infinity
     this.#removeReconnectHook?.()
     await this.#stopListening()
     const reason = new ClosedError('the responder closed')
@@ -494,22 +508,21 @@ export class Server {
     if (row.remaining_ms <= 0) {
       // Past its deadline before it could start (a handoff that arrived late, a request recovered late):
       // never started, answered as its deadline's timeout.
-      const job: Job = { id: row.id, generation: session.generation, handed, done: false }
+      const job: Job = { id: row.id, generation: session.generation, handed, done: false, deadlineAt: 0, remainingMs: row.remaining_ms }
       this.#jobs.set(row.id, job)
       return this.#finish(job, deadlineOutcome(row.remaining_ms))
     }
+    const delayMs = row.remaining_ms >= 1 && row.remaining_ms <= maxTimerMs ? row.remaining_ms : 1
     const job: Job = {
       id: row.id,
       generation: session.generation,
       handed,
       done: false,
-      timer: setTimeout(() => {
-        const outcome = deadlineOutcome(row.remaining_ms)
-        abortJob(job, new TimeoutError(row.remaining_ms, outcome.body))
-        this.#finish(job, outcome)
-      }, row.remaining_ms),
+      deadlineAt: performance.now() + delayMs,
+      remainingMs: row.remaining_ms,
     }
     this.#jobs.set(row.id, job)
+    if (job.deadlineAt < this.#deadlineTimerAt) this.#armDeadlines(delayMs)
     let payload: unknown
     try {
       payload = decodePayload(row.payload, row.payload_json)
@@ -560,10 +573,35 @@ export class Server {
     }
   }
 
+  /** Arms the deadline timer for `delayMs` from now, the earliest deadline of the running jobs. */
+  #armDeadlines(delayMs: number): void {
+    clearTimeout(this.#deadlineTimer)
+    this.#deadlineTimerAt = performance.now() + delayMs
+    this.#deadlineTimer = setTimeout(this.#expireJobs, delayMs).unref()
+  }
+
+  /** Ends the jobs whose deadline has passed, and arms the timer for the next one. */
+  readonly #expireJobs = (): void => {
+    // The timer fired, so its moment has come by the clock timers keep, which may lag performance.now().
+    const now = Math.max(performance.now(), this.#deadlineTimerAt)
+    this.#deadlineTimer = undefined
+    this.#deadlineTimerAt = Infinity
+    let next = Infinity
+    for (const job of this.#jobs.values()) {
+      if (job.deadlineAt > now) {
+        next = Math.min(next, job.deadlineAt)
+        continue
+      }
+      const outcome = deadlineOutcome(job.remainingMs)
+      abortJob(job, new TimeoutError(job.remainingMs, outcome.body))
+      this.#finish(job, outcome)
+    }
+    if (next !== Infinity && this.#state !== 'closed') this.#armDeadlines(Math.max(1, next - performance.now()))
+  }
+
   #finish(job: Job, outcome: Result): void {
     if (job.done) return
     job.done = true
-    clearTimeout(job.timer)
     this.#jobs.delete(job.id)
     const observed = outcome.code === responderDeadlineCode ? 'TIMEOUT' : (outcome.code ?? 'HANDLER_ERROR')
     job.observation?.end(outcome.failed ? observed : 'ok', outcome.failed ? outcome.body : undefined)
@@ -597,7 +635,6 @@ export class Server {
   #abandon(job: Job, reason: Error): void {
     if (job.done) return
     job.done = true
-    clearTimeout(job.timer)
     this.#jobs.delete(job.id)
     job.observation?.end((reason as { code?: string }).code ?? 'ERROR', reason)
     abortJob(job, reason)
