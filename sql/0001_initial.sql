@@ -125,15 +125,17 @@
 --   live, handed requests that nobody runs, never reaped. So what those locks say is checked against the
 --   sessions themselves, which costs too much to do per request: pgrr_reap takes back a request whose lock
 --   is held while the session that registered its responder no longer exists (pgrr_registration_gone,
---   pgrr_session_gone: that session's pid and login against PostgreSQL's table of backends), and every
---   sweep deletes the row of such a responder, after which no request goes to it. Requests handed to a
---   phantom before that end lost (or are retried, when retryable) at their caller's next check (a
---   TypeScript client's checkIntervalMs; an SQL awaiter's next look, within a second), and the phantom is
+--   pgrr_session_gone: that session's pid and the role it authenticated as, against PostgreSQL's table of
+--   backends), and every sweep deletes the row of such a responder, after which no request goes to it.
+--   Requests handed to a phantom before that end lost at their caller's next check (a TypeScript client's
+--   checkIntervalMs; an SQL awaiter's next look, within a second), or are retried when retryable (by the
+--   TypeScript client's check, or by the next sweep: an SQL awaiter never puts a request back in the queue
+--   itself, its statement would keep the row locked and unclaimable until it ends), and the phantom is
 --   gone at the next sweep of any responder of the schema (every sweepIntervalMs, 5 s by default). A
 --   responder that drains marks its row unregistered before it releases its responder lock, so a session
 --   that takes the lock then gets nothing sent to it; the draining responder's session still holds its
 --   holder lock and runs what it holds, and nothing of it is reaped while that session exists. (A session
---   of the responder's own login that the operating system gave the same pid cannot be told from it; a
+--   of the responder's own role that the operating system gave the same pid cannot be told from it; a
 --   login allowed to serve a channel is trusted with its requests anyway.) A session squatting on channel
 --   bells or reply bells only delays awaiters (see pgrr_await), one squatting on the keys of the next
 --   responder ids only makes pgrr_register skip them (see there).
@@ -306,9 +308,12 @@ create unlogged table :SCHEMA.pgrr_responder (
   pid int,
   concurrency int,
   backend_pid int not null default pg_backend_pid(),
-  -- The session's login: with backend_pid, what proves that a call comes from the registering session, and
-  -- what tells whether that session still exists (see pgrr_session_gone).
+  -- The session's login: with backend_pid, what proves that a call comes from the registering session.
   login text not null default session_user,
+  -- The role the registering session authenticated as (pg_stat_activity.usesysid, which every role may read
+  -- of every session, and which SET SESSION AUTHORIZATION does not change): with backend_pid, what tells
+  -- whether that session still exists (see pgrr_session_gone).
+  backend_role oid,
   -- Set by pgrr_unregister: the responder drains and takes no new request, whoever holds its responder lock
   -- from then on (see Security).
   unregistered boolean not null default false,
@@ -957,21 +962,23 @@ as $$
               else :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id)) end
 $$;
 
--- Whether the session that registered a responder (pgrr_responder.backend_pid and login) has ended: no
--- backend with that pid runs as that login. (A session of another login that got the same pid from the
--- operating system is not it. One of the same login cannot be told apart, see Security.) Reads
--- PostgreSQL's table of backends (pg_stat_get_activity: pid and role are shown to every role), which a
--- transaction copies at its first read and then keeps: the copy is discarded first, so that the one read
--- here is newer than the row the caller took the pid from (a session that registered after an older copy
--- was made would be missing from it). About 50 µs: for sweeps and reaps, never per request. Locks: none.
-create function :SCHEMA.pgrr_session_gone(p_pid int, p_login text) returns boolean
+-- Whether the session that registered a responder (pgrr_responder.backend_pid and backend_role) has ended:
+-- no backend with that pid runs as the role it authenticated as. (A session of another role that got the
+-- same pid from the operating system is not it. One of the same role cannot be told apart, see Security.)
+-- Reads PostgreSQL's table of backends (pg_stat_get_activity: pid and role are shown to every role; the
+-- start time of another role's session is not), which a transaction copies at its first read and then
+-- keeps: the copy is discarded first, so that the one read here is newer than the row the caller took the
+-- pid from (a session that registered after an older copy was made would be missing from it). About 50 µs:
+-- for reaps, never per request (sweeps read the table once for every responder, see
+-- pgrr_sweep_older_than). Locks: none.
+create function :SCHEMA.pgrr_session_gone(p_pid int, p_role oid) returns boolean
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
   perform pg_stat_clear_snapshot();
-  return not exists (select 1 from pg_stat_get_activity(p_pid) a where pg_get_userbyid(a.usesysid) = p_login);
+  return not exists (select 1 from pg_stat_get_activity(p_pid) a where a.usesysid = p_role);
 end
 $$;
 
@@ -985,10 +992,10 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_pid int;
-  v_login text;
+  v_role oid;
 begin
-  select r.backend_pid, r.login into v_pid, v_login from :SCHEMA.pgrr_responder r where r.id = p_responder;
-  return not found or :SCHEMA.pgrr_session_gone(v_pid, v_login);
+  select r.backend_pid, r.backend_role into v_pid, v_role from :SCHEMA.pgrr_responder r where r.id = p_responder;
+  return not found or :SCHEMA.pgrr_session_gone(v_pid, v_role);
 end
 $$;
 
@@ -998,11 +1005,14 @@ $$;
 -- squatter (see Security), or another request that shares it. A request whose responder's session still
 -- exists is left to it, whatever its locks say: a draining responder still runs what it holds. Each goes
 -- back to pending when it has attempts left (NOTIFY on its service channel) or becomes lost (NOTIFY its
--- TypeScript caller). p_ids null means every claimed request.
+-- TypeScript caller). p_ids null means every claimed request. p_requeue false leaves the requests that
+-- have attempts left as they are: what an SQL awaiter asks for, whose statement would hold the row it put
+-- back in the queue (locked, and pending only to itself) until it ends; a reap that commits (a sweep, a
+-- TypeScript client's check) puts them back.
 -- Returns the ids it changed and their new state, of the calling login's own requests only (ids are
 -- secrets). Safe to run anywhere, any number of times at once: every change is conditional on the state,
 -- attempt and responder it read, and is what the protocol would do anyway.
-create function :SCHEMA.pgrr_reap(p_ids bigint[] default null)
+create function :SCHEMA.pgrr_reap(p_ids bigint[] default null, p_requeue boolean default true)
 returns table (id bigint, state text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1035,6 +1045,7 @@ begin
     end if;
     -- (The responder too: a request declined and claimed again by another has the same attempt.)
     if r.attempt < r.max_attempts then
+      continue when not p_requeue;
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null, handed = false
        where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt and q.responder_id = r.responder_id;
@@ -1201,7 +1212,7 @@ begin
         v_bell := :SCHEMA.pgrr_current_reply_bell(r.responder_id, :SCHEMA.pgrr_reply_lane(r.seq), v_last_bell);
         if v_bell is null then
           -- No bell to tell: the responder's session is gone (reap it), or a session squats on its keys.
-          perform :SCHEMA.pgrr_reap(array[v_id]);
+          perform :SCHEMA.pgrr_reap(array[v_id], false);
           perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
           v_nap_ms := least(v_nap_ms * 2, 16);
         end if;
@@ -1219,14 +1230,14 @@ begin
           -- may be gone while someone squats on its keys (its holder lock, a bell): reap it then.
           v_bell_wait_ms := least(v_bell_wait_ms * 2, 1000);
           v_last_bell := null;
-          perform :SCHEMA.pgrr_reap(array[v_id]);
+          perform :SCHEMA.pgrr_reap(array[v_id], false);
         end if;
         v_bell := null;
       end if;
     elsif r.handed then
       -- Handed to a responder by a TypeScript caller's request (awaited from SQL by the same login): its
       -- reply goes by NOTIFY and rings nothing. Nap, and reap it if its responder's session is gone.
-      perform :SCHEMA.pgrr_reap(array[v_id]);
+      perform :SCHEMA.pgrr_reap(array[v_id], false);
       perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       v_nap_ms := least(v_nap_ms * 2, 16);
     elsif :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(v_id),
@@ -1234,7 +1245,7 @@ begin
       -- The lock is free: the reply has committed (the usual case: the next look finds it), or the
       -- responder's session is gone (the request is still claimed: reap it).
       if exists (select 1 from :SCHEMA.pgrr_request q where q.id = v_id and q.state = 'claimed') then
-        perform :SCHEMA.pgrr_reap(array[v_id]);
+        perform :SCHEMA.pgrr_reap(array[v_id], false);
       end if;
     else
       -- Still held: the handler runs on (the usual case); or another request shares the key, and this one
@@ -1242,7 +1253,7 @@ begin
       -- responder's session ended (reap it). So the wait is bounded, from 50 ms growing to 1 s, and each
       -- wait that times out is followed by a look at the request and a reap.
       v_lock_wait_ms := least(v_lock_wait_ms * 2, 1000);
-      perform :SCHEMA.pgrr_reap(array[v_id]);
+      perform :SCHEMA.pgrr_reap(array[v_id], false);
     end if;
   end loop;
 end
@@ -1400,9 +1411,10 @@ begin
   -- Never wait for the responder lock: a session squatting on the next id's key would stall the
   -- registration. Take the next id instead, a few times.
   for v_try in 1..10 loop
-    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency, inbox)
+    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency, inbox, backend_role)
       values (v_channel_id, p_host, p_pid, p_concurrency,
-              :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'))
+              :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'),
+              (select a.usesysid from pg_stat_get_activity(pg_backend_pid()) a))
       returning pgrr_responder.id, pgrr_responder.inbox into v_responder_id, inbox_channel;
     if pg_try_advisory_lock(:SCHEMA.pgrr_ns_holder(), v_responder_id) then
       exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
@@ -1909,8 +1921,8 @@ $$;
 -- a dead responder that a squatter on its keys keeps listed as live (see Security): no request goes to it
 -- once its row is gone, and pgrr_reap takes back what went to it (it needs no row for that). Returns the
 -- number of requests deleted. Owner only: a short grace deletes requests whose callers still wait;
--- responders get pgrr_sweep(). Costs a look at the server's backends (pgrr_session_gone) per responder
--- row, which is why it is done here, every few seconds, and never per request.
+-- responders get pgrr_sweep(). Costs one read of the server's backends, which is why it is done here,
+-- every few seconds, and never per request.
 create function :SCHEMA.pgrr_sweep_older_than(p_grace interval) returns int
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1926,9 +1938,13 @@ begin
           or case when :SCHEMA.pgrr_in_hand_lock_is_free(false, q.id, q.responder_id) then true
                   else :SCHEMA.pgrr_registration_gone(q.responder_id) end);
   get diagnostics v_count = row_count;
+  -- One read of the server's backends for every responder (a fresh one, see pgrr_session_gone).
+  perform pg_stat_clear_snapshot();
   delete from :SCHEMA.pgrr_responder r
-   where case when :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), r.id) then true
-              else :SCHEMA.pgrr_session_gone(r.backend_pid, r.login) end;
+   where :SCHEMA.pgrr_lock_is_free(:SCHEMA.pgrr_ns_holder(), r.id)
+      or r.id not in (select l.id
+                        from :SCHEMA.pgrr_responder l
+                        join pg_stat_get_activity(null) a on a.pid = l.backend_pid and a.usesysid = l.backend_role);
   return v_count;
 end
 $$;
@@ -2039,7 +2055,7 @@ begin
     '%1$s.await_reply(bigint, interval), %1$s.await_reply_json(bigint, interval), %1$s.await_reply_full(bigint, interval), '
     '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]), '
     '%1$s.pgrr_send_one(text, text, text, boolean, int, text, int, bigint[]), %1$s.pgrr_ack(bigint[]), '
-    '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
+    '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
 end
 $$;
@@ -2061,7 +2077,7 @@ begin
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
-    '%1$s.pgrr_reap(bigint[]), %1$s.pgrr_notify_prefix() '
+    '%1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
 end
 $$;
@@ -2102,7 +2118,7 @@ revoke all on function
   :SCHEMA.request(text, text, interval, jsonb), :SCHEMA.request(text, jsonb, interval, jsonb),
   :SCHEMA.pgrr_raise_send_status(text, text), :SCHEMA.pgrr_lock_is_free(int, int), :SCHEMA.pgrr_lock_is_free_now(int, int),
   :SCHEMA.pgrr_wait_lock(int, int, int), :SCHEMA.pgrr_wait_bell(int, int), :SCHEMA.pgrr_ring(int, int),
-  :SCHEMA.pgrr_reap(bigint[]), :SCHEMA.await_reply(bigint, interval), :SCHEMA.await_reply_json(bigint, interval),
+  :SCHEMA.pgrr_reap(bigint[], boolean), :SCHEMA.await_reply(bigint, interval), :SCHEMA.await_reply_json(bigint, interval),
   :SCHEMA.await_reply_full(bigint, interval),
   :SCHEMA.pgrr_await(bigint, interval),
   :SCHEMA.pgrr_cancel(bigint[]), :SCHEMA.pgrr_ack(bigint[]), :SCHEMA.pgrr_fetch(bigint[]),
@@ -2114,7 +2130,7 @@ revoke all on function
   :SCHEMA.pgrr_reply_entry(bigint, boolean, text, boolean, text, jsonb), :SCHEMA.pgrr_reply_short_entry(bigint, boolean, text, boolean),
   :SCHEMA.pgrr_too_large_message(boolean, text, int, text),
   :SCHEMA.pgrr_handed(int), :SCHEMA.pgrr_decline(int, bigint[]),
-  :SCHEMA.pgrr_in_hand_lock_is_free(boolean, bigint, int), :SCHEMA.pgrr_session_gone(int, text),
+  :SCHEMA.pgrr_in_hand_lock_is_free(boolean, bigint, int), :SCHEMA.pgrr_session_gone(int, oid),
   :SCHEMA.pgrr_registration_gone(int),
   :SCHEMA.pgrr_sweep(), :SCHEMA.pgrr_sweep_older_than(interval), :SCHEMA.pgrr_configure_channel(text, int, int),
   :SCHEMA.pgrr_grant_channel(text, name), :SCHEMA.pgrr_revoke_channel(text, name),

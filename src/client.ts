@@ -46,6 +46,7 @@ interface PendingRequest {
   timeoutMs: number
   /** Set once pgrr_send returned it. */
   id?: string
+  /** When request() was called, by performance.now(): a clock no adjustment of the system's moves. */
   startedAt: number
   /** Counted in the client's in-flight requests. */
   admitted: boolean
@@ -342,7 +343,7 @@ export class Client {
       observation,
       maxAttempts,
       timeoutMs,
-      startedAt: Date.now(),
+      startedAt: performance.now(),
       admitted: false,
       settled: false,
       resolve,
@@ -584,7 +585,7 @@ export class Client {
       }
       return
     }
-    const now = Date.now()
+    const now = performance.now()
     const ids = [...this.#byId.values()].filter((p) => now - p.startedAt >= minAgeMs).map((p) => p.id as string)
     if (ids.length === 0) return
     this.#checking = true
@@ -639,7 +640,7 @@ export class Client {
  * that the responder's deadline (`ctx.deadline`, and the row's) is the caller's own.
  */
 function remainingMs(pending: PendingRequest): number {
-  return Math.max(1, pending.timeoutMs - (Date.now() - pending.startedAt))
+  return Math.min(pending.timeoutMs, Math.max(1, Math.ceil(pending.timeoutMs - (performance.now() - pending.startedAt))))
 }
 
 /** Acknowledgements older than this ride along with the next send. */

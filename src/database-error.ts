@@ -65,8 +65,32 @@ export function toPgrrError(error: unknown): Error {
     case 'PR009':
       return new CancelledError(message)
   }
-  // 08: connection exceptions; 57P01-03: the server shut down or is starting; 28: login refused; 3D000: no
-  // such database. All mean "cannot talk to the database as configured".
+  if (isConnectionLoss(error)) {
+    return new ConnectionError(`database connection failed: ${message}`, { cause: error })
+  }
+  if (isOutOfResources(error)) {
+    return new ConnectionError(`the database is out of resources: ${message}`, { cause: error })
+  }
+  // pg-pool reports a pool that found no free connection in time (connectionTimeoutMillis) without a code.
+  if (code === '' && /timeout exceeded when trying to connect/i.test(message)) {
+    return new ConnectionError(`no database connection free in time: ${message}`, { cause: error })
+  }
+  // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
+  if (code === '42883' || code === '42P01' || code === '3F000') {
+    return new SchemaVersionError(`the pg-request-reply schema is missing or incomplete (${message}): run \`pgrr migrate\``)
+  }
+  return error
+}
+
+/**
+ * Whether an error says the connection itself is broken or cannot be made, as opposed to the database
+ * refusing one statement: 08 connection exceptions, 57P01-03 the server shut down or is starting, 28 login
+ * refused, 3D000 no such database, the drivers' and Node's codes, and node-postgres's messages without a
+ * code. A `ConnectionError` of this library says so too, unless it stands for a lack of resources.
+ */
+export function isConnectionLoss(error: unknown): boolean {
+  if (error instanceof ConnectionError) return !isOutOfResources(error.cause)
+  const { code = '', message = '' } = (error ?? {}) as DriverError
   if (
     driverConnectionCodes.has(code) ||
     code.startsWith('08') ||
@@ -76,26 +100,19 @@ export function toPgrrError(error: unknown): Error {
     code === '57P02' ||
     code === '57P03'
   ) {
-    return new ConnectionError(`database connection failed: ${message}`, { cause: error })
+    return true
   }
-  // 53: insufficient resources (too many connections, out of memory or disk); a NOTIFY queue that is full
-  // (a session LISTENs without reading): the database cannot take the work now, whatever it is.
-  if (code.startsWith('53') || (code === '54000' && /notify queue/i.test(message))) {
-    return new ConnectionError(`the database is out of resources: ${message}`, { cause: error })
-  }
-  // node-postgres reports a broken connection without a code, and pg-pool a pool that found no free
-  // connection in time (connectionTimeoutMillis) the same way.
-  if (
-    code === '' &&
-    /connection terminated|not queryable|client was closed|connection timeout|ended by the server|timeout exceeded when trying to connect/i.test(message)
-  ) {
-    return new ConnectionError(`database connection failed: ${message}`, { cause: error })
-  }
-  // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
-  if (code === '42883' || code === '42P01' || code === '3F000') {
-    return new SchemaVersionError(`the pg-request-reply schema is missing or incomplete (${message}): run \`pgrr migrate\``)
-  }
-  return error
+  return code === '' && /connection terminated|not queryable|client was closed|connection timeout|ended by the server/i.test(message)
+}
+
+/**
+ * 53: insufficient resources (too many connections, out of memory or disk); a NOTIFY queue that is full (a
+ * session LISTENs without reading). The database cannot take the work now, whatever it is; the connection
+ * that said so still works.
+ */
+function isOutOfResources(error: unknown): boolean {
+  const { code = '', message = '' } = (error ?? {}) as DriverError
+  return code.startsWith('53') || (code === '54000' && /notify queue/i.test(message))
 }
 
 function channelFromMessage(message: string): string {

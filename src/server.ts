@@ -12,7 +12,7 @@
 import { BatchQueue } from './batch-queue.ts'
 import type { ClientContext } from './client.ts'
 import { createSession, endSession, query, type Session } from './database.ts'
-import { toPgrrError } from './database-error.ts'
+import { isConnectionLoss, toPgrrError } from './database-error.ts'
 import { CancelledError, ClosedError, ConnectionError, responderDeadlineCode, TimeoutError } from './errors.ts'
 import { durationOption, integerOption } from './option-values.ts'
 import type { ServeOptions } from './options.ts'
@@ -177,6 +177,7 @@ export class Server {
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
   #resolveClosed!: () => void
+  #sweeping = false
   #handledSinceVacuum = 0
   #vacuuming = false
   #handledTotal = 0
@@ -195,9 +196,9 @@ export class Server {
     this.#context = context
     this.#handler = handler
     this.#concurrency = integerOption(options.concurrency ?? 10, 'concurrency', 100_000)
-    this.#pollIntervalMs = integerOption(options.pollIntervalMs ?? 2000, 'pollIntervalMs')
-    this.#sweepIntervalMs = integerOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
-    this.#drainTimeoutMs = integerOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
+    this.#pollIntervalMs = durationOption(options.pollIntervalMs ?? 2000, 'pollIntervalMs')
+    this.#sweepIntervalMs = durationOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
+    this.#drainTimeoutMs = durationOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
     this.#onClosed = onClosed
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     this.#replies = new BatchQueue((outcomes) => this.#flushReplies(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
@@ -379,25 +380,26 @@ export class Server {
     this.#afterSeq = 0
     this.#lowestAnnounced = undefined
     this.#unlisten = unlisten
-    void this.#syncClock()
+    // Before the first handoff can arrive with a deadline to check.
+    await this.#syncClock()
   }
 
   /**
-   * Measures the database's clock against this process's. Kept only when the round trip was short (on
-   * the pipelined work session a statement may wait behind others), so the estimate is off by at most
-   * half of it.
+   * Measures the database's clock against this process's steady one (see steadyNow), on the pool (the
+   * pipelined work session may keep a statement waiting behind others). Kept when the round trip was short,
+   * so that it is off by at most half of that, or when there is nothing better yet.
    */
   async #syncClock(): Promise<void> {
-    const sentAt = Date.now()
+    const sentAt = steadyNow()
     let nowMs: number | undefined
     try {
-      const [row] = await this.#onWork<{ now_ms: number }>(this.#context.statements.clock, [])
+      const [row] = await this.#context.poolQuery<{ now_ms: number }>(this.#context.statements.clock, [])
       nowMs = row?.now_ms
     } catch {
       return
     }
-    const receivedAt = Date.now()
-    if (nowMs === undefined || receivedAt - sentAt > maxClockRoundTripMs) return
+    const receivedAt = steadyNow()
+    if (nowMs === undefined || (receivedAt - sentAt > maxClockRoundTripMs && this.#dbClockOffsetMs !== undefined)) return
     this.#dbClockOffsetMs = nowMs - (sentAt + receivedAt) / 2
   }
 
@@ -687,7 +689,7 @@ export class Server {
       ])
       this.#context.telemetry.replied?.(this.channel, current.length)
     } catch (error) {
-      if (session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
+      if (session.generation !== this.#generation || isConnectionLoss(error)) return
       // Not a connection problem: a reply the database refused. Ending the session releases every lock it
       // holds, so no caller waits on a reply that cannot be written.
       this.#context.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
@@ -714,15 +716,34 @@ export class Server {
     const session = this.#session
     // Handed to a registration that is gone: its requests went with its session (they are reaped).
     if (session === undefined || generation !== session.generation) return
+    this.#takeHandoffs(entries, session, false)
+  }
+
+  /**
+   * Runs (or declines) handed requests. A deadline comes with requests that may have waited for their
+   * transaction's commit (see pgrr_handoff_entry): what is left of it by the database's clock counts when
+   * it is less than the entry's time left. When it is much less, the clock is measured again first
+   * (`verified` then), so that a step of the database's clock since the last measure ends no request early.
+   */
+  #takeHandoffs(entries: Handoff[], session: Registration, verified: boolean): void {
+    if (session.generation !== this.#generation) return
     const offset = this.#dbClockOffsetMs
-    const now = Date.now()
-    for (const [id, json, payload, headers, timeoutMs, deadlineMs] of entries) {
-      // A deadline comes with requests that may have waited for their transaction's commit (see
-      // pgrr_handoff_entry): what is left of it by the database's clock, when that is known.
-      const remaining =
-        deadlineMs == null || offset === undefined ? timeoutMs : Math.min(timeoutMs, Math.floor(deadlineMs - (now + offset)))
+    const now = steadyNow()
+    const doubtful: Handoff[] = []
+    for (const entry of entries) {
+      const [id, json, payload, headers, timeoutMs, deadlineMs] = entry
+      let remaining = timeoutMs
+      if (deadlineMs != null && offset !== undefined) {
+        const byClock = Math.floor(deadlineMs - (now + offset))
+        if (!verified && byClock < timeoutMs - clockDoubtMs) {
+          doubtful.push(entry)
+          continue
+        }
+        remaining = Math.min(timeoutMs, byClock)
+      }
       this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: remaining, queued_ms: 0 }, session)
     }
+    if (doubtful.length > 0) void this.#syncClock().then(() => this.#takeHandoffs(doubtful, session, true))
   }
 
   /**
@@ -774,7 +795,7 @@ export class Server {
       if (session === undefined) return
       await this.#onWork(this.#context.statements.decline, [session.responderId, ids])
     } catch (error) {
-      if (session === undefined || session.generation !== this.#generation || toPgrrError(error) instanceof ConnectionError) return
+      if (session === undefined || session.generation !== this.#generation || isConnectionLoss(error)) return
       // The requests stay handed to this responder: only ending the session gives them back (reaped).
       this.#context.logger.error({ err: error }, 'declining handed requests failed; restarting the responder session')
       this.#recycleWork()
@@ -842,7 +863,10 @@ export class Server {
   }
 
   async #sweep(): Promise<void> {
-    if (this.#state !== 'running') return
+    // One at a time: a sweep that waits (on a row lock, a slow server) must not be joined by the next one
+    // every interval, each holding a connection of the pool.
+    if (this.#state !== 'running' || this.#sweeping) return
+    this.#sweeping = true
     const { poolQuery, statements, logger } = this.#context
     try {
       // On the pool, never on the work session: that session holds locks, and a session always gets its
@@ -851,6 +875,8 @@ export class Server {
       await poolQuery(statements.sweep)
     } catch (error) {
       logger.debug({ err: error }, 'sweep failed')
+    } finally {
+      this.#sweeping = false
     }
     if (this.#handledSinceVacuum > 0) await this.#vacuum()
   }
@@ -1013,12 +1039,26 @@ function deadlineOutcome(timeoutMs: number): Result {
 
 /** Longest round trip whose measure of the database's clock is kept (see #syncClock). */
 const maxClockRoundTripMs = 20
+/** A handoff whose deadline leaves this much less than its time left has the clock measured again. */
+const clockDoubtMs = 1000
+
+/**
+ * Milliseconds since the epoch by a clock that nothing moves but time (performance.now() from the
+ * process's start): a step of the system's clock changes neither the database's offset from it nor the
+ * time left of a handoff.
+ */
+function steadyNow(): number {
+  return performance.timeOrigin + performance.now()
+}
+
+/** A handed request as it travels (see isHandoff). */
+type Handoff = [id: string, json: boolean, payload: string, headers: Record<string, string> | null, timeoutMs: number, deadlineMs?: number | null]
 
 /**
  * One entry of a handoff (see pgrr_handoff_entry): id, payload is JSON, payload, headers, time left in ms,
  * and the deadline in ms by the database's clock (or null).
  */
-function isHandoff(value: unknown): value is [string, boolean, string, Record<string, string> | null, number, number | null | undefined] {
+function isHandoff(value: unknown): value is Handoff {
   return (
     Array.isArray(value) &&
     (value.length === 5 || (value.length === 6 && (value[5] === null || typeof value[5] === 'number'))) &&

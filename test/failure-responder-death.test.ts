@@ -8,10 +8,11 @@
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
 import postgres from 'postgres'
-import { ResponderLostError } from '../src/index.ts'
+import { ResponderLostError, type HandlerContext } from '../src/index.ts'
+import { configureChannel } from '../src/channel-config.ts'
 import { killAll, since, startResponderChild } from './fixtures/failure-process.ts'
 import type { FailureReply } from './fixtures/failure-responder.ts'
-import { clientFor, databaseUrl, rejection, requestRows, useTestSchema, waitFor } from './helpers.ts'
+import { aborted, clientFor, databaseUrl, deferred, rejection, requestRows, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('fail_death')
 after(killAll)
@@ -128,4 +129,80 @@ test('at-most-once (default): after the kill the request is never run again, eve
   const starts = [...first.starts(), ...second.starts()].filter((start) => start.id === id)
   assert.deepEqual(starts, [{ id: id!, attempt: 1 }], `request ${id} started exactly once`)
   await second.process.kill('SIGKILL')
+})
+
+test('a retryable SQL request whose responder session ended is run again by another responder while its caller awaits', { timeout: 60_000 }, async (t) => {
+  const channel = 'death.sql.retry'
+  await configureChannel(db.options, channel, { maxAttempts: 3 })
+  const started = deferred<HandlerContext>()
+  // The first attempt hangs until its responder's session is gone; later ones answer, here or there.
+  const answer = (payload: string, ctx: HandlerContext) => `${payload} ${ctx.attempt}`
+  const first = await serverFor(t, db, channel, async (payload: string, ctx: HandlerContext) => {
+    if (ctx.attempt > 1) return answer(payload, ctx)
+    started.resolve(ctx)
+    await aborted(ctx.signal)
+    return 'never'
+  })
+  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  t.after(() => sql.end({ timeout: 1 }))
+  const [row] = await sql.unsafe(`select ${db.quoted}.request($1, 'again', interval '30 seconds') as id`, [channel])
+  const ctx = await started.promise
+  assert.equal(ctx.attempt, 1)
+  // Only now the second responder: the first one was handed the request. It sweeps often.
+  await serverFor(t, db, channel, answer, { sweepIntervalMs: 200 })
+  const awaited = sql.unsafe(`select ${db.quoted}.await_reply($1) as reply`, [row?.id])
+  const [{ pid }] = (await db.sql.unsafe(`select backend_pid as pid from ${db.quoted}.pgrr_responder where id = $1`, [first.responderId!])) as unknown as [{ pid: number }]
+  await db.sql.unsafe('select pg_terminate_backend($1)', [pid])
+  const [reply] = await awaited
+  // Run again (attempt 2) by either responder: the first one registered anew after losing its session.
+  assert.equal(reply?.reply, 'again 2', 'the awaiter gets the second attempt\'s reply, not a timeout')
+})
+
+test('a reply the database refuses for want of resources ends the responder session: the caller learns it at once, no timeout', { timeout: 60_000 }, async (t) => {
+  const channel = 'death.resources'
+  // A trigger stands in for a server out of memory (SQLSTATE 53200) when the reply to one request is written.
+  await db.sql.unsafe(`
+    create function ${db.quoted}.test_out_of_memory() returns trigger language plpgsql as $$
+    begin
+      if new.payload = 'poison' and new.state in ('replied', 'failed') then
+        raise exception 'out of memory (a test)' using errcode = '53200';
+      end if;
+      return new;
+    end $$;
+    create trigger test_out_of_memory before update on ${db.quoted}.pgrr_request
+      for each row execute function ${db.quoted}.test_out_of_memory()`)
+  t.after(() => db.sql.unsafe(`drop trigger if exists test_out_of_memory on ${db.quoted}.pgrr_request`))
+  await serverFor(t, db, channel, (payload: string) => payload)
+  const client = await clientFor(t, db)
+  const startedAt = performance.now()
+  const error = await rejection(client.request(channel, 'poison', { timeoutMs: 20_000 }))
+  assert.ok(error instanceof ResponderLostError, `${error.name}: ${error.message}`)
+  assert.ok(performance.now() - startedAt < 10_000, 'well before the request\'s timeout')
+  assert.equal(await client.request(channel, 'fine'), 'fine', 'the responder goes on, on a new session')
+})
+
+test('a step of the system clock changes no request\'s time left, at the caller or at the responder', { timeout: 60_000 }, async (t) => {
+  const channel = 'death.clock'
+  const starts: number[] = []
+  await serverFor(t, db, channel, (payload: string) => {
+    starts.push(Date.now())
+    return payload
+  })
+  const client = await clientFor(t, db)
+  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  t.after(() => sql.end({ timeout: 1 }))
+  const realNow = Date.now
+  t.after(() => {
+    Date.now = realNow
+  })
+  for (const stepMs of [60_000, -10_000]) {
+    Date.now = () => realNow() + stepMs
+    // The longest timeout there is, and an SQL request with its deadline by the database's clock.
+    assert.equal(await client.request(channel, `ts ${stepMs}`, { timeoutMs: 2_147_483_647 }), `ts ${stepMs}`)
+    assert.equal(await client.request(channel, `short ${stepMs}`, { timeoutMs: 30_000 }), `short ${stepMs}`)
+    const [row] = await sql.unsafe(`select ${db.quoted}.request($1, $2, interval '30 seconds') as id`, [channel, `sql ${stepMs}`])
+    const [reply] = await sql.unsafe(`select ${db.quoted}.await_reply($1) as reply`, [row?.id])
+    assert.equal(reply?.reply, `sql ${stepMs}`)
+  }
+  assert.equal(starts.length, 6, 'every request was handled')
 })

@@ -309,3 +309,23 @@ test('two requests whose ids share a lock key, claimed by one responder: the fir
   const [{ reply: second }] = (await awaiter.unsafe(`select ${s}.await_reply($1::bigint, '10 s') as reply`, [secondId])) as unknown as [{ reply: string }]
   assert.equal(second, 'second done')
 })
+
+test('a responder whose session changed its authorization (SET SESSION AUTHORIZATION) is not taken for gone by a sweep', { timeout: 30_000 }, async (t) => {
+  const channel = 'locks.authorization'
+  const role = `pgrr_test_auth_${randomBytes(3).toString('hex')}`
+  await db.sql.unsafe(`create role ${role} nologin`)
+  t.after(() => db.sql.unsafe(`drop owned by ${role}; drop role if exists ${role}`).catch(() => undefined))
+  await db.sql.unsafe(`select ${db.quoted}.pgrr_grant_responder($1), ${db.quoted}.pgrr_grant_channel($2, $1)`, [role, channel])
+  // A superuser's session that takes on another role, then registers as a responder.
+  const session = await db.sql.reserve()
+  t.after(async () => {
+    await session.unsafe('reset session authorization').catch(() => undefined)
+    session.release()
+  })
+  await session.unsafe(`set session authorization ${role}`)
+  const [registered] = await session.unsafe(`select responder_id from ${db.quoted}.pgrr_register($1, 'host', 1, 1)`, [channel])
+  await db.sql.unsafe(`select ${db.quoted}.pgrr_sweep_older_than(interval '5 seconds')`)
+  const rows = await db.sql.unsafe(`select id from ${db.quoted}.pgrr_responder where id = $1`, [registered?.responder_id])
+  assert.equal(rows.length, 1, 'the sweep left the live responder in place')
+  await session.unsafe(`select ${db.quoted}.pgrr_unregister($1)`, [registered?.responder_id])
+})
