@@ -173,11 +173,11 @@ export class Listener {
     this.#reconnecting = true
     let session: Session
     const channels = [...this.#handlers.keys()]
+    const listened = new Set(channels)
     try {
       session = await this.#connect(channels)
       // Channels registered while this connected (or while it listened on those) were not in the list it
       // listened on: until none is left, since the session takes over without an await in between.
-      const listened = new Set(channels)
       let added: string[]
       while ((added = [...this.#handlers.keys()].filter((channel) => !listened.has(channel))).length > 0) {
         await query(session, added.map((channel) => `listen ${quoteIdentifier(channel)}`).join(';'), [], false).catch(async (error: unknown) => {
@@ -198,6 +198,9 @@ export class Listener {
     this.#session = session
     this.#failures = 0
     this.#state = 'connected'
+    // And channels whose last handler went meanwhile: nobody would ever UNLISTEN them on this session.
+    const gone = [...listened].filter((channel) => !this.#handlers.has(channel))
+    if (gone.length > 0) void query(session, gone.map((channel) => `unlisten ${quoteIdentifier(channel)}`).join(';'), [], false).catch(() => undefined)
     this.#logger.info({ channels: this.#handlers.size }, 'LISTEN connection restored')
     this.#runReconnectHooks()
   }
