@@ -71,7 +71,8 @@ async function run(argv: string[]): Promise<number> {
 
 function describe(error: Error): string {
   if (error instanceof RemoteError) return `the handler failed (${error.remoteCode}): ${error.message}`
-  return error.message.split('\n', 1)[0] || error.name
+  // The protocol's SQL errors begin with "pgrr: " themselves (for psql users); ours is added once.
+  return error.message.split('\n', 1)[0]?.replace(/^pgrr: /, '') || error.name
 }
 
 /** The stack and the chain of causes, for --verbose. */
