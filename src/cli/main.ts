@@ -90,11 +90,14 @@ function helpCommandFor(name: string | undefined): string {
   return commands.some((command) => command.name === name) ? `pgrr ${name} --help` : 'pgrr --help'
 }
 
-// A reader that goes away (`pgrr demo | head`) must not crash us before cleanup: the rest of the output
-// is dropped and the command finishes normally.
-process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error
-})
+// A reader that goes away (`pgrr demo | head`, `pgrr serve … 2>&1 | head`) must not crash us before
+// cleanup, nor a responder with requests running: the rest of that stream's output is dropped (the
+// logger stops writing to a stderr that is gone) and the command goes on and finishes normally.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error
+  })
+}
 
 const argv = process.argv.slice(2)
 const endOfOptions = argv.indexOf('--')
