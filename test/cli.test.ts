@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer, type Server, type Socket } from 'node:net'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -256,6 +258,42 @@ describe('errors of request and serve', () => {
     const missing = await pgrr(['serve', 'greet', '--handler', 'test/fixtures/cli-no-such-file.ts', '--schema', schema])
     assertExit(missing, 1)
     assert.match(missing.stderr, /^pgrr: handler file not found/)
+  })
+})
+
+describe('request against a server that accepts connections and never answers', () => {
+  let silent: Server
+  let url = ''
+  const sockets = new Set<Socket>()
+  before(async () => {
+    silent = createServer((socket) => {
+      sockets.add(socket)
+      socket.on('error', () => {}).on('close', () => sockets.delete(socket)).resume()
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    url = `postgres://postgres@127.0.0.1:${(silent.address() as { port: number }).port}/test`
+  })
+  after(() => {
+    for (const socket of sockets) socket.destroy()
+    silent.close()
+  })
+
+  test('--timeout counts the connection: exit 4', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'x', '--timeout', '300', '--database-url', url])
+    assertExit(result, 4)
+    assert.equal(result.stderr, 'pgrr: no reply within 300 ms (still connecting to the database)\n')
+  })
+
+  test('SIGINT while connecting cancels: exit 9, and the connection is closed', { timeout }, async () => {
+    const accepted = once(silent, 'connection') as Promise<[Socket]>
+    const request = new Cli(['request', 'greet', 'x', '--database-url', url])
+    const [socket] = await accepted
+    const closed = once(socket, 'close')
+    request.child.kill('SIGINT')
+    const result = await request.exited
+    assertExit(result, 9)
+    assert.equal(result.stderr, 'pgrr: cancelled while connecting to the database (interrupted by SIGINT)\n')
+    await closed
   })
 })
 
