@@ -251,6 +251,25 @@ describe('errors of request and serve', () => {
     assert.match(result.stderr, /^pgrr: database connection failed/)
   })
 
+  test('a server that refuses SSL when the URL asks for it exits 7, in one line (and its warning in one)', { timeout }, async () => {
+    // Answers the SSLRequest with N, as a PostgreSQL server without SSL does.
+    const server = createServer((socket) => socket.on('error', () => {}).once('data', () => socket.end('N')))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (server.address() as { port: number }).port
+      const result = await pgrr(['request', 'greet', 'x', '--database-url', `postgres://postgres@127.0.0.1:${port}/test?sslmode=require`])
+      assertExit(result, 7)
+      const lines = result.stderr.split('\n')
+      assert.equal(lines.pop(), '', result.stderr)
+      assert.equal(lines.at(-1), 'pgrr: database connection failed: The server does not support SSL connections')
+      // node-postgres warns that sslmode=require means verify-full to it: one line, like errors.
+      assert.ok(lines.length <= 2, result.stderr)
+      for (const line of lines.slice(0, -1)) assert.match(line, /^pgrr: warning: SECURITY WARNING: /)
+    } finally {
+      server.close()
+    }
+  })
+
   test('serve refuses a module without a handler, and a missing file, with exit 1', { timeout }, async () => {
     const none = await pgrr(['serve', 'greet', '--handler', 'test/fixtures/cli-handler-none.mjs', '--schema', schema])
     assertExit(none, 1)

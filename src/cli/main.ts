@@ -102,6 +102,12 @@ for (const stream of [process.stdout, process.stderr]) {
 const argv = process.argv.slice(2)
 const endOfOptions = argv.indexOf('--')
 const verbose = (endOfOptions === -1 ? argv : argv.slice(0, endOfOptions)).includes('--verbose')
+// Node prints process warnings over several lines (node-postgres's about sslmode takes nine): the CLI says
+// each in one line, like its errors, and all of it with --verbose.
+process.removeAllListeners('warning')
+process.on('warning', (warning) => {
+  process.stderr.write(verbose ? `${warning.stack ?? warning.message}\n` : `pgrr: warning: ${warning.message.split('\n', 1)[0]}\n`)
+})
 let code: number
 try {
   code = await run(argv)
