@@ -147,6 +147,13 @@ describe('help and usage', () => {
   })
 })
 
+test('bench takes --verbose and --schema like every command (--schema is ignored: it has schemas of its own)', { timeout }, async () => {
+  const result = await pgrr(['bench', '--functions', '--rounds', '1', '--calls', '1', '--batch', '1', '--schema', schema, '--verbose'])
+  assertExit(result, 0)
+  assert.match(result.stdout, /^step +requests\/call +µs\/call +µs\/request$/m)
+  assert.match(result.stderr, new RegExp(`^pgrr bench: --schema ${schema} is ignored: the benchmark uses schemas of its own$`, 'm'))
+})
+
 describe('migrate', () => {
   test('request before migrating exits 8 (schema not migrated)', { timeout }, async () => {
     const result = await pgrr(['request', 'greet', 'x', '--schema', schema])
