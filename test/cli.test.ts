@@ -138,6 +138,14 @@ describe('help and usage', () => {
     })
   }
 
+  test('pgrr demo --help says what it connects to without a URL, and its default schema', { timeout }, async () => {
+    const result = await pgrr(['demo', '--help'])
+    assertExit(result, 0)
+    assert.match(result.stdout, /default: \$DATABASE_URL; without either, an embedded\s+PostgreSQL is started/)
+    assert.doesNotMatch(result.stdout, /else the PG\* variables/)
+    assert.match(result.stdout, /--schema <name> .*default: pgrr_demo_<random>/)
+  })
+
   test('usage errors exit 2 with one line on stderr', { timeout }, async () => {
     for (const args of [['frobnicate'], ['request', 'greet'], ['request', 'greet', 'x', '--bogus'], ['request', 'greet', 'x', '--timeout', 'soon']]) {
       const result = await pgrr(args)
