@@ -38,7 +38,7 @@ class Cli {
   readonly exited: Promise<Exit>
   readonly #waiters = new Set<() => void>()
 
-  constructor(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
+  constructor(args: string[], options: { input?: string | Buffer; env?: NodeJS.ProcessEnv } = {}) {
     this.child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
       cwd: repoRoot,
       env: { ...process.env, DATABASE_URL: databaseUrl, ...options.env },
@@ -83,7 +83,7 @@ class Cli {
   }
 }
 
-function pgrr(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv }): Promise<Exit> {
+function pgrr(args: string[], options?: { input?: string | Buffer; env?: NodeJS.ProcessEnv }): Promise<Exit> {
   return new Cli(args, options).exited
 }
 
@@ -207,6 +207,23 @@ describe('serve and request', () => {
     const result = await pgrr(['request', 'greet', '{"n":[1,2]}', '--json', '--schema', schema, '--header', 'k=v=w'])
     assertExit(result, 0)
     assert.equal(result.stdout, '{"echo":{"n":[1,2]},"headers":{"k":"v=w"}}\n')
+  })
+
+  test('stdin that is not UTF-8 is refused with exit 10, not sent with replacement characters; a BOM is kept', { timeout }, async () => {
+    const invalid = await pgrr(['request', 'greet', '-', '--schema', schema], { input: Buffer.from([0x61, 0xff, 0xfe, 0x62]) })
+    assertExit(invalid, 10)
+    assert.equal(invalid.stderr, 'pgrr: the payload read from stdin is not valid UTF-8 (payloads are text)\n')
+    const bom = await pgrr(['request', 'greet', '-', '--schema', schema], { input: '\uFEFFmarked' })
+    assertExit(bom, 0)
+    assert.equal(bom.stdout, 'hello \uFEFFmarked\n')
+  })
+
+  test('--json refuses a number out of the range of a double (it would travel as null) with exit 10', { timeout }, async () => {
+    for (const payload of ['1e400', '{"n":[1,-1e400]}']) {
+      const result = await pgrr(['request', 'greet', payload, '--json', '--schema', schema])
+      assertExit(result, 10)
+      assert.match(result.stderr, /^pgrr: --json: the payload has a number out of the range of a double/)
+    }
   })
 
   test('a payload of - is read from stdin', { timeout }, async () => {

@@ -22,12 +22,13 @@ const help = `Usage: pgrr request <channel> <payload> [options]
 
 Sends <payload> to one responder of <channel>, waits for the reply and prints only the reply on stdout: a
 text reply as is, followed by a newline; any other reply as JSON. A payload of - is read from stdin (sent
-exactly as read); put -- before a payload that starts with a dash. SIGINT (Ctrl-C) while connecting or
-waiting cancels the request (exit code 9).
+exactly as read; it must be UTF-8 text, exit code 10 otherwise); put -- before a payload that starts with a
+dash. SIGINT (Ctrl-C) while connecting or waiting cancels the request (exit code 9).
 
 Options:
   --timeout <ms>         give up after this long, connecting included (default: ${defaultTimeoutMs}); exit code 4
-  --json                 parse <payload> as JSON and print the reply as JSON
+  --json                 parse <payload> as JSON and print the reply as JSON (a number out of the range of
+                         a double is refused, exit code 10)
   --header <k=v>         a header for the handler (ctx.headers); repeatable
 ${databaseOptionsHelp}
 ${commonOptionsHelp}
@@ -126,15 +127,30 @@ function describeReason(reason: unknown): string {
 }
 
 function parseJson(text: string): unknown {
+  let outOfRange = false
+  let value: unknown
   try {
-    return JSON.parse(text)
+    // A number too large for a double parses as Infinity, which JSON.stringify would send as null.
+    value = JSON.parse(text, (_key, item: unknown) => {
+      if (typeof item === 'number' && !Number.isFinite(item)) outOfRange = true
+      return item
+    })
   } catch (error) {
     throw new CliError(`--json: the payload is not valid JSON: ${(error as Error).message}`, exitCodes.invalidInput)
   }
+  if (outOfRange) {
+    throw new CliError('--json: the payload has a number out of the range of a double (it would be sent as null)', exitCodes.invalidInput)
+  }
+  return value
 }
 
+/** Stdin as text, byte for byte (a byte order mark included); invalid UTF-8 is refused, not replaced. */
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(Buffer.concat(chunks))
+  } catch {
+    throw new CliError('the payload read from stdin is not valid UTF-8 (payloads are text)', exitCodes.invalidInput)
+  }
 }
