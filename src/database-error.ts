@@ -25,7 +25,8 @@ interface DriverError {
   errno?: string
 }
 
-// Codes of the drivers and of Node for a broken or unreachable connection.
+// Codes of the drivers and of Node for a broken or unreachable connection: the socket's, the name
+// lookup's (EAI_AGAIN: DNS did not answer) and TLS's when the server's certificate is refused.
 const driverConnectionCodes = new Set([
   'CONNECTION_CLOSED',
   'CONNECTION_ENDED',
@@ -36,7 +37,16 @@ const driverConnectionCodes = new Set([
   'EPIPE',
   'ETIMEDOUT',
   'ENOTFOUND',
+  'EAI_AGAIN',
   'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
 ])
 
 /** The typed error for a driver error (or the error itself when it has no typed meaning). */
@@ -86,7 +96,8 @@ export function toPgrrError(error: unknown): Error {
  * Whether an error says the connection itself is broken or cannot be made, as opposed to the database
  * refusing one statement: 08 connection exceptions, 57P01-03 the server shut down or is starting, 28 login
  * refused, 3D000 no such database, the drivers' and Node's codes, and node-postgres's messages without a
- * code. A `ConnectionError` of this library says so too, unless it stands for a lack of resources.
+ * code (among them a server that refuses SSL when the URL asks for it). A `ConnectionError` of this library
+ * says so too, unless it stands for a lack of resources.
  */
 export function isConnectionLoss(error: unknown): boolean {
   if (error instanceof ConnectionError) return !isOutOfResources(error.cause)
@@ -102,7 +113,10 @@ export function isConnectionLoss(error: unknown): boolean {
   ) {
     return true
   }
-  return code === '' && /connection terminated|not queryable|client was closed|connection timeout|ended by the server/i.test(message)
+  return (
+    code === '' &&
+    /connection terminated|not queryable|client was closed|connection timeout|ended by the server|does not support SSL/i.test(message)
+  )
 }
 
 /**

@@ -20,8 +20,9 @@ export interface BacklogOptions extends ConnectionOptions {
   /** Only these channels. @default every channel of the schema */
   channels?: readonly string[]
   /**
-   * Longest a scrape waits for the query (also its statement timeout). On timeout or error the backlog
-   * series are left out of that scrape and `pgrr_backlog_errors_total` counts it. @default 2000
+   * Longest a scrape waits for the query, connecting included (also the query's statement timeout). On
+   * timeout or error the backlog series are left out of that scrape and `pgrr_backlog_errors_total` counts
+   * it. @default 2000
    */
   timeoutMs?: number
 }
@@ -53,7 +54,10 @@ export interface Metrics {
   readonly telemetry: Telemetry
   /** The registry holding the metrics: `await registry.metrics()` is the text to serve on `/metrics`. */
   readonly registry: Registry
-  /** Closes the backlog connection, if any. Idempotent. */
+  /**
+   * Closes the backlog connection, if any, without waiting for a query or a connection attempt under way
+   * (they are cut short). Idempotent.
+   */
   close(): Promise<void>
 }
 
@@ -250,7 +254,7 @@ function createBacklogGauges(
     query ??= reader.counts().finally(() => (query = undefined))
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`the backlog query took longer than ${timeoutMs} ms`)), timeoutMs + 500)
+      timer = setTimeout(() => reject(new Error(`the backlog query took longer than ${timeoutMs} ms`)), timeoutMs)
     })
     try {
       const counts = await Promise.race([query, late])
@@ -305,7 +309,6 @@ function createBacklogGauges(
     async close() {
       if (closed) return
       closed = true
-      await query?.catch(() => undefined)
       await reader.close()
     },
   }

@@ -32,7 +32,13 @@ export async function latestVersion(): Promise<number> {
   return migrations.at(-1)?.version ?? 0
 }
 
-/** Substitutes the schema placeholders of a migration file. */
+/**
+ * Substitutes the schema placeholders of a migration file, in one pass (a name containing `:SCHEMA` must not
+ * be substituted again) and by a function (a replacement string would expand the `$&`, `` $` `` and `$'` a
+ * schema name may contain).
+ */
 export function renderMigration(text: string, schema: string): string {
-  return text.replace(/:SCHEMA_LITERAL\b/g, quoteLiteral(schema)).replace(/:SCHEMA\b/g, quoteIdentifier(schema))
+  const literal = quoteLiteral(schema)
+  const identifier = quoteIdentifier(schema)
+  return text.replace(/:SCHEMA(_LITERAL)?\b/g, (_match, asLiteral: string | undefined) => (asLiteral === undefined ? identifier : literal))
 }

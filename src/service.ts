@@ -7,6 +7,12 @@
  * reply it gets; the responder the payload it gets and the reply its handler returns. A failure is a typed
  * error on the side that detects it: `ValidationError` locally, and for the responder's findings an error
  * reply (`RemoteError` with code `INVALID_REQUEST` or `INVALID_REPLY`) that the caller receives.
+ *
+ * What travels is always a schema's input, and only the receiving side transforms: the caller checks its
+ * payload and sends it as given, the responder's handler gets the request schema's output; the handler
+ * returns the reply schema's input, which is checked and sent as returned, and the caller gets the reply
+ * schema's output. A transform then runs once, and its output (which the schema would not accept again,
+ * `z.string().transform((s) => s.split(','))`) never has to pass the schema a second time.
  */
 import { assertChannelName } from './channel-name.ts'
 import type { Client } from './client.ts'
@@ -29,50 +35,67 @@ type StandardResult<Output> =
   | { readonly value: Output; readonly issues?: undefined }
   | { readonly issues: readonly { readonly message: string; readonly path?: readonly (PropertyKey | { readonly key: PropertyKey })[] }[] }
 
-/** The output type of a Standard Schema. */
+/** The input type of a Standard Schema: what it accepts. */
+export type InferInput<Schema> = Schema extends StandardSchemaV1<infer Input, unknown> ? Input : never
+
+/** The output type of a Standard Schema: what it makes of what it accepts. */
 export type InferOutput<Schema> = Schema extends StandardSchemaV1<unknown, infer Output> ? Output : never
 
-/** How a service is declared. */
-export interface ServiceDefinition<Request, Reply> {
+/**
+ * How a service is declared. `Request` is what callers pass and `Reply` what they get; `Payload` is what the
+ * handler gets and `Result` what it returns (the same two unless the schemas transform).
+ */
+export interface ServiceDefinition<Request, Reply, Payload = Request, Result = Reply> {
   /** The channel the service is served on. */
   name: string
-  /** Validates (and may transform) request payloads, on both sides. */
-  request?: StandardSchemaV1<unknown, Request>
-  /** Validates (and may transform) replies, on both sides. */
-  reply?: StandardSchemaV1<unknown, Reply>
+  /**
+   * Validates request payloads on both sides; a transform runs at the responder only (the caller sends its
+   * payload as given). Its input type is the callers', its output the handler's.
+   */
+  request?: StandardSchemaV1<Request, Payload>
+  /**
+   * Validates replies on both sides; a transform runs at the caller only (the responder sends what its
+   * handler returned). Its input type is what the handler returns, its output what callers get.
+   */
+  reply?: StandardSchemaV1<Result, Reply>
 }
 
-/** A typed handler of a service. */
-export type ServiceHandler<Request, Reply> = (payload: Request, context: HandlerContext) => Reply | Promise<Reply>
+/** A typed handler of a service: gets the request schema's output, returns the reply schema's input. */
+export type ServiceHandler<Payload, Result> = (payload: Payload, context: HandlerContext) => Result | Promise<Result>
 
 /** A declared service: use it to call and to serve with the declared types. */
-export interface Service<Request, Reply> {
+export interface Service<Request, Reply, Payload = Request, Result = Reply> {
   readonly name: string
-  /** Sends a request through `client` and resolves with the validated reply. */
+  /** Sends a request through `client` and resolves with the validated (and transformed) reply. */
   request(client: Client, payload: Request, options?: RequestOptions): Promise<Reply>
   /** Starts a responder through `client`, or on its own connection when given connection options. */
-  serve(clientOrOptions: Client | ClientOptions, handler: ServiceHandler<Request, Reply>, options?: ServeOptions): Promise<Server>
+  serve(clientOrOptions: Client | ClientOptions, handler: ServiceHandler<Payload, Result>, options?: ServeOptions): Promise<Server>
 }
 
 /**
- * Declares a service. The types come from the schemas when given, otherwise from the type parameters:
- * `defineService<{ text: string }, number>({ name: 'word-count' })`.
+ * Declares a service. The types come from the schemas when given (their input and output types), otherwise
+ * from the type parameters: `defineService<{ text: string }, number>({ name: 'word-count' })`.
  */
-export function defineService<Request = unknown, Reply = unknown>(definition: ServiceDefinition<Request, Reply>): Service<Request, Reply> {
+export function defineService<Request = unknown, Reply = unknown, Payload = Request, Result = Reply>(
+  definition: ServiceDefinition<Request, Reply, Payload, Result>,
+): Service<Request, Reply, Payload, Result> {
   const { name, request: requestSchema, reply: replySchema } = definition
   assertChannelName(name)
   return {
     name,
     async request(client, payload, options) {
-      const checked = await validate(requestSchema, payload, `request to ${name}`)
-      const reply = await client.request<unknown>(name, checked, options)
+      // Checked, and sent as given: the responder transforms it.
+      await validate(requestSchema, payload, `request to ${name}`)
+      const reply = await client.request<unknown>(name, payload, options)
       return validate(replySchema, reply, `reply from ${name}`)
     },
     async serve(clientOrOptions, handler, options) {
-      const wrapped = async (payload: unknown, context: HandlerContext): Promise<Reply> => {
+      const wrapped = async (payload: unknown, context: HandlerContext): Promise<Result> => {
         const checked = await validateOrRethrow(requestSchema, payload, `request to ${name}`, 'INVALID_REQUEST')
         const reply = await handler(checked, context)
-        return validateOrRethrow(replySchema, reply, `reply from ${name}`, 'INVALID_REPLY')
+        // Checked, and sent as returned: the caller transforms it.
+        await validateOrRethrow(replySchema, reply, `reply from ${name}`, 'INVALID_REPLY')
+        return reply
       }
       if (isClient(clientOrOptions)) return clientOrOptions.serve(name, wrapped, options)
       return serve(clientOrOptions, name, wrapped, options)
@@ -80,6 +103,7 @@ export function defineService<Request = unknown, Reply = unknown>(definition: Se
   }
 }
 
+/** The schema's output for `value` (`value` itself without a schema); a `ValidationError` when it is refused. */
 async function validate<T>(schema: StandardSchemaV1<unknown, T> | undefined, value: unknown, what: string): Promise<T> {
   if (schema === undefined) return value as T
   const result = await schema['~standard'].validate(value)

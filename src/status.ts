@@ -12,9 +12,9 @@
  * It reads the tables directly, so it needs a role that may: the schema owner (the role that migrated) or
  * a superuser. The caller and responder roles of `migrate({ roles })` may not.
  */
-import { createPool, endPool, query, quoteIdentifier, withTransaction, type Pool, type Queryable } from './database.ts'
+import { createSession, endSession, query, quoteIdentifier, type Queryable, type Session } from './database.ts'
 import { toPgrrError } from './database-error.ts'
-import { InvalidOptionError } from './errors.ts'
+import { ClosedError, InvalidOptionError } from './errors.ts'
 import { assertMigrated } from './schema-version.ts'
 import type { ConnectionOptions } from './options.ts'
 
@@ -122,16 +122,24 @@ export async function getStatus(options: StatusOptions = {}): Promise<Status> {
   }
 }
 
-/** @internal Reads the status repeatedly over one connection (`pgrr status --watch`, the metrics). */
+/**
+ * @internal Reads the status repeatedly over one session of its own (`pgrr status --watch`, the metrics),
+ * opened at the first read and again after it breaks.
+ */
 export class StatusReader {
-  readonly #pool: Pool
+  readonly #options: StatusOptions
   readonly #schema: string
   readonly #channels: string[] | null
   readonly #timeoutMs: number
   readonly #statements: ReturnType<typeof renderStatusStatements>
   #checked = false
+  #session: Session | undefined
+  /** A session still connecting, and the promise of it: close() cuts it short. */
+  #connecting: { session: Session; ready: Promise<Session> } | undefined
+  #closed = false
 
   constructor(options: StatusOptions) {
+    this.#options = options
     this.#schema = options.schema ?? 'public'
     this.#channels = options.channels === undefined ? null : [...options.channels]
     this.#timeoutMs = options.timeoutMs ?? 5000
@@ -139,7 +147,6 @@ export class StatusReader {
       throw new InvalidOptionError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`)
     }
     this.#statements = renderStatusStatements(this.#schema)
-    this.#pool = createPool(options, 1)
   }
 
   /** Per channel counts only (one statement): for the metrics, scraped often. */
@@ -184,25 +191,72 @@ export class StatusReader {
     })
   }
 
+  /**
+   * Ends the session. A connection attempt under way is cut short, not waited for (it could take the whole
+   * connect timeout against a server that does not answer); a read under way fails. Idempotent.
+   */
   async close(): Promise<void> {
-    await endPool(this.#pool)
+    this.#closed = true
+    const connecting = this.#connecting
+    this.#connecting = undefined
+    connecting?.session.connection.stream.destroy()
+    const session = this.#session
+    this.#session = undefined
+    if (session !== undefined) await endSession(session)
+  }
+
+  /** The session, connected first when there is none (or the last one broke). */
+  async #connection(): Promise<Session> {
+    if (this.#closed) throw new ClosedError('the status reader was closed')
+    if (this.#session !== undefined) return this.#session
+    if (this.#connecting !== undefined) return this.#connecting.ready
+    const session: Session = createSession(this.#options, {
+      onEnd: () => {
+        if (this.#session === session) this.#session = undefined
+      },
+    })
+    const ready = (async () => {
+      try {
+        await session.connect()
+      } catch (error) {
+        await endSession(session)
+        throw error
+      } finally {
+        if (this.#connecting?.session === session) this.#connecting = undefined
+      }
+      if (this.#closed) {
+        await endSession(session)
+        throw new ClosedError('the status reader was closed')
+      }
+      this.#session = session
+      return session
+    })()
+    this.#connecting = { session, ready }
+    return ready
   }
 
   /** A read-only transaction bounded by the statement timeout; errors as the library's typed errors. */
   async #transaction<T>(fn: (sql: Queryable) => Promise<T>): Promise<T> {
     try {
+      const session = await this.#connection()
       if (!this.#checked) {
-        await assertMigrated(this.#pool, this.#schema)
+        await assertMigrated(session, this.#schema)
         this.#checked = true
       }
-      return await withTransaction(
-        this.#pool,
-        async (client) => {
-          await query(client, `select pg_catalog.set_config('statement_timeout', $1, true)`, [String(this.#timeoutMs)])
-          return fn(client)
-        },
-        'read only',
-      )
+      await query(session, 'begin read only', [], false)
+      try {
+        await query(session, `select pg_catalog.set_config('statement_timeout', $1, true)`, [String(this.#timeoutMs)])
+        const result = await fn(session)
+        await query(session, 'commit', [], false)
+        return result
+      } catch (error) {
+        // A session that cannot even roll back is dropped: the next read opens another.
+        await query(session, 'rollback', [], false).catch(() => {
+          if (this.#session === session) this.#session = undefined
+          void endSession(session)
+        })
+        throw error
+      }
     } catch (error) {
       throw toPgrrError(error)
     }

@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer, type Server, type Socket } from 'node:net'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -36,7 +38,7 @@ class Cli {
   readonly exited: Promise<Exit>
   readonly #waiters = new Set<() => void>()
 
-  constructor(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
+  constructor(args: string[], options: { input?: string | Buffer; env?: NodeJS.ProcessEnv } = {}) {
     this.child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
       cwd: repoRoot,
       env: { ...process.env, DATABASE_URL: databaseUrl, ...options.env },
@@ -81,7 +83,7 @@ class Cli {
   }
 }
 
-function pgrr(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv }): Promise<Exit> {
+function pgrr(args: string[], options?: { input?: string | Buffer; env?: NodeJS.ProcessEnv }): Promise<Exit> {
   return new Cli(args, options).exited
 }
 
@@ -136,6 +138,14 @@ describe('help and usage', () => {
     })
   }
 
+  test('pgrr demo --help says what it connects to without a URL, and its default schema', { timeout }, async () => {
+    const result = await pgrr(['demo', '--help'])
+    assertExit(result, 0)
+    assert.match(result.stdout, /default: \$DATABASE_URL; without either, an embedded\s+PostgreSQL is started/)
+    assert.doesNotMatch(result.stdout, /else the PG\* variables/)
+    assert.match(result.stdout, /--schema <name> .*default: pgrr_demo_<random>/)
+  })
+
   test('usage errors exit 2 with one line on stderr', { timeout }, async () => {
     for (const args of [['frobnicate'], ['request', 'greet'], ['request', 'greet', 'x', '--bogus'], ['request', 'greet', 'x', '--timeout', 'soon']]) {
       const result = await pgrr(args)
@@ -143,6 +153,13 @@ describe('help and usage', () => {
       assert.match(result.stderr, /^pgrr: .+\n$/)
     }
   })
+})
+
+test('bench takes --verbose and --schema like every command (--schema is ignored: it has schemas of its own)', { timeout }, async () => {
+  const result = await pgrr(['bench', '--functions', '--rounds', '1', '--calls', '1', '--batch', '1', '--schema', schema, '--verbose'])
+  assertExit(result, 0)
+  assert.match(result.stdout, /^step +requests\/call +µs\/call +µs\/request$/m)
+  assert.match(result.stderr, new RegExp(`^pgrr bench: --schema ${schema} is ignored: the benchmark uses schemas of its own$`, 'm'))
 })
 
 describe('migrate', () => {
@@ -190,6 +207,23 @@ describe('serve and request', () => {
     const result = await pgrr(['request', 'greet', '{"n":[1,2]}', '--json', '--schema', schema, '--header', 'k=v=w'])
     assertExit(result, 0)
     assert.equal(result.stdout, '{"echo":{"n":[1,2]},"headers":{"k":"v=w"}}\n')
+  })
+
+  test('stdin that is not UTF-8 is refused with exit 10, not sent with replacement characters; a BOM is kept', { timeout }, async () => {
+    const invalid = await pgrr(['request', 'greet', '-', '--schema', schema], { input: Buffer.from([0x61, 0xff, 0xfe, 0x62]) })
+    assertExit(invalid, 10)
+    assert.equal(invalid.stderr, 'pgrr: the payload read from stdin is not valid UTF-8 (payloads are text)\n')
+    const bom = await pgrr(['request', 'greet', '-', '--schema', schema], { input: '\uFEFFmarked' })
+    assertExit(bom, 0)
+    assert.equal(bom.stdout, 'hello \uFEFFmarked\n')
+  })
+
+  test('--json refuses a number out of the range of a double (it would travel as null) with exit 10', { timeout }, async () => {
+    for (const payload of ['1e400', '{"n":[1,-1e400]}']) {
+      const result = await pgrr(['request', 'greet', payload, '--json', '--schema', schema])
+      assertExit(result, 10)
+      assert.match(result.stderr, /^pgrr: --json: the payload has a number out of the range of a double/)
+    }
   })
 
   test('a payload of - is read from stdin', { timeout }, async () => {
@@ -249,6 +283,25 @@ describe('errors of request and serve', () => {
     assert.match(result.stderr, /^pgrr: database connection failed/)
   })
 
+  test('a server that refuses SSL when the URL asks for it exits 7, in one line (and its warning in one)', { timeout }, async () => {
+    // Answers the SSLRequest with N, as a PostgreSQL server without SSL does.
+    const server = createServer((socket) => socket.on('error', () => {}).once('data', () => socket.end('N')))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (server.address() as { port: number }).port
+      const result = await pgrr(['request', 'greet', 'x', '--database-url', `postgres://postgres@127.0.0.1:${port}/test?sslmode=require`])
+      assertExit(result, 7)
+      const lines = result.stderr.split('\n')
+      assert.equal(lines.pop(), '', result.stderr)
+      assert.equal(lines.at(-1), 'pgrr: database connection failed: The server does not support SSL connections')
+      // node-postgres warns that sslmode=require means verify-full to it: one line, like errors.
+      assert.ok(lines.length <= 2, result.stderr)
+      for (const line of lines.slice(0, -1)) assert.match(line, /^pgrr: warning: SECURITY WARNING: /)
+    } finally {
+      server.close()
+    }
+  })
+
   test('serve refuses a module without a handler, and a missing file, with exit 1', { timeout }, async () => {
     const none = await pgrr(['serve', 'greet', '--handler', 'test/fixtures/cli-handler-none.mjs', '--schema', schema])
     assertExit(none, 1)
@@ -256,6 +309,42 @@ describe('errors of request and serve', () => {
     const missing = await pgrr(['serve', 'greet', '--handler', 'test/fixtures/cli-no-such-file.ts', '--schema', schema])
     assertExit(missing, 1)
     assert.match(missing.stderr, /^pgrr: handler file not found/)
+  })
+})
+
+describe('request against a server that accepts connections and never answers', () => {
+  let silent: Server
+  let url = ''
+  const sockets = new Set<Socket>()
+  before(async () => {
+    silent = createServer((socket) => {
+      sockets.add(socket)
+      socket.on('error', () => {}).on('close', () => sockets.delete(socket)).resume()
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    url = `postgres://postgres@127.0.0.1:${(silent.address() as { port: number }).port}/test`
+  })
+  after(() => {
+    for (const socket of sockets) socket.destroy()
+    silent.close()
+  })
+
+  test('--timeout counts the connection: exit 4', { timeout }, async () => {
+    const result = await pgrr(['request', 'greet', 'x', '--timeout', '300', '--database-url', url])
+    assertExit(result, 4)
+    assert.equal(result.stderr, 'pgrr: no reply within 300 ms (still connecting to the database)\n')
+  })
+
+  test('SIGINT while connecting cancels: exit 9, and the connection is closed', { timeout }, async () => {
+    const accepted = once(silent, 'connection') as Promise<[Socket]>
+    const request = new Cli(['request', 'greet', 'x', '--database-url', url])
+    const [socket] = await accepted
+    const closed = once(socket, 'close')
+    request.child.kill('SIGINT')
+    const result = await request.exited
+    assertExit(result, 9)
+    assert.equal(result.stderr, 'pgrr: cancelled while connecting to the database (interrupted by SIGINT)\n')
+    await closed
   })
 })
 

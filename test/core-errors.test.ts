@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:net'
 import { CancelledError, connect, ConnectionError, NoRespondersError, PgrrError, RemoteError, TimeoutError } from '../src/index.ts'
-import { toPgrrError } from '../src/database-error.ts'
+import { isConnectionLoss, toPgrrError } from '../src/database-error.ts'
 import { aborted, clientFor, databaseUrl, deferred, rejection, requestRows, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('errors')
@@ -144,4 +145,23 @@ test('a database out of resources is a ConnectionError: too many connections, a 
   assert.ok(toPgrrError(new Error('timeout exceeded when trying to connect')) instanceof ConnectionError)
   const other = Object.assign(new Error('payload string too long'), { code: '54000' })
   assert.equal(toPgrrError(other), other, 'other limits keep their own error')
+})
+
+test('a server that refuses SSL, a name lookup that failed, an unreachable network, a refused certificate: lost connections', async (t) => {
+  // Answers the SSLRequest with N, as a PostgreSQL server without SSL does.
+  const server = createServer((socket) => socket.on('error', () => {}).once('data', () => socket.end('N')))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => void server.close())
+  const port = (server.address() as { port: number }).port
+  const url = `postgres://postgres@127.0.0.1:${port}/test?sslmode=verify-full`
+  const error = await rejection(connect({ connectionString: url, schema: db.schema }).then(async (client) => client.close()))
+  assert.ok(error instanceof ConnectionError, `${error.name}: ${error.message}`)
+  assert.match(error.message, /does not support SSL/)
+  assert.ok(isConnectionLoss(error.cause))
+  // What cannot be provoked here: the codes Node gives them.
+  for (const code of ['EAI_AGAIN', 'ENETUNREACH', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'ERR_TLS_CERT_ALTNAME_INVALID']) {
+    const driverError = Object.assign(new Error(`connect ${code}`), { code })
+    assert.ok(isConnectionLoss(driverError), code)
+    assert.ok(toPgrrError(driverError) instanceof ConnectionError, code)
+  }
 })

@@ -137,6 +137,15 @@ test('--log-format text (the default) writes readable lines, not JSON', { timeou
   for (const line of lines) assert.throws(() => JSON.parse(line) as unknown)
 })
 
+test('serve keeps serving when the reader of its stderr goes away (`pgrr serve … 2>&1 | head -1`)', { timeout: 60_000 }, async (t) => {
+  const serve = await startServe(t, 'obs.c.epipe', ['--log-level', 'debug'])
+  // Nobody reads its stderr any more: each request it logs at debug level now meets EPIPE.
+  serve.child.stderr!.destroy()
+  const client = await clientFor(t)
+  for (const payload of ['one', 'two', 'three']) assert.deepEqual(await client.request('obs.c.epipe', payload), { echo: payload })
+  assert.equal(await serve.stop(), 0)
+})
+
 test('--metrics-port serves /metrics from the responder\'s registry', { timeout: 60_000 }, async (t) => {
   const serve = await startServe(t, 'obs.c.metrics', ['--metrics-port', '0', '--log-format', 'json'])
   const [, url] = (await serve.waitFor(/"metrics":"(http:\/\/127\.0\.0\.1:\d+\/metrics)"/)) as unknown as [string, string]

@@ -3,6 +3,8 @@
 // the database at scrape time (also when that read fails: the scrape still works).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { Registry } from 'prom-client'
 import { connect, serve, type Handler, type Server, type ServeOptions } from '../src/index.ts'
@@ -172,6 +174,38 @@ test('a failing backlog read leaves the gauges out and counts the error; the scr
   assert.match(second, /^pgrr_backlog_errors_total 2$/m)
   assert.equal(warnings.length, 1, 'a run of failures is logged once')
   assert.match(warnings[0]!, /reading the backlog failed/)
+})
+
+test('a backlog read stuck connecting: the scrape ends after timeoutMs, close() cuts the attempt short', { timeout: 30_000 }, async (t) => {
+  // A server that accepts connections and never answers.
+  const sockets = new Set<Socket>()
+  const silent = createServer((socket) => void sockets.add(socket.on('error', () => {}).resume()))
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  // Whatever happened, the connection attempt ends here: the driver's timer will not.
+  t.after(() => {
+    for (const socket of sockets) socket.destroy()
+    silent.close()
+  })
+  const port = (silent.address() as { port: number }).port
+  // Only timers run by hand: the scrape's own, and the driver's connect timeout (10 s), which never fires.
+  t.mock.timers.enable({ apis: ['setTimeout'] })
+  const metrics = createMetrics({ backlog: { connectionString: `postgres://postgres@127.0.0.1:${port}/test`, timeoutMs: 1000 } })
+  const accepted = once(silent, 'connection') as Promise<[Socket]>
+  let scraped = false
+  const scrape = metrics.registry.metrics().finally(() => (scraped = true))
+  const [socket] = await accepted
+  const closed = once(socket, 'close')
+  const settle = () => new Promise((resolve) => setImmediate(resolve))
+  t.mock.timers.tick(999)
+  await settle()
+  assert.equal(scraped, false, 'the scrape waits up to timeoutMs')
+  t.mock.timers.tick(1)
+  await settle()
+  assert.equal(scraped, true, 'the scrape ends at timeoutMs')
+  assert.match(await scrape, /^pgrr_backlog_errors_total 1$/m)
+  // The connection attempt is still under way; close() does not wait for it (its timeout never fires here).
+  await metrics.close()
+  await closed
 })
 
 test('a reconnect of a responder session is counted (component responder)', { timeout: 60_000 }, async (t) => {

@@ -2,14 +2,15 @@
 // read from pg_locks), backlog and in-flight counts while a responder is busy, rates from the responders'
 // reports, responders disappearing once closed, drained or killed, and the CLI's text, JSON and --watch.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { hostname } from 'node:os'
 import { test, type TestContext } from 'node:test'
 import postgres from 'postgres'
-import { formatStatus, OLD_TRANSACTION_MS } from '../src/cli/status.ts'
+import { formatStatus, formatUnavailable, OLD_TRANSACTION_MS } from '../src/cli/status.ts'
 import { connect, serve, type Handler, type Server, type ServeOptions } from '../src/index.ts'
 import { getStatus, type ChannelStatus } from '../src/status.ts'
-import { databaseUrl, deferred, rejection, repoRoot, startResponderProcess, useTestSchema, waitFor } from './helpers.ts'
+import { createTestSchema, databaseUrl, deferred, rejection, repoRoot, startResponderProcess, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('obs_status')
 
@@ -189,6 +190,111 @@ test('pgrr status --watch prints again every interval until SIGINT, then exits 0
   const text = await pgrrStatus(['obs.s.watch', '--watch=0.2'], (stdout) => stdout.split('CHANNEL').length > 2)
   assert.equal(text.code, 0, text.stderr)
   assert.ok(text.stdout.split('CHANNEL').length > 2)
+})
+
+/** A running `pgrr status --watch` whose stdout lines can be waited for. */
+class Watch {
+  readonly child: ChildProcess
+  readonly lines: string[] = []
+  stderr = ''
+  readonly exited: Promise<number | null>
+  #partial = ''
+  #wake: (() => void) | undefined
+
+  constructor(schema: string, args: string[]) {
+    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'status', '--schema', schema, ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, DATABASE_URL: db.options.connectionString },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      const parts = (this.#partial + text).split('\n')
+      this.#partial = parts.pop()!
+      this.lines.push(...parts)
+      this.#wake?.()
+    })
+    this.child.stderr!.setEncoding('utf8').on('data', (text: string) => (this.stderr += text))
+    this.exited = once(this.child, 'close').then(([code]) => {
+      this.#wake?.()
+      return code as number | null
+    })
+  }
+
+  /** Resolves with the index of the first line from `from` on that `predicate` accepts. */
+  async waitForLine(predicate: (line: string) => boolean, from = 0): Promise<number> {
+    for (;;) {
+      const index = this.lines.findIndex((line, i) => i >= from && predicate(line))
+      if (index !== -1) return index
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`pgrr status exited (${this.child.exitCode ?? this.child.signalCode}); stdout:\n${this.lines.join('\n')}\nstderr:\n${this.stderr}`)
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve))
+    }
+  }
+}
+
+test('pgrr status --watch stops once its stdout is closed (pgrr status --watch | head -1)', { timeout: 60_000 }, async (t) => {
+  const watch = new Watch(db.schema, ['--watch', '0.1'])
+  t.after(() => void (watch.child.exitCode === null && watch.child.kill('SIGKILL')))
+  await watch.waitForLine((line) => line.startsWith('schema '))
+  // The reader goes away: the next status meets EPIPE.
+  watch.child.stdout!.destroy()
+  assert.equal(await watch.exited, 0, watch.stderr)
+})
+
+test('pgrr status --watch says the status is unavailable while reads fail, never repeating the last one', { timeout: 60_000 }, async (t) => {
+  const gone = await createTestSchema('obs_status_gone')
+  const away = `${gone.schema}_away`
+  t.after(async () => {
+    await gone.sql.unsafe(`alter schema "${away}" rename to ${gone.quoted}`).catch(() => undefined)
+    await gone.drop()
+  })
+  const watch = new Watch(gone.schema, ['--watch', '0.1', '--json'])
+  t.after(() => void (watch.child.exitCode === null && watch.child.kill('SIGKILL')))
+  type Line = { schema: string; time: string; channels?: unknown[]; error?: { code: string | null; message: string } }
+  const parse = (line: string) => JSON.parse(line) as Line
+  await watch.waitForLine((line) => Array.isArray(parse(line).channels))
+
+  // The schema disappears: reads fail from now on.
+  await gone.sql.unsafe(`alter schema ${gone.quoted} rename to "${away}"`)
+  const renamedAt = watch.lines.length
+  // At most one read begun before the rename may still succeed; after it, every read fails.
+  const failed = await watch.waitForLine((line) => parse(line).error !== undefined || watch.lines.length > renamedAt + 5, renamedAt)
+  const first = parse(watch.lines[failed]!)
+  assert.ok(first.error !== undefined, `a failed read prints an error object, not the last status again:\n${watch.lines.slice(renamedAt).join('\n')}`)
+  assert.deepEqual(Object.keys(first).sort(), ['error', 'schema', 'time'])
+  assert.equal(first.schema, gone.schema)
+  assert.equal(first.error.code, 'SCHEMA_VERSION')
+  assert.ok(!Number.isNaN(Date.parse(first.time)))
+  await watch.waitForLine(() => true, failed + 2)
+
+  // Back: the status is printed again.
+  const restoring = watch.lines.length
+  for (const line of watch.lines.slice(failed, restoring)) assert.ok(parse(line).error !== undefined, `while the schema is away: ${line}`)
+  await gone.sql.unsafe(`alter schema "${away}" rename to ${gone.quoted}`)
+  await watch.waitForLine((line) => Array.isArray(parse(line).channels), restoring)
+  watch.child.kill('SIGINT')
+  assert.equal(await watch.exited, 0, watch.stderr)
+
+  // The human form says so in one line.
+  const error = Object.assign(new Error('database connection failed: connect ECONNREFUSED'), { code: 'CONNECTION' })
+  assert.equal(
+    formatUnavailable('s', new Date('2026-01-02T03:04:05.000Z'), error, false),
+    'schema s at 2026-01-02T03:04:05.000Z: status unavailable: database connection failed: connect ECONNREFUSED\n',
+  )
+})
+
+test('pgrr status names the channels asked for that do not exist', { timeout: 60_000 }, async (t) => {
+  await responder(t, 'obs.s.named', (payload: unknown) => payload)
+  const none = await pgrrStatus(['obs.s.no-such', 'obs.s.nor-this'])
+  assert.equal(none.code, 0, none.stderr)
+  assert.match(none.stdout, /^no channel named "obs\.s\.no-such", "obs\.s\.nor-this" in this schema \(no responder has ever registered for them\)$/m)
+  assert.doesNotMatch(none.stdout, /no channels|CHANNEL/)
+
+  const some = await pgrrStatus(['obs.s.named', 'obs.s.no-such'])
+  assert.equal(some.code, 0, some.stderr)
+  assert.match(some.stdout, /^no channel named "obs\.s\.no-such" in this schema \(no responder has ever registered for it\)$/m)
+  assert.match(some.stdout, /^obs\.s\.named +1 /m)
 })
 
 test('pgrr status: usage errors exit 2, an unmigrated schema exits 8', { timeout: 60_000 }, async () => {

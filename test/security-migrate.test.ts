@@ -180,3 +180,23 @@ test('a schema name with quotes, spaces and a dollar sign works end to end', asy
   t.after(() => client.close())
   assert.deepStrictEqual(await client.request('weird.echo', { ok: true }), { ok: true })
 })
+
+test('schema names with $&, $`, $\' and the placeholders themselves are installed under their own name', async (t) => {
+  // Replacement patterns of String.replace, and the migration files' placeholders: none may be expanded.
+  for (const [name, channel] of [['d$&o', 'dollar.amp'], ["b$`a$'ck", 'dollar.quotes'], ['p:SCHEMA_LITERAL:SCHEMA', 'placeholders']] as const) {
+    const schema = newSchema(name)
+    const result = await migrate({ connectionString: databaseUrl(), schema })
+    assert.equal(result.schema, schema)
+    const [installed] = await admin()`select count(*)::int as n from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                                       where n.nspname = ${schema} and p.proname = 'request'`
+    assert.equal(installed?.n, 2, `the request functions are in ${JSON.stringify(schema)}`)
+    const server = await serve({ connectionString: databaseUrl(), schema }, channel, (payload) => payload)
+    t.after(() => server.close())
+    const client = await connect({ connectionString: databaseUrl(), schema, poolSize: 1 })
+    t.after(() => client.close())
+    assert.deepStrictEqual(await client.request(channel, { schema }), { schema })
+    const [sent] = await admin().unsafe(`select ${quote(schema)}.request($1, 'from sql'::text) as id`, [channel])
+    const [reply] = await admin().unsafe(`select ${quote(schema)}.await_reply($1) as reply`, [sent!.id])
+    assert.equal(reply?.reply, 'from sql')
+  }
+})

@@ -7,6 +7,7 @@ import { after, test } from 'node:test'
 import postgres from 'postgres'
 import { grantChannel, revokeChannel } from '../src/channel-config.ts'
 import { connect, migrate, serve, type Server } from '../src/index.ts'
+import { runPgrr } from './fixtures/security-cli.ts'
 import { databaseUrl, deferred, rejection, useTestSchema, waitFor, type AdminSql } from './helpers.ts'
 
 const db = useTestSchema('sec_roles')
@@ -381,4 +382,14 @@ test('reaping as a caller returns only its own requests (ids of others are secre
     return row?.state === 'lost'
   }, { message: 'the request is reaped' })
   await failsWith(bob.unsafe(`select ${s}.await_reply($1::bigint)`, [id]), 'PR004', 'bob learns it was lost')
+})
+
+test('pgrr serve refused a channel says so in one line, prefixed once', { timeout: 60_000 }, async () => {
+  await setUp()
+  const serve = await runPgrr(['serve', 'svc.echo', '--handler', 'test/fixtures/security-echo-handler.ts', '--schema', db.schema], {
+    DATABASE_URL: urlOf('rogue'),
+  })
+  assert.equal(serve.code, 1, serve.stderr)
+  // The SQL error's own "pgrr: " is not doubled.
+  assert.equal(serve.stderr, `pgrr: role ${role.rogue} may not serve channel 'svc.echo'\n`)
 })

@@ -74,3 +74,58 @@ test('without schemas the types come from the type parameters and nothing is val
   t.after(() => server.close())
   assert.deepEqual(await echo.request(client, { value: 7 }), { value: 7 })
 })
+
+test('zod transforms run once, on the receiving side: the request at the responder, the reply at the caller', async (t) => {
+  const client = await clientFor(t, db)
+  const parts = defineService({
+    name: 'service.parts',
+    request: z.string().transform((text) => text.split(',')),
+    reply: z.number().int().transform((count) => `${count} parts`),
+  })
+  // The handler gets the request schema's output and returns the reply schema's input (checked by the types).
+  const server = await parts.serve(client, (list: string[]) => list.length)
+  t.after(() => server.close())
+  const reply: string = await parts.request(client, 'a,b,c')
+  assert.equal(reply, '3 parts')
+  // @ts-expect-error callers pass the request schema's input, not its output
+  await rejection(parts.request(client, ['a', 'b']))
+
+  // A transform whose output its schema accepts again would show if it ran twice.
+  const increment = defineService({
+    name: 'service.increment',
+    request: z.object({ n: z.number() }).transform(({ n }) => ({ n: n + 1 })),
+    reply: z.number().transform((n) => n * 10),
+  })
+  const incrementServer = await increment.serve(client, ({ n }) => n)
+  t.after(() => incrementServer.close())
+  assert.equal(await increment.request(client, { n: 1 }), 20)
+  // What travels is the input: a caller without the typed API sees the handler's reply as returned.
+  assert.equal(await client.request('service.increment', { n: 1 }), 2)
+  // The responder still refuses what its request schema refuses, and checks its handler's reply.
+  const refused = await rejection(client.request('service.parts', 42))
+  assert.equal((refused as unknown as RemoteError).remoteCode, 'INVALID_REQUEST')
+})
+
+test('valibot transforms run once, on the receiving side, the same way', async (t) => {
+  const client = await clientFor(t, db)
+  const lengths = defineService({
+    name: 'service.lengths',
+    request: v.pipe(v.string(), v.transform((text) => text.split(' ').map((word) => word.length))),
+    reply: v.pipe(v.number(), v.transform((total) => total * 10)),
+  })
+  const server = await lengths.serve(db.options, (list: number[]) => list.reduce((sum, n) => sum + n, 0))
+  t.after(() => server.close())
+  const reply: number = await lengths.request(client, 'ab cde')
+  assert.equal(reply, 50)
+
+  const invalidReply = defineService({
+    name: 'service.lengths-bad',
+    request: v.pipe(v.string(), v.transform((text) => text.length)),
+    reply: v.pipe(v.number(), v.integer(), v.transform((n) => `${n}`)),
+  })
+  const badServer = await invalidReply.serve(client, (length) => length / 2)
+  t.after(() => badServer.close())
+  assert.equal(await invalidReply.request(client, 'ab'), '1')
+  const error = await rejection(invalidReply.request(client, 'abc'))
+  assert.equal((error as unknown as RemoteError).remoteCode, 'INVALID_REPLY', `${error.name}: ${error.message}`)
+})

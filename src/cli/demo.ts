@@ -12,7 +12,7 @@ import { startEmbeddedPostgres } from '../embedded-postgres.ts'
 import { RemoteError } from '../errors.ts'
 import { migrate } from '../migrate.ts'
 import type { Server } from '../server.ts'
-import { commonOptions, commonOptionsHelp, connectionFrom, databaseOptions, databaseOptionsHelp, parseCommandArgs } from './arguments.ts'
+import { commonOptions, commonOptionsHelp, connectionFrom, databaseOptions, parseCommandArgs } from './arguments.ts'
 import { writeOut, type Command } from './command.ts'
 import { demoServices } from './demo-services.ts'
 import { CliError, exitCodes } from './exit-codes.ts'
@@ -26,7 +26,9 @@ request nobody serves and a timeout, then measures round trips. Everything it cr
 end, also on Ctrl-C: the schema is dropped, the embedded server stopped.
 
 Options:
-${databaseOptionsHelp.replace('(default: public)', '(default: pgrr_demo_<random>; must not exist yet)')}
+  --database-url <url>   PostgreSQL connection string (default: $DATABASE_URL; without either, an embedded
+                         PostgreSQL is started: the PG* variables are not read)
+  --schema <name>        schema to install the protocol in (default: pgrr_demo_<random>; must not exist yet)
   --requests <n>         sequential TypeScript requests to measure (default: 200; SQL: a quarter)
 ${commonOptionsHelp}`
 

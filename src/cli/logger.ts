@@ -20,7 +20,7 @@ export interface CliLoggerOptions {
 /** A {@link Logger} writing one line per record. */
 export function createLogger(options: CliLoggerOptions): Logger {
   const minimum = logLevels.indexOf(options.level ?? 'info')
-  const write = options.write ?? ((line: string) => void process.stderr.write(line))
+  const write = options.write ?? writeToStderr
   const make = (level: LogLevel): LogFn => {
     if (logLevels.indexOf(level) < minimum) return () => {}
     return ((objOrMsg: object | string, msg?: string) => {
@@ -30,6 +30,11 @@ export function createLogger(options: CliLoggerOptions): Logger {
     }) as LogFn
   }
   return { debug: make('debug'), info: make('info'), warn: make('warn'), error: make('error') }
+}
+
+/** Writes to stderr while it is open: once its reader has gone (EPIPE destroys it), logs are dropped. */
+function writeToStderr(line: string): void {
+  if (!process.stderr.destroyed) process.stderr.write(line)
 }
 
 function jsonLine(level: LogLevel, msg: string, fields: object): string {

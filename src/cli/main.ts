@@ -71,7 +71,8 @@ async function run(argv: string[]): Promise<number> {
 
 function describe(error: Error): string {
   if (error instanceof RemoteError) return `the handler failed (${error.remoteCode}): ${error.message}`
-  return error.message.split('\n', 1)[0] || error.name
+  // The protocol's SQL errors begin with "pgrr: " themselves (for psql users); ours is added once.
+  return error.message.split('\n', 1)[0]?.replace(/^pgrr: /, '') || error.name
 }
 
 /** The stack and the chain of causes, for --verbose. */
@@ -89,15 +90,24 @@ function helpCommandFor(name: string | undefined): string {
   return commands.some((command) => command.name === name) ? `pgrr ${name} --help` : 'pgrr --help'
 }
 
-// A reader that goes away (`pgrr demo | head`) must not crash us before cleanup: the rest of the output
-// is dropped and the command finishes normally.
-process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error
-})
+// A reader that goes away (`pgrr demo | head`, `pgrr serve … 2>&1 | head`) must not crash us before
+// cleanup, nor a responder with requests running: the rest of that stream's output is dropped (the
+// logger stops writing to a stderr that is gone) and the command goes on and finishes normally.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error
+  })
+}
 
 const argv = process.argv.slice(2)
 const endOfOptions = argv.indexOf('--')
 const verbose = (endOfOptions === -1 ? argv : argv.slice(0, endOfOptions)).includes('--verbose')
+// Node prints process warnings over several lines (node-postgres's about sslmode takes nine): the CLI says
+// each in one line, like its errors, and all of it with --verbose.
+process.removeAllListeners('warning')
+process.on('warning', (warning) => {
+  process.stderr.write(verbose ? `${warning.stack ?? warning.message}\n` : `pgrr: warning: ${warning.message.split('\n', 1)[0]}\n`)
+})
 let code: number
 try {
   code = await run(argv)

@@ -1,6 +1,8 @@
 /** `pgrr request`: sends one request and prints the reply on stdout. */
 import { constants } from 'node:os'
 import { connect, type Client } from '../client.ts'
+import { CancelledError, TimeoutError } from '../errors.ts'
+import type { ClientOptions } from '../options.ts'
 import {
   commonOptions,
   commonOptionsHelp,
@@ -14,16 +16,19 @@ import {
 import { writeOut, type Command } from './command.ts'
 import { CliError, exitCodes, UsageError } from './exit-codes.ts'
 
+const defaultTimeoutMs = 30_000
+
 const help = `Usage: pgrr request <channel> <payload> [options]
 
 Sends <payload> to one responder of <channel>, waits for the reply and prints only the reply on stdout: a
 text reply as is, followed by a newline; any other reply as JSON. A payload of - is read from stdin (sent
-exactly as read); put -- before a payload that starts with a dash. SIGINT (Ctrl-C) while waiting cancels
-the request (exit code 9).
+exactly as read; it must be UTF-8 text, exit code 10 otherwise); put -- before a payload that starts with a
+dash. SIGINT (Ctrl-C) while connecting or waiting cancels the request (exit code 9).
 
 Options:
-  --timeout <ms>         give up after this long (default: 30000); exit code 4
-  --json                 parse <payload> as JSON and print the reply as JSON
+  --timeout <ms>         give up after this long, connecting included (default: ${defaultTimeoutMs}); exit code 4
+  --json                 parse <payload> as JSON and print the reply as JSON (a number out of the range of
+                         a double is refused, exit code 10)
   --header <k=v>         a header for the handler (ctx.headers); repeatable
 ${databaseOptionsHelp}
 ${commonOptionsHelp}
@@ -53,7 +58,7 @@ export const requestCommand: Command = {
       throw new UsageError('request: expected a channel and a payload (pgrr request <channel> <payload>; - reads stdin)')
     }
     const [channel, payloadArgument] = positionals as [string, string]
-    const timeoutMs = parseInteger('--timeout', values.timeout)
+    const timeoutMs = parseInteger('--timeout', values.timeout) ?? defaultTimeoutMs
     const headers = parseHeaders(values.header)
     const connection = connectionFrom(values, process.env, 'pgrr request')
     const text = payloadArgument === '-' ? await readStdin() : payloadArgument
@@ -68,8 +73,16 @@ export const requestCommand: Command = {
     process.on('SIGTERM', onSignal)
     let client: Client | undefined
     try {
-      client = await connect({ ...connection, poolSize: 1 })
-      const reply = await client.request(channel, payload, { timeoutMs, headers, signal: cancel.signal })
+      // --timeout counts from here: a database that accepts the connection but never answers is given up
+      // on like a responder that never replies.
+      const startedAt = performance.now()
+      client = await connectWithin({ ...connection, poolSize: 1 }, cancel.signal, timeoutMs)
+      const remainingMs = Math.ceil(timeoutMs - (performance.now() - startedAt))
+      if (remainingMs < 1) throw new TimeoutError(timeoutMs)
+      const reply = await client.request(channel, payload, { timeoutMs: remainingMs, headers, signal: cancel.signal }).catch((error: unknown) => {
+        // Said with the --timeout given, not with what was left of it after connecting.
+        throw error instanceof TimeoutError ? new TimeoutError(timeoutMs) : error
+      })
       await writeOut(typeof reply === 'string' && !values.json ? `${reply}\n` : `${JSON.stringify(reply)}\n`)
       return exitCodes.ok
     } finally {
@@ -81,16 +94,63 @@ export const requestCommand: Command = {
   },
 }
 
-function parseJson(text: string): unknown {
+/**
+ * connect(), given up on when `signal` fires (CancelledError) or after `timeoutMs` (TimeoutError). The
+ * attempt given up on is not left open: a client it still makes is closed.
+ */
+async function connectWithin(options: ClientOptions, signal: AbortSignal, timeoutMs: number): Promise<Client> {
+  const connecting = connect(options)
+  let timer: NodeJS.Timeout | undefined
+  let onAbort = (): void => {}
+  const givenUp = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(timeoutMs, `no reply within ${timeoutMs} ms (still connecting to the database)`)), timeoutMs)
+    onAbort = () => reject(new CancelledError(`cancelled while connecting to the database (${describeReason(signal.reason)})`))
+    if (signal.aborted) onAbort()
+    else signal.addEventListener('abort', onAbort, { once: true })
+  })
   try {
-    return JSON.parse(text)
+    return await Promise.race([connecting, givenUp])
   } catch (error) {
-    throw new CliError(`--json: the payload is not valid JSON: ${(error as Error).message}`, exitCodes.invalidInput)
+    void connecting.then(
+      (client) => client.close(),
+      () => undefined,
+    )
+    throw error
+  } finally {
+    clearTimeout(timer)
+    signal.removeEventListener('abort', onAbort)
   }
 }
 
+function describeReason(reason: unknown): string {
+  return reason instanceof Error ? reason.message : String(reason)
+}
+
+function parseJson(text: string): unknown {
+  let outOfRange = false
+  let value: unknown
+  try {
+    // A number too large for a double parses as Infinity, which JSON.stringify would send as null.
+    value = JSON.parse(text, (_key, item: unknown) => {
+      if (typeof item === 'number' && !Number.isFinite(item)) outOfRange = true
+      return item
+    })
+  } catch (error) {
+    throw new CliError(`--json: the payload is not valid JSON: ${(error as Error).message}`, exitCodes.invalidInput)
+  }
+  if (outOfRange) {
+    throw new CliError('--json: the payload has a number out of the range of a double (it would be sent as null)', exitCodes.invalidInput)
+  }
+  return value
+}
+
+/** Stdin as text, byte for byte (a byte order mark included); invalid UTF-8 is refused, not replaced. */
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(Buffer.concat(chunks))
+  } catch {
+    throw new CliError('the payload read from stdin is not valid UTF-8 (payloads are text)', exitCodes.invalidInput)
+  }
 }

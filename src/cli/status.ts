@@ -24,7 +24,13 @@ dead rows: the request table grows and requests slow down). Sessions of other ro
 superuser or a member of pg_read_all_stats.
 
 A responder is live while its session holds its responder lock: a killed responder disappears at once. The
-command reads the protocol's tables, so it needs the schema owner (or a superuser).
+command reads the protocol's tables, so it needs the schema owner (or a superuser). A channel named that no
+responder has ever registered for is said not to exist.
+
+With --watch, a read that fails (the database is unreachable, the schema is gone) prints "status
+unavailable" with the reason instead of the status, or with --json an object {"schema", "time", "error":
+{"code", "message"}} (time from the local clock), and is tried again at the next interval. The command
+stops when stdout is closed (pgrr status --watch | head -1).
 
 Options:
   --json                 print the status as one JSON object (with --watch, one object per line)
@@ -53,15 +59,17 @@ export const statusCommand: Command = {
     }
     const watchSeconds = values.watch === undefined ? undefined : parseSeconds(values.watch)
     const connection = connectionFrom(values, process.env, 'pgrr status')
-    const reader = new StatusReader({ ...connection, ...(positionals.length > 0 ? { channels: positionals } : {}) })
-    const render = (status: Status) => (values.json ? `${JSON.stringify(status)}\n` : formatStatus(status))
+    const named = [...new Set(positionals)]
+    const reader = new StatusReader({ ...connection, ...(named.length > 0 ? { channels: named } : {}) })
+    const render = (status: Status) => (values.json ? `${JSON.stringify(status)}\n` : formatStatus(status, named))
     try {
       const first = await reader.read()
       if (watchSeconds === undefined) {
         await writeOut(render(first))
         return exitCodes.ok
       }
-      await watch(reader, first, watchSeconds * 1000, render, values.json === true)
+      const renderFailure = (error: unknown) => formatUnavailable(connection.schema, new Date(), error, values.json === true)
+      await watch(reader, first, watchSeconds * 1000, render, renderFailure, values.json === true)
       return exitCodes.ok
     } finally {
       await reader.close()
@@ -69,44 +77,64 @@ export const statusCommand: Command = {
   },
 }
 
-/** Prints the status every `intervalMs` until SIGINT or SIGTERM. A failed read is reported and retried. */
+/**
+ * Prints the status every `intervalMs` until SIGINT or SIGTERM, or until stdout is closed (its reader went
+ * away: EPIPE destroys it). A failed read prints what `renderFailure` makes of it, never the previous
+ * status as if it were current, and is tried again at the next interval.
+ */
 async function watch(
   reader: StatusReader,
   first: Status,
   intervalMs: number,
   render: (status: Status) => string,
+  renderFailure: (error: unknown) => string,
   json: boolean,
 ): Promise<void> {
   const redraw = process.stdout.isTTY && !json
   const stopped = new AbortController()
-  const onSignal = () => stopped.abort()
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  const stop = () => stopped.abort()
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  process.stdout.on('close', stop)
   try {
     let text = render(first)
     for (;;) {
+      if (process.stdout.destroyed) return
       await writeOut(redraw ? `\x1b[H\x1b[2J${text}` : `${text}${json ? '' : '\n'}`)
       await delay(intervalMs, stopped.signal)
       if (stopped.signal.aborted) return
       try {
         text = render(await reader.read())
       } catch (error) {
-        const message = error instanceof Error ? error.message : String(error)
-        process.stderr.write(`pgrr: reading the status failed (retrying in ${intervalMs / 1000} s): ${message}\n`)
+        text = renderFailure(error)
       }
       if (stopped.signal.aborted) return
     }
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+    process.stdout.off('close', stop)
   }
+}
+
+/** What --watch prints instead of the status when a read fails. */
+export function formatUnavailable(schema: string, time: Date, error: unknown, json: boolean): string {
+  const message = error instanceof Error ? error.message : String(error)
+  const code = (error as { code?: unknown } | null)?.code
+  if (json) {
+    return `${JSON.stringify({ schema, time, error: { code: typeof code === 'string' ? code : null, message } })}\n`
+  }
+  return `schema ${schema} at ${time.toISOString()}: status unavailable: ${message.split('\n', 1)[0]}\n`
 }
 
 /** Transactions open at least this long are pointed out in the human form (the JSON has the oldest always). */
 export const OLD_TRANSACTION_MS = 10_000
 
-/** The human form: a summary table, then the live responders of each channel. */
-export function formatStatus(status: Status): string {
+/**
+ * The human form: a summary table, then the live responders of each channel. `named`: the channels asked
+ * for, if any; those that do not exist are named.
+ */
+export function formatStatus(status: Status, named: readonly string[] = []): string {
   const usage = (status.notificationQueueUsage * 100).toFixed(status.notificationQueueUsage > 0 && status.notificationQueueUsage < 0.001 ? 3 : 1)
   const lines = [`schema ${status.schema} at ${status.time.toISOString()}, NOTIFY queue ${usage}% used`]
   const oldest = status.oldestTransaction
@@ -118,10 +146,19 @@ export function formatStatus(status: Status): string {
     )
   }
   lines.push('')
+  const found = new Set(status.channels.map((c) => c.channel))
+  const missing = named.filter((channel) => !found.has(channel))
+  if (missing.length > 0) {
+    lines.push(
+      `no channel named ${missing.map((channel) => JSON.stringify(channel)).join(', ')} in this schema ` +
+        `(no responder has ever registered for ${missing.length === 1 ? 'it' : 'them'})`,
+    )
+  }
   if (status.channels.length === 0) {
-    lines.push('no channels (no responder has registered in this schema yet)')
+    if (missing.length === 0) lines.push('no channels (no responder has registered in this schema yet)')
     return `${lines.join('\n')}\n`
   }
+  if (missing.length > 0) lines.push('')
   const header = ['CHANNEL', 'RESPONDERS', 'BACKLOG', 'IN FLIGHT', 'OLDEST WAITING', 'REQ/S', 'ERR/S']
   const rows = status.channels.map((c) => [
     c.channel,
