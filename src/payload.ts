@@ -18,6 +18,9 @@ export function encodePayload(value: unknown, what = 'payload'): EncodedPayload 
     if (!value.isWellFormed()) throw new InvalidPayloadError(`${what} text contains a lone UTF-16 surrogate`)
     return { text: value, json: false }
   }
+  // JSON has no NaN or Infinity: JSON.stringify would send null, which is not what was given. (Inside an
+  // object or array they become null all the same, as everywhere JSON.stringify is used.)
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new InvalidPayloadError(`${what} must be a finite number, got ${value}`)
   let text: string | undefined
   try {
     text = JSON.stringify(value)

@@ -119,6 +119,8 @@ test('payloads PostgreSQL cannot hold reject InvalidPayloadError before anything
     ['undefined', undefined],
     ['a function', () => 1],
     ['a bigint', { n: 1n }],
+    ['NaN', Number.NaN],
+    ['Infinity', Number.POSITIVE_INFINITY],
   ]
   for (const [what, payload] of invalid) {
     const error = await rejection(client.request('invalid.payload', payload))
