@@ -324,10 +324,7 @@ export class Client {
   ): PendingRequest {
     assertChannelName(channel)
     const timeoutMs = durationOption(options.timeoutMs ?? this.#defaultTimeoutMs, 'timeoutMs')
-    const maxAttempts = options.maxAttempts ?? null
-    if (maxAttempts !== null && !(Number.isInteger(maxAttempts) && maxAttempts >= 1 && maxAttempts <= 100)) {
-      throw new InvalidOptionError('maxAttempts must be an integer from 1 to 100')
-    }
+    const maxAttempts = options.maxAttempts === undefined ? null : integerOption(options.maxAttempts, 'maxAttempts', 100)
     const encoded = encodePayload(payload)
     let headers = options.headers
     let observation: RequestObservation | undefined

@@ -10,7 +10,8 @@
 import { createRequire } from 'node:module'
 import type { Registry } from 'prom-client'
 import type * as PromClient from 'prom-client'
-import { InvalidOptionError, type PgrrErrorCode } from './errors.ts'
+import type { PgrrErrorCode } from './errors.ts'
+import { integerOption } from './option-values.ts'
 import type { ConnectionOptions } from './options.ts'
 import { StatusReader, type ChannelCounts } from './status.ts'
 import type { Outcome, Telemetry } from './telemetry.ts'
@@ -227,10 +228,7 @@ function createBacklogGauges(
   name: (suffix: string) => string,
   registers: Registry[],
 ): { close(): Promise<void> } {
-  const timeoutMs = options.timeoutMs ?? 2000
-  if (!(Number.isInteger(timeoutMs) && timeoutMs >= 1)) {
-    throw new InvalidOptionError(`backlog.timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`)
-  }
+  const timeoutMs = integerOption(options.timeoutMs ?? 2000, 'backlog.timeoutMs')
   const { Counter, Gauge } = loadPromClient()
   const reader = new StatusReader({ ...options, timeoutMs })
   const errors = new Counter({

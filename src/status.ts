@@ -14,7 +14,8 @@
  */
 import { createSession, endSession, query, quoteIdentifier, type Queryable, type Session } from './database.ts'
 import { toPgrrError } from './database-error.ts'
-import { ClosedError, InvalidOptionError } from './errors.ts'
+import { ClosedError } from './errors.ts'
+import { integerOption } from './option-values.ts'
 import { assertMigrated } from './schema-version.ts'
 import type { ConnectionOptions } from './options.ts'
 
@@ -142,10 +143,7 @@ export class StatusReader {
     this.#options = options
     this.#schema = options.schema ?? 'public'
     this.#channels = options.channels === undefined ? null : [...options.channels]
-    this.#timeoutMs = options.timeoutMs ?? 5000
-    if (!(Number.isInteger(this.#timeoutMs) && this.#timeoutMs >= 1)) {
-      throw new InvalidOptionError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`)
-    }
+    this.#timeoutMs = integerOption(options.timeoutMs ?? 5000, 'timeoutMs')
     this.#statements = renderStatusStatements(this.#schema)
   }
 
