@@ -1022,8 +1022,10 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
-  -- Responders whose session this call found to exist: their requests with a lock held are in hand.
+  -- Responders whose session this call found to exist (their requests with a lock held are in hand), and
+  -- those it found gone: each is looked up once (pgrr_registration_gone reads the server's backends).
   v_alive int[] := '{}';
+  v_gone int[] := '{}';
 begin
   for r in
     -- Two branches rather than "p_ids is null or id = any (p_ids)": in the generic plan the first probes the
@@ -1038,9 +1040,12 @@ begin
   loop
     if not :SCHEMA.pgrr_in_hand_lock_is_free(r.handed, r.id, r.responder_id) then
       continue when r.responder_id = any (v_alive);
-      if not :SCHEMA.pgrr_registration_gone(r.responder_id) then
-        v_alive := v_alive || r.responder_id;
-        continue;
+      if r.responder_id <> all (v_gone) then
+        if not :SCHEMA.pgrr_registration_gone(r.responder_id) then
+          v_alive := v_alive || r.responder_id;
+          continue;
+        end if;
+        v_gone := v_gone || r.responder_id;
       end if;
     end if;
     -- (The responder too: a request declined and claimed again by another has the same attempt.)

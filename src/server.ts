@@ -183,8 +183,8 @@ export class Server {
   #handledTotal = 0
   #failedTotal = 0
   /**
-   * The database's clock minus this process's, in ms, as last measured on the work session (undefined
-   * until then): what a handoff's deadline (by the database's clock) is compared with.
+   * The database's clock minus this process's steady one (see steadyNow), in ms, as last measured (see
+   * #syncClock; undefined until then): what a handoff's deadline (by the database's clock) is compared with.
    */
   #dbClockOffsetMs: number | undefined
   readonly #handledLastMinute = new RateWindow()
