@@ -13,6 +13,11 @@ import { deferred, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('core_sql_handoff')
 
+/** Runs request() once on a channel nobody serves (PR001): the session has request() loaded afterwards. */
+async function warmUp(sql: postgres.Sql): Promise<void> {
+  await assert.rejects(sql.unsafe(`select ${db.quoted}.request($1::text, $2::text)`, ['sqlhand.nobody', 'x']), { code: 'PR001' })
+}
+
 async function sqlRequest(sql: postgres.Sql, channel: string, payload: string): Promise<string> {
   const [row] = await sql.unsafe(`select ${db.quoted}.request($1::text, $2::text)::text as id`, [channel, payload])
   return String(row!.id)
@@ -34,6 +39,10 @@ test('an SQL request is handed over; await_reply blocks on the reply bell and wa
   })
   const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {}, connection: { application_name: 'sqlhand-awaiter' } })
   t.after(() => caller.end({ timeout: 1 }))
+  // request() hands over only from a transaction that began just before it (see pgrr_send_one), and a new
+  // session's first call spends its first milliseconds loading catalogs between the two: one refused call
+  // first, so that the timing of a loaded machine cannot decide what this test sees.
+  await warmUp(caller)
   const id = await sqlRequest(caller, channel, 'gated')
   const [row] = await db.sql.unsafe(`select state, handed, reply_to from ${db.quoted}.pgrr_request where id = $1`, [id])
   assert.deepStrictEqual({ ...row }, { state: 'claimed', handed: true, reply_to: null }, 'handed to the responder, no reply channel')

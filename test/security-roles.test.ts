@@ -368,6 +368,10 @@ test('reaping as a caller returns only its own requests (ids of others are secre
   const session = await svc.reserve()
   const [reg] = await session.unsafe(`select responder_id, channel_id from ${s}.pgrr_register('svc.raw', 'h', 1, 1)`)
   const bob = sqlAs('bob')
+  // request() hands over only from a transaction that began just before it (see pgrr_send_one); a new
+  // session's first call spends its first milliseconds loading catalogs between the two. A refused call
+  // (no responder, PR001) first, so that a loaded machine's timing cannot decide the handoff asserted below.
+  await assert.rejects(bob.unsafe(`select ${s}.request('svc.nobody', 'x'::text)`), { code: 'PR001' })
   const [{ id }] = (await bob.unsafe(`select ${s}.request('svc.raw', 'to be lost'::text)::text as id`)) as unknown as [{ id: string }]
   const [held] = await admin!.unsafe(`select state, handed, responder_id from ${s}.pgrr_request where id = $1`, [id])
   assert.deepStrictEqual({ ...held }, { state: 'claimed', handed: true, responder_id: reg!.responder_id }, 'handed to the raw session')
