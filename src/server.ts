@@ -182,11 +182,6 @@ export class Server {
   #vacuuming = false
   #handledTotal = 0
   #failedTotal = 0
-  /**
-   * The database's clock minus this process's steady one (see steadyNow), in ms, as last measured (see
-   * #syncClock; undefined until then): what a handoff's deadline (by the database's clock) is compared with.
-   */
-  #dbClockOffsetMs: number | undefined
   readonly #handledLastMinute = new RateWindow()
   readonly #failedLastMinute = new RateWindow()
 
@@ -380,27 +375,6 @@ export class Server {
     this.#afterSeq = 0
     this.#lowestAnnounced = undefined
     this.#unlisten = unlisten
-    // Before the first handoff can arrive with a deadline to check.
-    await this.#syncClock()
-  }
-
-  /**
-   * Measures the database's clock against this process's steady one (see steadyNow), on the pool (the
-   * pipelined work session may keep a statement waiting behind others). Kept when the round trip was short,
-   * so that it is off by at most half of that, or when there is nothing better yet.
-   */
-  async #syncClock(): Promise<void> {
-    const sentAt = steadyNow()
-    let nowMs: number | undefined
-    try {
-      const [row] = await this.#context.poolQuery<{ now_ms: number }>(this.#context.statements.clock, [])
-      nowMs = row?.now_ms
-    } catch {
-      return
-    }
-    const receivedAt = steadyNow()
-    if (nowMs === undefined || (receivedAt - sentAt > maxClockRoundTripMs && this.#dbClockOffsetMs !== undefined)) return
-    this.#dbClockOffsetMs = nowMs - (sentAt + receivedAt) / 2
   }
 
   /** Stops listening on the service channel (no more claims), and on the control channel too unless asked. */
@@ -716,34 +690,9 @@ export class Server {
     const session = this.#session
     // Handed to a registration that is gone: its requests went with its session (they are reaped).
     if (session === undefined || generation !== session.generation) return
-    this.#takeHandoffs(entries, session, false)
-  }
-
-  /**
-   * Runs (or declines) handed requests. A deadline comes with requests that may have waited for their
-   * transaction's commit (see pgrr_handoff_entry): what is left of it by the database's clock counts when
-   * it is less than the entry's time left. When it is much less, the clock is measured again first
-   * (`verified` then), so that a step of the database's clock since the last measure ends no request early.
-   */
-  #takeHandoffs(entries: Handoff[], session: Registration, verified: boolean): void {
-    if (session.generation !== this.#generation) return
-    const offset = this.#dbClockOffsetMs
-    const now = steadyNow()
-    const doubtful: Handoff[] = []
-    for (const entry of entries) {
-      const [id, json, payload, headers, timeoutMs, deadlineMs] = entry
-      let remaining = timeoutMs
-      if (deadlineMs != null && offset !== undefined) {
-        const byClock = Math.floor(deadlineMs - (now + offset))
-        if (!verified && byClock < timeoutMs - clockDoubtMs) {
-          doubtful.push(entry)
-          continue
-        }
-        remaining = Math.min(timeoutMs, byClock)
-      }
-      this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: remaining, queued_ms: 0 }, session)
+    for (const [id, json, payload, headers, timeoutMs] of entries) {
+      this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
     }
-    if (doubtful.length > 0) void this.#syncClock().then(() => this.#takeHandoffs(doubtful, session, true))
   }
 
   /**
@@ -904,7 +853,6 @@ export class Server {
   async #report(): Promise<void> {
     const session = this.#session
     if (this.#state !== 'running' || session === undefined) return
-    void this.#syncClock()
     try {
       await this.#onWork(this.#context.statements.report, [
         session.responderId,
@@ -1013,7 +961,7 @@ function sanitize(text: string): string {
   return text.replaceAll("\u0000", '\uFFFD').toWellFormed()
 }
 
-/** Most payload bytes one claim returns: pgrr_claim_max_bytes() in sql/0001_initial.sql. */
+/** Most payload bytes one claim returns: pgrr_claim_max_bytes() in sql/protocol/01_keys.sql. */
 const claimMaxBytes = 8 * 1024 * 1024
 
 /** Whether pgrr_claim stopped at its byte cap (then more requests may be pending, as after a full batch). */
@@ -1037,22 +985,8 @@ function deadlineOutcome(timeoutMs: number): Result {
   return { failed: true, body: new TimeoutError(timeoutMs, 'the request reached its deadline').message, json: false, code: responderDeadlineCode }
 }
 
-/** Longest round trip whose measure of the database's clock is kept (see #syncClock). */
-const maxClockRoundTripMs = 20
-/** A handoff whose deadline leaves this much less than its time left has the clock measured again. */
-const clockDoubtMs = 1000
-
-/**
- * Milliseconds since the epoch by a clock that nothing moves but time (performance.now() from the
- * process's start): a step of the system's clock changes neither the database's offset from it nor the
- * time left of a handoff.
- */
-function steadyNow(): number {
-  return performance.timeOrigin + performance.now()
-}
-
 /** A handed request as it travels (see isHandoff). */
-type Handoff = [id: string, json: boolean, payload: string, headers: Record<string, string> | null, timeoutMs: number, deadlineMs?: number | null]
+type Handoff = [id: string, json: boolean, payload: string, headers: Record<string, string> | null, timeoutMs: number]
 
 /**
  * One entry of a handoff (see pgrr_handoff_entry): id, payload is JSON, payload, headers, time left in ms,
@@ -1061,7 +995,7 @@ type Handoff = [id: string, json: boolean, payload: string, headers: Record<stri
 function isHandoff(value: unknown): value is Handoff {
   return (
     Array.isArray(value) &&
-    (value.length === 5 || (value.length === 6 && (value[5] === null || typeof value[5] === 'number'))) &&
+    value.length === 5 &&
     typeof value[0] === 'string' &&
     typeof value[1] === 'boolean' &&
     typeof value[2] === 'string' &&

@@ -27,8 +27,6 @@ export function renderStatements(schema: string) {
     handed: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
     reply: `select ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
-    // The database's clock, for a responder's estimate of it (deadlines of handoffs, see pgrr_handoff_entry).
-    clock: `select (extract(epoch from clock_timestamp()) * 1000)::float8 as now_ms`,
     replyOne: `select ${s}.pgrr_reply_one($1::int, $2::bigint, $3::bool, $4::text, $5::bool, $6::text, $7::text)`,
   }
 }

@@ -2,12 +2,10 @@
  * What `pgrr status` shows, as data: per channel, the live responders and their counters, the backlog, the
  * requests being handled and the age of the oldest waiting request, plus how full the server's NOTIFY
  * queue is and which session's transaction holds back the cleanup of dead rows the longest. Read-only and
- * cheap: a few aggregate queries over the (small) request table, `pg_locks` and `pg_stat_activity`.
+ * cheap: a few aggregate queries over the (small) request table and `pg_stat_activity`.
  *
- * A responder is live while its session holds its responder lock (see sql/0001_initial.sql). That is read
- * from `pg_locks`, which shows every session's advisory locks without taking any, and which session holds
- * each: a responder row whose session died stays in the table until a sweep, but its lock is gone, or held
- * by some other session (anyone may take it), so it is not listed.
+ * The responders listed are the live ones, as requests are sent to them: the view `pgrr_live_responder`
+ * (sql/protocol/04_liveness.sql), the one definition of live.
  *
  * It reads the tables directly, so it needs a role that may: the schema owner (the role that migrated) or
  * a superuser. The caller and responder roles of `migrate({ roles })` may not.
@@ -263,24 +261,8 @@ export class StatusReader {
 
 function renderStatusStatements(schema: string) {
   const s = quoteIdentifier(schema)
-  // Advisory locks with two int keys show the first in classid and the second in objid, objsubid 2; the
-  // keys are int4 shown as oid, so the namespace is cast the same way. A responder is live when its lock
-  // is granted (held) to the session that registered it, and it has not unregistered: anyone may take the
-  // lock of a responder that drains or died (see Security in sql/0001_initial.sql). Filtering pg_locks
-  // once and hashing the ids keeps this one scan of the lock table.
-  const live = `
-    live as (
-      select r.id, r.channel_id
-        from ${s}.pgrr_responder r
-       where not r.unregistered
-         and (r.id::oid, r.backend_pid) in (
-               select l.objid, l.pid
-                 from pg_catalog.pg_locks l
-                where l.locktype = 'advisory' and l.objsubid = 2 and l.granted and l.mode = 'ExclusiveLock'
-                  and l.classid = ${s}.pgrr_ns_responder()::oid
-                  and l.database = (select d.oid from pg_catalog.pg_database d
-                                     where d.datname = pg_catalog.current_database()))
-    )`
+  // The responders requests are sent to: the one definition of live (sql/protocol/04_liveness.sql).
+  const live = `live as materialized (select l.id, l.channel_id from ${s}.pgrr_live_responder l)`
   return {
     // What VACUUM has to keep for: the oldest snapshot (backend_xmin) or transaction id (backend_xid, a
     // transaction that wrote, even while it holds no snapshot between statements) of the database's other

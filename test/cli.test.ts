@@ -7,11 +7,14 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { readdir } from 'node:fs/promises'
 import { createServer, type Server, type Socket } from 'node:net'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
+import { latestVersion } from '../src/index.ts'
+import { protocolVersion } from '../src/migrations.ts'
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const handlerFixture = 'test/fixtures/cli-handler.ts'
@@ -169,15 +172,37 @@ describe('migrate', () => {
     assert.match(result.stderr, /^pgrr: .*pgrr migrate/)
   })
 
+  test('--dry-run prints the SQL and changes nothing', { timeout }, async () => {
+    const dry = await pgrr(['migrate', '--schema', schema, '--dry-run'])
+    assertExit(dry, 0)
+    assert.match(dry.stdout, /^begin;\n/)
+    assert.match(dry.stdout, /create unlogged table .*\.pgrr_request/)
+    assert.match(dry.stdout, /create function .*\.await_reply\(/)
+    assert.match(dry.stdout, /\ncommit;\n$/)
+    const [row] = await admin`select to_regnamespace(${schema}) is null as absent`
+    assert.equal(row?.absent, true, 'the schema was not created')
+  })
+
   test('migrates once, then says it is up to date', { timeout }, async () => {
+    const latest = await latestVersion()
+    const migrations = (await readdir(path.join(repoRoot, 'sql', 'migrations'))).filter((name) => name.endsWith('.sql')).sort()
     const first = await pgrr(['migrate', '--schema', schema])
     assertExit(first, 0)
-    assert.equal(first.stdout, `migrated schema "${schema}" from version 0 to 1 (applied 0001_initial.sql)\n`)
+    assert.equal(
+      first.stdout,
+      `migrated schema "${schema}" from version 0 to ${latest} (applied ${migrations.join(', ')})\ninstalled protocol ${protocolVersion}\n`,
+    )
     const second = await pgrr(['migrate', '--schema', schema, '--json'])
     assertExit(second, 0)
-    assert.deepEqual(JSON.parse(second.stdout), { schema, fromVersion: 1, toVersion: 1, applied: [] })
+    assert.deepEqual(JSON.parse(second.stdout), {
+      schema,
+      fromVersion: latest,
+      toVersion: latest,
+      applied: [],
+      protocol: { fromVersion: protocolVersion, toVersion: protocolVersion, installed: false },
+    })
     const third = await pgrr(['migrate', '--schema', schema])
-    assert.equal(third.stdout, `schema "${schema}" is up to date (version 1)\n`)
+    assert.equal(third.stdout, `schema "${schema}" is up to date (version ${latest}, protocol ${protocolVersion})\n`)
   })
 })
 

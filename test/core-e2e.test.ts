@@ -306,14 +306,9 @@ test('server.drain() finishes the request in flight, then new requests get NoRes
   const responderId = server.responderId
   const draining = server.drain(20_000)
   assert.equal(server.state, 'draining')
-  // Unregistering releases the responder lock: from then on the channel has no live responder.
+  // Once it has unregistered, the channel has no live responder (its session still holds its lock).
   await waitFor(async () => {
-    const rows = await db.sql.unsafe(
-      `select 1 from pg_catalog.pg_locks l
-        where l.locktype = 'advisory' and l.objsubid = 2 and l.classid = ${db.quoted}.pgrr_ns_responder()::oid
-          and l.objid = $1::oid`,
-      [responderId!],
-    )
+    const rows = await db.sql.unsafe(`select 1 from ${db.quoted}.pgrr_live_responder where id = $1`, [responderId!])
     return rows.length === 0
   }, { message: 'the draining responder unregisters' })
   const refused = await rejection(client.request('drain', 'second'))

@@ -70,7 +70,7 @@ test(
   },
 )
 
-// A regression test for pgrr_ring (the bell of 0001_initial.sql): a responder taking over the bell used to
+// A regression test for pgrr_ring (the channel bell, sql/protocol/03_bells.sql): a responder taking over the bell used to
 // read (generation, holder) without a row lock and then block in pg_advisory_lock on a bell the holder kept;
 // claims hung forever or died with 40P01, and the requests they held were never answered.
 test(

@@ -5,13 +5,14 @@ import { readdir } from 'node:fs/promises'
 import path from 'node:path'
 import { test } from 'node:test'
 import { connect, latestVersion, migrate, SchemaVersionError } from '../src/index.ts'
+import { protocolVersion } from '../src/migrations.ts'
 import { collectErrors, rejection, repoRoot, useSchemaFactory } from './helpers.ts'
 
 const createSchema = useSchemaFactory()
 
 test('4 concurrent migrate() on a fresh schema all succeed; each version is recorded once', async () => {
   const db = await createSchema('migrate_race', { migrated: false })
-  const files = (await readdir(path.join(repoRoot, 'sql'))).filter((name) => /^\d{4}_.*\.sql$/.test(name)).sort()
+  const files = (await readdir(path.join(repoRoot, 'sql', 'migrations'))).filter((name) => /^\d{4}_.*\.sql$/.test(name)).sort()
   const latest = await latestVersion()
   assert.equal(latest, Number(files.at(-1)?.slice(0, 4)))
 
@@ -22,6 +23,8 @@ test('4 concurrent migrate() on a fresh schema all succeed; each version is reco
   assert.equal(appliers.length, 1, `exactly one migrator applied the files: ${JSON.stringify(results)}`)
   assert.deepStrictEqual(appliers[0]!.applied, files)
   assert.equal(appliers[0]!.fromVersion, 0)
+  assert.deepStrictEqual(appliers[0]!.protocol, { fromVersion: null, toVersion: protocolVersion, installed: true })
+  assert.equal(results.filter((result) => result.protocol.installed).length, 1, 'the protocol was installed once')
   for (const result of results) {
     assert.equal(result.schema, db.schema)
     assert.equal(result.toVersion, latest)
@@ -36,7 +39,13 @@ test('4 concurrent migrate() on a fresh schema all succeed; each version is reco
 
   // Idempotent: once more, nothing to do.
   const again = await migrate(db.options)
-  assert.deepStrictEqual(again, { schema: db.schema, fromVersion: latest, toVersion: latest, applied: [] })
+  assert.deepStrictEqual(again, {
+    schema: db.schema,
+    fromVersion: latest,
+    toVersion: latest,
+    applied: [],
+    protocol: { fromVersion: protocolVersion, toVersion: protocolVersion, installed: false },
+  })
   const [{ count }] = await db.sql.unsafe(`select count(*)::int as count from ${db.quoted}.pgrr_migration`) as unknown as [{ count: number }]
   assert.equal(count, files.length)
 

@@ -1,5 +1,5 @@
 // Plain SQL callers (postgres.js as a bare SQL client, and the real psql binary) of TypeScript responders:
-// request()/await_reply()/await_reply_json() and every SQLSTATE of the contract in sql/0001_initial.sql.
+// request()/await_reply()/await_reply_json() and every SQLSTATE of the contract in sql/protocol/.
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { test } from 'node:test'

@@ -112,8 +112,8 @@ test('a request made in a transaction that outlives its deadline is never starte
   })
   const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
   t.after(() => sql.end({ timeout: 1 }))
-  // Made right at the start of its transaction, so handed over (its NOTIFY goes out at the commit); the
-  // transaction then goes on past the request's deadline, by the database's clock.
+  // Stored in the queue (its NOTIFY goes out at the commit); the transaction then goes on past the
+  // request's deadline, by the database's clock, and no claim takes a request past its deadline.
   const id = await sql.begin(async (tx) => {
     const [row] = await tx.unsafe(`select ${db.quoted}.request($1, 'late', interval '300 milliseconds') as id`, [channel])
     await waitFor(async () => {
@@ -124,7 +124,7 @@ test('a request made in a transaction that outlives its deadline is never starte
   })
   const code = await sql.unsafe(`select ${db.quoted}.await_reply($1)`, [id]).then(() => 'replied', (e: { code?: string }) => e.code)
   assert.equal(code, 'PR002', 'the awaiter gets the timeout')
-  // A request after it is served: the late one was answered (as a timeout), not left in the responder's hands.
+  // A request after it is served: the late one was not left in the responder's hands.
   const [next] = await sql.unsafe(`select ${db.quoted}.request($1, 'next') as id`, [channel])
   const [reply] = await sql.unsafe(`select ${db.quoted}.await_reply($1) as reply`, [next?.id])
   assert.equal(reply?.reply, 'done next')

@@ -1,6 +1,7 @@
 /**
  * Drain. `server.drain()` and SIGTERM to `pgrr serve` stop claiming, let the handlers in flight finish and send
- * their replies, release presence (the responder row and its sessions go away), and end (the CLI exits 0);
+ * their replies, stop being live (nothing new is sent to them; their sessions go away at the end), and end
+ * (the CLI exits 0);
  * requests still queued are taken by the responders that remain.
  */
 import assert from 'node:assert/strict'
@@ -18,13 +19,10 @@ async function sessionsOf(schema: TestSchema, app: string): Promise<number> {
   return Number(rows[0]?.n)
 }
 
-/** Whether the responder is live: its session holds the responder lock (its row stays until the session ends). */
+/** Whether the responder is live: listed by the view that says who requests are sent to. */
 async function isLive(schema: TestSchema, id: number | undefined): Promise<boolean> {
-  const [row] = await schema.sql.unsafe(
-    `select not ${schema.quoted}.pgrr_lock_is_free(${schema.quoted}.pgrr_ns_responder(), $1) as live`,
-    [id ?? -1],
-  )
-  return row?.live === true
+  const rows = await schema.sql.unsafe(`select 1 from ${schema.quoted}.pgrr_live_responder where id = $1`, [id ?? -1])
+  return rows.length > 0
 }
 
 test('server.drain(): in-flight handlers finish, nothing new is claimed, presence goes, the others take the queue', { timeout: 60_000 }, async (t) => {

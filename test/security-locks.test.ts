@@ -2,11 +2,11 @@
 // built from public facts: a namespace hashed from the schema name and a small sequential responder id. A
 // session of a login granted nothing at all (no pgrr role, no privilege on the schema) takes them here, as a
 // hostile or broken neighbour could, and every request still ends promptly in its reply or a typed error:
-// - the presence and holder locks of a responder whose session died: while listed as live, this phantom is
-//   handed requests that nobody runs; they are reaped (lost, or retried when retryable) at the caller's next
-//   check, and the next sweep forgets the phantom;
-// - the presence lock of a responder that drains: it is handed nothing more, and what it still runs is
-//   left to it;
+// - the responder lock of a responder whose session died: while listed as live, this phantom is handed
+//   requests that nobody runs; they are reaped (lost, or retried when retryable) at the caller's next check,
+//   and the next sweep forgets the phantom;
+// - the responder lock of a responder that drained and closed: it is handed nothing more (a draining
+//   responder is handed nothing, and what it still runs is left to it);
 // - the lock keys of the next requests, whose seqs every service-channel NOTIFY shows: request locks are
 //   keyed on the request's secret id, so those keys lock nothing.
 // And two requests whose ids share a lock key delay each other by a second at most, and a session that holds
@@ -91,7 +91,7 @@ function timed<T>(promise: Promise<T>, since: number): Promise<{ value?: T; erro
   )
 }
 
-test('a squatter on a dead responder\'s presence and holder locks: what the phantom is handed is reaped, and a sweep forgets it', { timeout: 60_000 }, async (t) => {
+test('a squatter on a dead responder\'s lock: what the phantom is handed is reaped, and a sweep forgets it', { timeout: 60_000 }, async (t) => {
   const channel = 'locks.phantom'
   const s = db.quoted
   // The live responder does not sweep during the test: the phantom stays listed until the sweep below.
@@ -108,19 +108,19 @@ test('a squatter on a dead responder\'s presence and holder locks: what the phan
   // waits for them; it gets them the moment the doomed session ends.
   const squatter = await squatterSession(t)
   const squatted = squatter.session.unsafe(
-    `select pg_advisory_lock(hashtext($1 || '/pgrr/holder'), $2), pg_advisory_lock(hashtext($1 || '/pgrr/responder'), $2)`,
+    `select pg_advisory_lock(hashtext($1 || '/pgrr/responder'), $2)`,
     [db.schema, doomedId],
   ).execute()
-  await blockedOnLock(squatter.pid, 'the squatter waits for the holder lock')
+  await blockedOnLock(squatter.pid, 'the squatter waits for the responder lock')
   await doomed.unsafe('select pg_terminate_backend(pg_backend_pid())').catch(() => undefined)
   await squatted
   const [listed] = await db.sql.unsafe(`select count(*)::int as n from ${s}.pgrr_live_responder where id = $1`, [doomedId])
   assert.equal(listed!.n, 1, 'the squatter makes the dead responder look live')
-  // pgrr status looks at who holds the lock, and does not list it.
-  const status = await getStatus({ ...db.options, channels: [channel] })
-  const listedIds = status.channels.flatMap((c) => c.responders.map((r) => r.id))
-  assert.equal(listedIds.length, 1, `status lists the live responder only: ${JSON.stringify(listedIds)}`)
-  assert.ok(!listedIds.includes(doomedId), 'status does not list the phantom')
+  // pgrr status lists who requests are sent to: the phantom too, until a sweep (below).
+  const statusIds = async () => (await getStatus({ ...db.options, channels: [channel] })).channels.flatMap((c) => c.responders.map((r) => r.id))
+  const listedIds = await statusIds()
+  assert.equal(listedIds.length, 2, `status lists the live responder and the phantom: ${JSON.stringify(listedIds)}`)
+  assert.ok(listedIds.includes(doomedId), 'status lists the phantom as sends see it')
 
   // Requests handed to the phantom end within a check interval: lost, or run by the live responder when
   // retryable. One at a time, so that each is a batch of its own, sent to a responder picked for it alone.
@@ -155,9 +155,12 @@ test('a squatter on a dead responder\'s presence and holder locks: what the phan
   })
   const replies = await Promise.all(await oneByOne(20, (i) => client.request(channel, `after ${i}`, { timeoutMs: 8000 })))
   assert.deepEqual(replies, Array.from({ length: 20 }, (_, i) => `live: after ${i}`))
+  const remaining = await statusIds()
+  assert.equal(remaining.length, 1, `status lists the live responder only: ${JSON.stringify(remaining)}`)
+  assert.ok(!remaining.includes(doomedId), 'status no longer lists the phantom')
 })
 
-test('a squatter on a draining responder\'s presence lock: it is handed nothing more, and what it runs is left to it', { timeout: 60_000 }, async (t) => {
+test('a draining responder is handed nothing more and keeps what it runs; a squatter on its lock once it closed is handed nothing either', { timeout: 60_000 }, async (t) => {
   const channel = 'locks.draining'
   const s = db.quoted
   const started = deferred()
@@ -181,12 +184,11 @@ test('a squatter on a draining responder\'s presence lock: it is handed nothing 
   })
   t.after(() => listening.unlisten())
 
-  // The squatter waits for the presence lock, which the responder releases when it starts to drain.
-  const squatter = await squatterSession(t)
-  const squatted = squatter.session.unsafe(`select pg_advisory_lock(hashtext($1 || '/pgrr/responder'), $2)`, [db.schema, responderId]).execute()
-  await blockedOnLock(squatter.pid, 'the squatter waits for the presence lock')
   const drained = draining.drain()
-  await squatted
+  await waitFor(async () => {
+    const [row] = await db.sql.unsafe(`select unregistered from ${s}.pgrr_responder where id = $1`, [responderId])
+    return row?.unregistered === true
+  }, { message: 'the responder unregisters' })
   await serverFor(t, db, channel, (payload: string) => `other: ${payload}`, { sweepIntervalMs: 600_000 })
   const replies = await Promise.all(await oneByOne(20, (i) => client.request(channel, `r${i}`, { timeoutMs: 8000 })))
   assert.deepEqual(replies, Array.from({ length: 20 }, (_, i) => `other: r${i}`))
@@ -194,7 +196,7 @@ test('a squatter on a draining responder\'s presence lock: it is handed nothing 
   await marker.promise
   assert.deepEqual(handoffs, [], 'nothing was handed to the draining responder')
 
-  // Its session still holds its holder lock: reaps and sweeps leave its request alone, and it answers it.
+  // Its session still holds its lock: reaps and sweeps leave its request alone, and it answers it.
   await db.sql.unsafe(`select * from ${s}.pgrr_reap(null)`)
   await db.sql.unsafe(`select ${s}.pgrr_sweep()`)
   const [inHand] = await db.sql.unsafe(`select count(*)::int as n from ${s}.pgrr_request where responder_id = $1 and state = 'claimed'`, [responderId])
@@ -203,7 +205,9 @@ test('a squatter on a draining responder\'s presence lock: it is handed nothing 
   assert.equal(await held, 'answered while draining')
   await drained
 
-  // Gone now, its presence lock still squatted: nothing is handed to it either.
+  // Closed now; a squatter takes its lock, free again: nothing is handed to it either.
+  const squatter = await squatterSession(t)
+  await squatter.session.unsafe(`select pg_advisory_lock(hashtext($1 || '/pgrr/responder'), $2)`, [db.schema, responderId])
   const later = await Promise.all(await oneByOne(20, (i) => client.request(channel, `later ${i}`, { timeoutMs: 8000 })))
   assert.deepEqual(later, Array.from({ length: 20 }, (_, i) => `other: later ${i}`))
   marker = deferred()

@@ -1,0 +1,118 @@
+-- 05_registration.sql: a responder announces itself, reports its counters, and drains.
+--
+-- A responder is a row of pgrr_responder and a dedicated session: the session that registered it holds
+-- its responder lock until it ends (see 04_liveness.sql), and only that session may use the responder id:
+-- every responder entry point checks pgrr_registered_here (backend pid and login).
+-- Responders serve only channels granted to them, closed by default: pgrr_register refuses (42501) a login
+-- that is neither the owner (or a member of it), a superuser, nor a member of a role granted the channel in
+-- pgrr_channel_grant (12_admin.sql). Revoking does not stop a responder already registered; it stops its
+-- next registration.
+-- Locks: the responder lock (session level, exclusive), taken by pgrr_register, released when the
+-- session ends. NOTIFY: none.
+
+-- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
+-- that may not serve the channel (see above). Creates the service if new, inserts the responder row and
+-- takes its responder lock on the calling session, which must stay dedicated to this responder: from the
+-- commit on, it is live (pgrr_live_responder). Returns the NOTIFY channels to LISTEN on: the service's,
+-- the responder's control channel (cancellations) and its inbox (requests handed to it, see pgrr_send);
+-- the responder then calls pgrr_handed, for what was handed to it before its LISTEN.
+create function :SCHEMA.pgrr_register(p_channel text, p_host text, p_pid int, p_concurrency int)
+returns table (responder_id int, channel_id int, service_channel text, control_channel text, inbox_channel text)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_channel_id int;
+  v_responder_id int;
+begin
+  perform :SCHEMA.pgrr_raise_send_status(
+    case when :SCHEMA.pgrr_valid_channel(p_channel) then 'ok' else 'invalid_channel' end, p_channel);
+  select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
+  -- current_user is the owner here (SECURITY DEFINER).
+  if not pg_has_role(session_user, current_user, 'member')
+     and not exists (select 1 from :SCHEMA.pgrr_channel_grant g
+                      where g.channel_id = v_channel_id and pg_has_role(session_user, g.grantee::oid, 'member')) then
+    raise exception 'pgrr: role % may not serve channel %', quote_ident(session_user), quote_literal(p_channel)
+      using errcode = '42501',
+            hint = 'The schema owner grants a channel with pgrr_grant_channel(channel, role) (TypeScript: grantChannel).';
+  end if;
+  if v_channel_id is null then
+    insert into :SCHEMA.pgrr_channel as c (name) values (p_channel)
+      on conflict (name) do nothing;
+    select c.id into v_channel_id from :SCHEMA.pgrr_channel c where c.name = p_channel;
+  end if;
+  -- Never wait for the responder lock: a session squatting on the next id's key would stall the
+  -- registration. Take the next id instead, a few times.
+  for v_try in 1..10 loop
+    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency, inbox, backend_role)
+      values (v_channel_id, p_host, p_pid, p_concurrency,
+              :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'),
+              (select a.usesysid from pg_stat_get_activity(pg_backend_pid()) a))
+      returning pgrr_responder.id, pgrr_responder.inbox into v_responder_id, inbox_channel;
+    exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
+    delete from :SCHEMA.pgrr_responder r where r.id = v_responder_id;
+    v_responder_id := null;
+  end loop;
+  if v_responder_id is null then
+    raise exception 'pgrr: could not take a responder lock (other sessions hold the keys of new responder ids)'
+      using errcode = '55P03';
+  end if;
+  responder_id := v_responder_id;
+  channel_id := v_channel_id;
+  service_channel := :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id;
+  control_channel := :SCHEMA.pgrr_notify_prefix() || '.w' || v_responder_id;
+  return next;
+end
+$$;
+
+-- Whether this session registered the responder (pgrr_register): the row names this backend and login.
+-- What proves, in the responder's own calls, that a responder id is the caller's.
+-- plpgsql, not SQL: an SQL function with a subquery is never inlined, and one that is not inlined is
+-- parsed and planned on every call; plpgsql keeps its plan for the session.
+create function :SCHEMA.pgrr_registered_here(p_responder int) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  return exists (select 1 from :SCHEMA.pgrr_responder r
+                  where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user);
+end
+$$;
+
+-- pgrr_report(responder, ...): a responder's counters, written to its own row every few seconds, for
+-- `pgrr status`: kept in memory by the responder, so they cost nothing per request. Does nothing for a
+-- responder id this session did not register.
+create function :SCHEMA.pgrr_report(
+  p_responder int, p_handled_total bigint, p_failed_total bigint, p_handled_last_minute int,
+  p_failed_last_minute int, p_running int
+) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  update :SCHEMA.pgrr_responder r
+     set handled_total = p_handled_total, failed_total = p_failed_total,
+         handled_last_minute = p_handled_last_minute, failed_last_minute = p_failed_last_minute,
+         running = p_running, reported_at = clock_timestamp()
+   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
+end
+$$;
+
+-- pgrr_unregister(responder): stop being live (drain): no new request goes to this responder (see
+-- pgrr_live_responder), whoever holds its responder lock. The row and the lock stay until the session
+-- ends (the sweep then deletes the row): the requests in flight, claimed or handed, are still this
+-- session's to answer. Does nothing for a responder id this session did not register.
+create function :SCHEMA.pgrr_unregister(p_responder int) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  update :SCHEMA.pgrr_responder r
+     set unregistered = true
+   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user and not r.unregistered;
+end
+$$;

@@ -1,0 +1,229 @@
+-- 09_reply.sql: a responder writes the outcomes of the requests it handled, and wakes their callers.
+--
+-- Handlers run outside any transaction; their outcomes are written in batches (pgrr_reply), or alone for a
+-- lone reply to a handed request (pgrr_reply_one, two statements instead of one large one). Only the
+-- session that registered the responder writes its requests' outcomes. A reply is a HOT update (the
+-- pending index is keyed on the one column only a claim changes), and the caller deletes the row once it
+-- has read it (10_await.sql, 11_caller.sql).
+-- Locks: row locks, in id order (as pgrr_cancel and pgrr_decline take them); the request lock of each
+-- claimed request made from SQL moves from session to transaction scope, so that its awaiter wakes exactly
+-- when the reply commits.
+-- NOTIFY: per TypeScript caller, its reply channel: JSON arrays of pgrr_reply_entry, small replies inside,
+-- larger ones as pgrr_reply_short_entry (the caller fetches them); every payload under 8000 bytes.
+
+-- Moves the request lock of request id from session to transaction scope, if this session holds it: true
+-- then, false (without waiting) when another session holds it or nobody did. With the registration, what
+-- proves in pgrr_reply that the caller is the responder holding the request. One hold of the key only: a
+-- session that holds it for two requests (see pgrr_request_key) keeps the other.
+create function :SCHEMA.pgrr_release_request_lock(p_id bigint) returns boolean
+language sql volatile
+as $$
+  select case when pg_catalog.pg_try_advisory_xact_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id))
+              then pg_catalog.pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id))
+              else false end
+$$;
+
+-- The message stored for a reply (or error message) over its channel's max_payload_bytes.
+create function :SCHEMA.pgrr_too_large_message(p_failed boolean, p_body text, p_max_bytes int, p_channel text)
+returns text
+language sql stable
+as $$
+  select pg_catalog.format('the %s of %s bytes is over the limit of %s bytes of channel %s',
+                           case when p_failed then 'error message' else 'reply' end,
+                           pg_catalog.octet_length(p_body), p_max_bytes, p_channel)
+$$;
+
+-- pgrr_reply_one(responder, id, failed, body, json, code [, headers]): pgrr_reply for one request that was
+-- handed to this responder (see pgrr_send_one), with scalar arguments: the same outcome, stored and
+-- NOTIFYed as pgrr_reply does, in two statements instead of one large one (the whole cost of a lone
+-- reply is its statements' set-up). A request that was claimed goes through pgrr_reply, which moves its
+-- request lock. Returns 1 when the outcome was written, else 0: the request is not in this responder's
+-- hands, or this session did not register the responder, or the caller cancelled it (the row is then
+-- deleted, as pgrr_reply does).
+create function :SCHEMA.pgrr_reply_one(
+  p_responder int, p_id bigint, p_failed boolean, p_body text, p_json boolean, p_code text, p_headers text default null
+) returns int
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+-- As pgrr_reply: without it, a plan made while the table was nearly empty read the whole table per reply.
+set enable_seqscan = off
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_max_bytes int;
+  v_channel text;
+  v_too_large boolean;
+  v_failed boolean;
+  v_headers jsonb;
+  v_reply_to text;
+  v_seq bigint;
+  v_code text;
+  v_entry text;
+begin
+  -- What proves that this session is the responder's (see 13_roles.sql), and its channel's limit.
+  select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name into v_max_bytes, v_channel
+    from :SCHEMA.pgrr_responder w
+    join :SCHEMA.pgrr_channel c on c.id = w.channel_id
+   where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
+  if not found then
+    return 0;
+  end if;
+  v_too_large := coalesce(octet_length(p_body) > v_max_bytes, false);
+  v_failed := coalesce(p_failed, false) or v_too_large;
+  if p_headers is not null and octet_length(p_headers) <= 65536 then
+    v_headers := :SCHEMA.pgrr_parse_headers(p_headers);
+  end if;
+  update :SCHEMA.pgrr_request q
+     set state = case when v_failed then 'failed' else 'replied' end,
+         reply = case when v_failed then null else p_body end,
+         reply_json = case when v_failed then null else coalesce(p_json, false) end,
+         error_code = case when p_failed then p_code when v_too_large then 'INVALID_REPLY' end,
+         error_message = case when v_too_large then :SCHEMA.pgrr_too_large_message(p_failed, p_body, v_max_bytes, v_channel)
+                              when v_failed then p_body end,
+         reply_headers = v_headers,
+         finished_at = clock_timestamp()
+   where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'claimed'
+  returning q.reply_to, q.seq, q.error_code,
+            :SCHEMA.pgrr_reply_entry(q.id, v_failed, q.error_code, q.reply_json, coalesce(q.reply, q.error_message), v_headers)
+    into v_reply_to, v_seq, v_code, v_entry;
+  if not found then
+    delete from :SCHEMA.pgrr_request q
+     where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
+    return 0;
+  end if;
+  -- (Only TypeScript clients' requests are handed over: v_reply_to is set.)
+  if octet_length(v_entry) > 1500 then
+    v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed, v_code, p_json);
+  end if;
+  perform pg_notify(v_reply_to, '[' || v_entry || ']');
+  return 1;
+end
+$$;
+
+-- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
+-- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
+-- Only this session's own responder's requests are written (the others are ignored): the session must be the
+-- one that registered the responder, and, for a request made from SQL, hold its request lock, which moves
+-- from session to transaction scope first, so that its awaiter wakes exactly when this commits. Rows the
+-- caller cancelled meanwhile are deleted instead. A
+-- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
+-- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
+-- arrays of entries [id, 'r', is_json, body (, headers)] / [id, 'f', code, message (, headers)]; a body or
+-- message whose entry
+-- would exceed 1500 bytes is left out (the caller fetches it); entries are grouped so that every payload
+-- stays under the 8000-byte NOTIFY limit.
+create function :SCHEMA.pgrr_reply(
+  p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[],
+  p_headers text[] default null
+) returns int
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+-- Its statement is planned once per session, maybe while the table is nearly empty; then a sequential scan
+-- looks cheapest and stays in the cached plan as the table grows. Every access here is by primary key.
+set enable_seqscan = off
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  r record;
+  v_count int := 0;
+  v_registered boolean;
+  v_max_bytes int;
+  v_channel text;
+begin
+  -- Every request of the responder belongs to the session that registered it; those made from SQL also
+  -- carry a request lock that the session holds. A responder serves one channel, so every request it holds
+  -- has that channel's limit.
+  select w.backend_pid = pg_backend_pid() and w.login = session_user,
+         coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name
+    into v_registered, v_max_bytes, v_channel
+    from :SCHEMA.pgrr_responder w
+    join :SCHEMA.pgrr_channel c on c.id = w.channel_id
+   where w.id = p_responder;
+  v_registered := coalesce(v_registered, false);
+  for r in
+    -- Materialized, so that every join below probes the primary key once per input row: inline, the
+    -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
+    with input as materialized (
+      select t.id, coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code,
+             case when t.headers is not null and octet_length(t.headers) <= 65536
+                  then :SCHEMA.pgrr_parse_headers(t.headers) end as headers
+        from unnest(p_ids, p_failed, p_bodies, p_json, p_codes, p_headers)
+             as t(id, failed, body, is_json, code, headers)
+    ),
+    -- Row locks taken here, in id order, as pgrr_cancel takes them: a cancel of the same rows never
+    -- deadlocks with this (a deadlock would cost the whole batch, and this session with it).
+    -- Rows locked here are read as they are now (a cancel may have committed since this statement's
+    -- snapshot): the steps below go by this state, not by what their own scans of the snapshot see.
+    -- Their ctid lets the steps below fetch them without the index (a row this statement locked is
+    -- changed by nothing else; one that a cancel changed after this statement's snapshot was taken is
+    -- then not found by them, and stays for the sweeper).
+    -- One primary-key probe per input row, in id order, whatever the table's statistics say: a lateral
+    -- subquery that OFFSET 0 keeps from being merged into a join. As a plain join, the generic plan made
+    -- while the table looked empty (just vacuumed, say) scanned the whole primary key and compared every
+    -- row with every input row: O(table) per reply, and 46 x 46 rescans of the input for a batch of 46.
+    owned as materialized (
+      select i.*, q.tid, q.seq, q.reply_to, q.state
+        from (select * from input order by id) i
+        cross join lateral (
+          select q.ctid as tid, q.seq, q.reply_to, q.state
+            from :SCHEMA.pgrr_request q
+           where q.id = i.id and q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
+             for update of q
+          offset 0
+        ) q
+    ),
+    held as materialized (
+      select o.* from owned o
+       where case when not v_registered then false
+                  when o.reply_to is not null then true
+                  else :SCHEMA.pgrr_release_request_lock(o.id) end
+    ),
+    gone as (
+      delete from :SCHEMA.pgrr_request q
+       using held h
+       where q.ctid = h.tid and q.id = h.id and h.state = 'cancelled'
+    ),
+    done as (
+      update :SCHEMA.pgrr_request q
+         set state = case when h.failed or x.too_large then 'failed' else 'replied' end,
+             reply = case when h.failed or x.too_large then null else h.body end,
+             reply_json = case when h.failed or x.too_large then null else h.is_json end,
+             error_code = case when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
+             error_message = case
+               when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, v_max_bytes, v_channel)
+               when h.failed then h.body
+             end,
+             reply_headers = h.headers,
+             finished_at = clock_timestamp()
+        from held h,
+             lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
+       where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
+      returning q.id, q.seq, q.reply_to, q.state = 'failed' as failed,
+                case when q.state = 'failed' then q.error_message else q.reply end as body,
+                q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
+    ),
+    entries as (
+      select d.reply_to, d.id, d.failed, d.code, d.is_json,
+             :SCHEMA.pgrr_reply_entry(d.id, d.failed, d.code, d.is_json, d.body, d.headers) as full_entry
+        from done d
+       where d.reply_to is not null
+    ),
+    sized as (
+      select e.reply_to, e.id, x.entry,
+             sum(octet_length(x.entry) + 1) over (partition by e.reply_to order by e.id) as running
+        from entries e,
+             lateral (select case when octet_length(e.full_entry) <= 1500 then e.full_entry
+                                  else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
+    )
+    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload
+      from sized s
+     group by s.reply_to, (s.running - 1) / 6000
+  loop
+    perform pg_notify(r.reply_to, r.payload);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
