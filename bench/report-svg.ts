@@ -58,7 +58,7 @@ const STYLE: Record<SystemName, Style> = {
   'pgrr-protocol': { label: 'protocol', legend: 'protocol SQL alone (aid)', group: 'pgrr', color: '#e377c2', width: 1.5, dash: '4 2' },
   nats: { label: 'NATS', legend: 'NATS request-reply', group: 'broker', color: '#17becf', width: 1.5 },
   rabbitmq: { label: 'RabbitMQ', legend: 'RabbitMQ (direct reply-to)', group: 'broker', color: '#2ca02c', width: 1.5 },
-  redis: { label: 'Redis', legend: 'Redis (lists)', group: 'broker', color: '#9467bd', width: 1.5 },
+  redis: { label: 'Redis', legend: 'Redis (list + pub/sub)', group: 'broker', color: '#9467bd', width: 1.5 },
   poc: { label: 'proof of concept', legend: 'proof of concept (polling)', group: 'other', color: '#8c564b', width: 1.5 },
 }
 const GROUPS: Array<[Style['group'], string]> = [

