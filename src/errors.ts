@@ -24,6 +24,7 @@ export type PgrrErrorCode =
   | 'SCHEMA_VERSION'
   | 'INVALID_OPTION'
   | 'VALIDATION'
+  | 'MISSING_DEPENDENCY'
 
 /** Base class of every error this library raises on purpose. */
 export class PgrrError extends Error {
@@ -159,6 +160,17 @@ export interface ValidationIssue {
 export class ValidationError extends PgrrError {
   constructor(message: string, readonly issues: ValidationIssue[]) {
     super('VALIDATION', message)
+  }
+}
+
+/**
+ * A feature needs an optional package that is not installed: `prom-client` for `createMetrics()`,
+ * `@opentelemetry/api` for `createTracing()`, `tsx` for a TypeScript handler file of `pgrr serve`.
+ * `packageName` names it; the message says how to install it.
+ */
+export class MissingDependencyError extends PgrrError {
+  constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
+    super('MISSING_DEPENDENCY', message, options)
   }
 }
 

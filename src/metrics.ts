@@ -7,11 +7,11 @@
  * Labels are bounded: `channel` (the services an application uses), `outcome` (`ok` or one of the
  * library's error codes; a handler's own error code counts as `HANDLER_ERROR`) and `component`.
  */
-import { createRequire } from 'node:module'
 import type { Registry } from 'prom-client'
 import type * as PromClient from 'prom-client'
 import type { PgrrErrorCode } from './errors.ts'
 import { integerOption } from './option-values.ts'
+import { requireOptional } from './optional-dependency.ts'
 import type { ConnectionOptions } from './options.ts'
 import { StatusReader, type ChannelCounts } from './status.ts'
 import type { Outcome, Telemetry } from './telemetry.ts'
@@ -94,7 +94,8 @@ export function outcomeLabel(outcome: Outcome, otherwise = 'ERROR'): string {
 }
 
 /**
- * Creates the metrics and the {@link Telemetry} that feeds them.
+ * Creates the metrics and the {@link Telemetry} that feeds them. Needs the package `prom-client` (an
+ * optional peer dependency): throws `MissingDependencyError` (code `MISSING_DEPENDENCY`) without it.
  *
  * ```ts
  * const metrics = createMetrics({ backlog: { connectionString } })
@@ -313,9 +314,9 @@ function createBacklogGauges(
 }
 
 /**
- * prom-client, loaded on first use: importing the library must not cost its load time (tens of ms) to
- * applications that do not use metrics.
+ * prom-client, loaded on first use: an optional peer dependency, and importing the library must not cost
+ * its load time (tens of ms) to applications that do not use metrics.
  */
 function loadPromClient(): typeof PromClient {
-  return createRequire(import.meta.url)('prom-client') as typeof PromClient
+  return requireOptional<typeof PromClient>('prom-client', 'createMetrics() needs the package prom-client: npm install prom-client')
 }

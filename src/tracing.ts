@@ -7,8 +7,8 @@
  * `@opentelemetry/api` is an optional peer dependency: it is loaded when `createTracing()` is called, and
  * `createTracing()` throws when it is not installed. Nothing else in the library needs it.
  */
-import { createRequire } from 'node:module'
 import type * as OpenTelemetry from '@opentelemetry/api'
+import { requireOptional } from './optional-dependency.ts'
 import type { Outcome, Telemetry } from './telemetry.ts'
 
 type Api = typeof OpenTelemetry
@@ -40,7 +40,7 @@ const traceparentPattern = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
  * headers (a new trace without one), current while the handler runs, so the handler's own spans nest in it.
  * Both end with status ERROR and `error.type` set to the error code when the outcome is not `ok`.
  *
- * Throws when `@opentelemetry/api` is not installed.
+ * Throws `MissingDependencyError` (code `MISSING_DEPENDENCY`) when `@opentelemetry/api` is not installed.
  */
 export function createTracing(options: TracingOptions = {}): Telemetry {
   const api = loadApi()
@@ -136,13 +136,5 @@ function parseTraceparent(api: Api, traceparent: string | undefined, tracestate:
 function loadApi(): Api {
   // Loaded on demand: an optional peer dependency. Its CommonJS build is the one Node resolves for import
   // too, and it keeps its registrations on globalThis, so this sees the application's providers.
-  const require = createRequire(import.meta.url)
-  try {
-    return require('@opentelemetry/api') as Api
-  } catch (error) {
-    if ((error as { code?: string }).code === 'MODULE_NOT_FOUND') {
-      throw new Error('createTracing() needs the package @opentelemetry/api: npm install @opentelemetry/api', { cause: error })
-    }
-    throw error
-  }
+  return requireOptional<Api>('@opentelemetry/api', 'createTracing() needs the package @opentelemetry/api: npm install @opentelemetry/api')
 }

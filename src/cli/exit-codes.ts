@@ -53,6 +53,7 @@ const byLibraryCode: Record<PgrrErrorCode, ExitCode> = {
   UNKNOWN_REQUEST: exitCodes.error,
   SAME_TRANSACTION: exitCodes.error,
   VALIDATION: exitCodes.invalidInput,
+  MISSING_DEPENDENCY: exitCodes.error,
 }
 
 /** Raised by commands for problems of their own: a message for stderr and the exit code. */

@@ -16,7 +16,7 @@ The tables and functions belong to the login that runs this; no other role may u
 --caller-role and --responder-role create those roles (NOLOGIN) when missing and grant them what callers
 and responders need; then make logins members: GRANT <role> TO <login>. Callers cannot read the tables
 and read only their own replies; responders serve only the channels granted to them (--responder-channel,
-or later with grantChannel()). See the README, "Security".
+or later with grantChannel()). See docs/security.md.
 
 Options:
   --caller-role <role>        role whose members may make requests (request, await_reply, clients)

@@ -6,7 +6,8 @@ import path from 'node:path'
 import type { Registry } from 'prom-client'
 import { serve } from '../index.ts'
 import type { Logger } from '../logger.ts'
-import { createMetrics, type Metrics } from '../metrics.ts'
+import { MissingDependencyError } from '../errors.ts'
+import { createMetrics, type BacklogOptions, type Metrics } from '../metrics.ts'
 import type { Handler } from '../server.ts'
 import {
   commonOptions,
@@ -27,7 +28,8 @@ const help = `Usage: pgrr serve <channel> --handler <file> [options]
 Answers the requests sent to <channel> with a handler module: its default export (or its export named
 "handler") is called as (payload, ctx) => reply for each request; returning sends the reply, throwing sends
 an error reply (the error's message, and its code when it has a string one). The file may be .js, .mjs or
-.ts (TypeScript is loaded with tsx). Several processes may serve one channel: each request goes to one.
+.ts (TypeScript needs the package tsx installed). Several processes may serve one channel: each request goes
+to one.
 
 Logs go to stderr; payloads are never logged unless --log-payloads is given. The first SIGTERM or SIGINT
 drains (stops taking requests, lets running handlers finish, up to --drain-timeout) and exits 0; a second
@@ -36,6 +38,7 @@ one exits at once.
 With --metrics-port, Prometheus metrics are served at http://<host>:<port>/metrics: requests handled by
 outcome, handler and queue-wait durations, handlers running, claim batch sizes, reconnects, the channel's
 backlog read from the database at each scrape, and the process's own metrics (see docs/observability.md).
+They need the package prom-client installed.
 
 Options:
   --handler <file>       module exporting the handler (required)
@@ -96,10 +99,7 @@ export const serveCommand: Command = {
     let metricsServer: HttpServer | undefined
     try {
       if (metricsPort !== undefined) {
-        metrics = createMetrics({
-          processMetrics: true,
-          backlog: { ...connection, channels: [channel], logger, applicationName: 'pgrr serve metrics' },
-        })
+        metrics = metricsFor({ ...connection, channels: [channel], logger, applicationName: 'pgrr serve metrics' })
         // Listening before serving: a port in use fails the command before it takes any request.
         metricsServer = await listenForScrapes(metrics.registry, metricsHost, metricsPort, logger)
       }
@@ -185,6 +185,16 @@ function metricsUrl(server: HttpServer): string {
 }
 
 /** Loads the handler module and picks its handler function, with messages that say what to fix. */
+/** The metrics of --metrics-port; prom-client is an optional peer dependency, named by the option. */
+function metricsFor(backlog: BacklogOptions): Metrics {
+  try {
+    return createMetrics({ processMetrics: true, backlog })
+  } catch (error) {
+    if (!(error instanceof MissingDependencyError)) throw error
+    throw new CliError(`--metrics-port needs the package ${error.packageName}: npm install ${error.packageName}`, exitCodes.error, { cause: error })
+  }
+}
+
 async function loadHandler(file: string): Promise<Handler> {
   const resolved = path.resolve(file)
   if (!existsSync(resolved)) throw new CliError(`handler file not found: ${resolved}`, exitCodes.error)
