@@ -29,6 +29,11 @@ const STYLE: Record<SystemName, { color: string; dash?: string; width: number }>
   nats: { color: '#1f77b4', width: 1.5 },
   rabbitmq: { color: '#2ca02c', width: 1.5 },
   redis: { color: '#9467bd', width: 1.5 },
+  pgboss: { color: '#17becf', dash: '5 2', width: 1.5 },
+  'graphile-worker': { color: '#bcbd22', dash: '5 2', width: 1.5 },
+  dbos: { color: '#7f7f7f', dash: '5 2', width: 1.5 },
+  'bullmq-pg': { color: '#9edae5', dash: '5 2', width: 1.5 },
+  absurd: { color: '#c5b0d5', dash: '5 2', width: 1.5 },
 }
 
 function decadeLabel(us: number): string {
