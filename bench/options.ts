@@ -65,7 +65,8 @@ export const FUNCTION_DEFAULTS = { rounds: 5, calls: 300, batch: 50 }
 export const USAGE = `Usage: node --import tsx bench/run.ts [options]
 
 Runs request-reply side by side: the Postgres floors, pgrr (TypeScript and SQL callers), the proof of
-concept, NATS, RabbitMQ and Redis. One responder process and one caller process per system.
+concept, the Postgres job queues and workflow engines (pg-boss, graphile-worker, DBOS, BullMQ on Postgres,
+Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process per system.
 
   --systems a,b          ${SYSTEM_NAMES.join(', ')}
                          (default: all but the measuring aids floor-pg and pgrr-protocol)

@@ -5,7 +5,9 @@ import type { Peer } from './peer.ts'
 
 export async function loadPeer(system: string): Promise<Peer> {
   if (!isSystemName(system)) throw new Error(`unknown system "${system}"`)
-  const module = (await import(new URL(SYSTEMS[system].peerModule, import.meta.url).href)) as { peer?: Peer }
-  if (!module.peer) throw new Error(`${SYSTEMS[system].peerModule} does not export "peer"`)
+  const { peerModule, unavailable } = SYSTEMS[system]
+  if (!peerModule) throw new Error(`${system} cannot run here: ${unavailable ?? 'no peer code'}`)
+  const module = (await import(new URL(peerModule, import.meta.url).href)) as { peer?: Peer }
+  if (!module.peer) throw new Error(`${peerModule} does not export "peer"`)
   return module.peer
 }

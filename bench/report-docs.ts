@@ -46,7 +46,7 @@ export function renderResultsSection(report: BenchReport): string {
     '',
     `- Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.os}; loopback only.`,
     `- Software: Node ${machine.node}, PostgreSQL ${machine.postgres}${servers.length ? `, ${servers.join(', ')}` : ''}.`,
-    `- Per scenario: ${report.settings.count} measured requests (fewer for \`poc\`, see above) after a warm-up of a tenth of that; hard cap ${report.settings.phaseTimeCapMs / 1000} s per phase; payload ${report.settings.payloadBytes} bytes.`,
+    `- Per scenario: ${report.settings.count} measured requests (fewer for \`poc\` and the Postgres peers, see above) after a warm-up of a tenth of that; hard cap ${report.settings.phaseTimeCapMs / 1000} s per phase; payload ${report.settings.payloadBytes} bytes.`,
     ...(report.settings.runs > 1
       ? [
           `- Each row is the median of ${report.settings.runs} passes over the whole matrix, run one after the other (the ratios are the medians of each pass's own ratio; errors are summed over the passes); the picture shows each scenario's median pass.`,

@@ -42,7 +42,7 @@ interface Style {
   label: string
   /** Name in the legend. */
   legend: string
-  group: 'pgrr' | 'floor' | 'broker' | 'other'
+  group: 'pgrr' | 'floor' | 'broker' | 'queue' | 'other'
   color: string
   width: number
   dash?: string
@@ -60,11 +60,17 @@ const STYLE: Record<SystemName, Style> = {
   rabbitmq: { label: 'RabbitMQ', legend: 'RabbitMQ (direct reply-to)', group: 'broker', color: '#2ca02c', width: 1.5 },
   redis: { label: 'Redis', legend: 'Redis (list + pub/sub)', group: 'broker', color: '#9467bd', width: 1.5 },
   poc: { label: 'proof of concept', legend: 'proof of concept (polling)', group: 'other', color: '#8c564b', width: 1.5 },
+  pgboss: { label: 'pg-boss', legend: 'pg-boss (send, poll getJobById)', group: 'queue', color: '#bcbd22', width: 1.5, dash: '5 2' },
+  'graphile-worker': { label: 'graphile-worker', legend: 'graphile-worker (reply by NOTIFY)', group: 'queue', color: '#7f7f7f', width: 1.5, dash: '5 2' },
+  dbos: { label: 'DBOS', legend: 'DBOS (enqueue, getResult)', group: 'queue', color: '#ff7f0e', width: 1.5, dash: '5 2' },
+  'bullmq-pg': { label: 'BullMQ (pg)', legend: 'BullMQ on PostgreSQL (waitUntilFinished)', group: 'queue', color: '#9edae5', width: 1.5, dash: '5 2' },
+  absurd: { label: 'Absurd', legend: 'Absurd (awaitTaskResult)', group: 'queue', color: '#c5b0d5', width: 1.5, dash: '5 2' },
 }
 const GROUPS: Array<[Style['group'], string]> = [
   ['pgrr', 'pg-request-reply'],
   ['floor', 'PostgreSQL alone (floors)'],
   ['broker', 'message brokers'],
+  ['queue', 'PostgreSQL job queues and workflow engines'],
   ['other', 'other'],
 ]
 

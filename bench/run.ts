@@ -133,6 +133,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
         curves.push(...outcome.curves)
         if (outcome.serverVersion && spec.server !== 'postgres') machine.servers[spec.server] = outcome.serverVersion
         if (spec.needs === 'poc-schema') await schemas.dropPoc()
+        if (spec.schema) await schemas.dropPeerSchema(spec.schema)
       }
     }
     const atEnd = await checkRunConditions(sql, 'end')
@@ -183,6 +184,7 @@ const DEFAULT_PORTS: Record<Exclude<ServerKind, 'postgres'>, number> = { nats: 4
  * `skip` for what this machine lacks (a broker, the core), a failure for what should have worked.
  */
 async function prepare(spec: SystemSpec, options: BenchOptions, schemas: BenchSchemas): Promise<{ skip: boolean; reason: string } | null> {
+  if (spec.unavailable) return { skip: true, reason: spec.unavailable }
   if (spec.server !== 'postgres') {
     const url = { nats: options.natsUrl, rabbitmq: options.amqpUrl, redis: options.redisUrl }[spec.server]
     const port = DEFAULT_PORTS[spec.server]
@@ -196,6 +198,7 @@ async function prepare(spec: SystemSpec, options: BenchOptions, schemas: BenchSc
     } else if (spec.needs === 'poc-schema') {
       await schemas.preparePoc()
     }
+    if (spec.schema) await schemas.preparePeerSchema(spec.schema)
   } catch (error) {
     return { skip: false, reason: `setup failed: ${error instanceof Error ? error.message : String(error)}` }
   }

@@ -12,6 +12,11 @@ export const SYSTEM_NAMES = [
   'nats',
   'rabbitmq',
   'redis',
+  'pgboss',
+  'graphile-worker',
+  'dbos',
+  'bullmq-pg',
+  'absurd',
 ] as const
 
 export type SystemName = (typeof SYSTEM_NAMES)[number]
@@ -22,8 +27,8 @@ export interface SystemSpec {
   name: SystemName
   /** One line for the report. */
   description: string
-  /** Module exporting `peer`, relative to bench/. */
-  peerModule: string
+  /** Module exporting `peer`, relative to bench/; null for a system that cannot run here (see `unavailable`). */
+  peerModule: string | null
   hasResponder: boolean
   server: ServerKind
   /** Setup the orchestrator does (once) before the system can run. */
@@ -34,6 +39,14 @@ export interface SystemSpec {
    */
   maxCount: ((concurrency: number, phaseSeconds: number) => number) | null
   /**
+   * The schema this system's library creates its tables and functions in (its responder creates it on start).
+   * The orchestrator drops it before the system runs (leftovers of an interrupted run), after, and at the end
+   * of the run whatever happened.
+   */
+  schema?: string
+  /** Why this system cannot run on this machine at all: it is reported as skipped with this reason. */
+  unavailable?: string
+  /**
    * A measuring aid rather than a system anyone would choose: run only when named in `--systems`, not by
    * default. The layers between the floor and pgrr-ts (the driver, the protocol's SQL, the library's code).
    */
@@ -43,6 +56,34 @@ export interface SystemSpec {
 // The PoC's await_reply sleeps 100 ms between polls, so each caller completes about 10 requests per second
 // at best; 9 leaves headroom for the serial responder falling behind.
 const POC_REQUESTS_PER_CALLER_SECOND = 9
+
+/** The schemas of the Postgres peers, one each (see `SystemSpec.schema`); the peers read their name here. */
+export const PEER_SCHEMAS = {
+  pgboss: 'pgrr_bench_pgboss',
+  'graphile-worker': 'pgrr_bench_graphile_worker',
+  dbos: 'pgrr_bench_dbos',
+  'bullmq-pg': 'pgrr_bench_bullmq',
+} as const
+
+/**
+ * How often a peer polls where its library waits by polling and lets us choose (pg-boss's getJobById loop, DBOS's
+ * queue and getResult): 10 ms, where the defaults (0.5 to 2 s) would add half a second or more to every request.
+ * At c=64 that is 6,400 polls a second asked for; pg-boss gave about the same throughput with 2, 10, 25 and 50 ms
+ * here (within the noise of a loaded machine).
+ */
+export const PEER_POLL_MS = 10
+/** A peer's per-request timeout: far above any latency we expect, below the scenario's time cap. */
+export const PEER_REQUEST_TIMEOUT_MS = 10_000
+
+/**
+ * A `maxCount` for a peer that polls or queues: about `perCaller` requests per second per caller, at most
+ * `ceiling` per second in all, over the phase. The figures are what the peer reached here at c=1 and at c=64,
+ * lowered so that a phase still ends well inside its cap (1.5× the quick phase, 3× the full one) on a loaded
+ * machine; a faster machine only sends the same count quicker.
+ */
+function rateCapped(perCaller: number, ceiling: number): (concurrency: number, phaseSeconds: number) => number {
+  return (concurrency, phaseSeconds) => Math.ceil(Math.min(perCaller * concurrency, ceiling) * phaseSeconds)
+}
 
 export const SYSTEMS: Record<SystemName, SystemSpec> = {
   'floor-notify': {
@@ -136,6 +177,59 @@ export const SYSTEMS: Record<SystemName, SystemSpec> = {
     server: 'redis',
     needs: null,
     maxCount: null,
+  },
+  pgboss: {
+    name: 'pgboss',
+    description: 'pg-boss 12: send() to a queue with notify on, worker woken by NOTIFY; caller polls getJobById() for the output',
+    peerModule: './peers/pgboss.ts',
+    hasResponder: true,
+    server: 'postgres',
+    needs: null,
+    schema: PEER_SCHEMAS.pgboss,
+    maxCount: rateCapped(30, 150),
+  },
+  'graphile-worker': {
+    name: 'graphile-worker',
+    description: 'graphile-worker: addJob(), the task NOTIFYs the reply to the caller\'s LISTEN channel',
+    peerModule: './peers/graphile-worker.ts',
+    hasResponder: true,
+    server: 'postgres',
+    needs: null,
+    schema: PEER_SCHEMAS['graphile-worker'],
+    maxCount: rateCapped(40, 150),
+  },
+  dbos: {
+    name: 'dbos',
+    description: 'DBOS Transact: DBOSClient.enqueue() of a workflow run by the responder, then handle.getResult()',
+    peerModule: './peers/dbos.ts',
+    hasResponder: true,
+    server: 'postgres',
+    needs: null,
+    schema: PEER_SCHEMAS.dbos,
+    maxCount: rateCapped(15, 120),
+  },
+  'bullmq-pg': {
+    name: 'bullmq-pg',
+    description: 'BullMQ 6 on its PostgreSQL backend: queue.add(), then job.waitUntilFinished(queueEvents)',
+    peerModule: './peers/bullmq-pg.ts',
+    hasResponder: true,
+    server: 'postgres',
+    needs: null,
+    schema: PEER_SCHEMAS['bullmq-pg'],
+    maxCount: rateCapped(25, 100),
+  },
+  absurd: {
+    name: 'absurd',
+    description: 'Absurd: spawn() a task, then awaitTaskResult()',
+    peerModule: null,
+    hasResponder: true,
+    server: 'postgres',
+    needs: null,
+    maxCount: null,
+    // absurd-sdk ships no SQL: the schema comes from absurdctl, a Python tool installed from PyPI or a GitHub
+    // release, neither of which this machine reaches (npm and Debian only), and we do not copy their SQL in.
+    unavailable:
+      'its database schema is installed by absurdctl (Python, from PyPI or a GitHub release); absurd-sdk on npm ships no SQL, and this machine reaches only npm and Debian',
   },
 }
 
