@@ -163,13 +163,19 @@ async function run(
   }
   const install = state.protocol === null || state.protocol.version !== protocol.version || state.protocol.checksum !== protocol.checksum
   if (install) {
-    // The previous protocol's functions and views go first: what the new one does not define must not stay
-    // callable, and one it defines again may have changed its signature or return type.
+    // The previous protocol's triggers, views and functions go first: what the new one does not define must
+    // not stay callable, and one it defines again may have changed its signature or return type.
     const dropped = (await db.query<ProtocolFunction>(protocolFunctionsQuery(literal))).rows
     const views = (await db.query<{ name: string }>(
       `select c.relname as name from pg_catalog.pg_class c
         where c.relnamespace = pg_catalog.to_regnamespace(pg_catalog.quote_ident(${literal})) and c.relkind = 'v' and c.relname like 'pgrr\\_%'`,
     )).rows
+    const triggers = (await db.query<{ name: string; relation: string }>(
+      `select t.tgname as name, c.relname as relation from pg_catalog.pg_trigger t join pg_catalog.pg_class c on c.oid = t.tgrelid
+        where c.relnamespace = pg_catalog.to_regnamespace(pg_catalog.quote_ident(${literal})) and c.relname like 'pgrr\\_%'
+          and t.tgname like 'pgrr\\_%' and not t.tgisinternal`,
+    )).rows
+    for (const trigger of triggers) await execute(`drop trigger ${quoteIdentifier(trigger.name)} on ${s}.${quoteIdentifier(trigger.relation)}`)
     for (const view of views) await execute(`drop view ${s}.${quoteIdentifier(view.name)}`)
     for (const fn of dropped) await execute(`drop ${routineKind(fn)} ${s}.${quoteIdentifier(fn.name)}(${fn.arguments})`)
     for (const file of protocol.files) await execute(renderSql(file.text, schema))

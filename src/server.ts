@@ -638,8 +638,8 @@ export class Server {
     if (session === undefined || current.length === 0) return
     try {
       const [only] = current
-      if (current.length === 1 && only !== undefined && only.handed) {
-        // A lone reply to a handed request: the scalar statement, cheaper than the batch for it.
+      if (current.length === 1 && only !== undefined) {
+        // A lone reply: the scalar statement, cheaper than the batch for it.
         await this.#onWork(this.#context.statements.replyOne, [
           session.responderId,
           only.id,

@@ -76,7 +76,7 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
     `select ${s}.pgrr_unregister(${responder})`,
   ]
   for (const call of calls) await session.unsafe(call)
-  // The SQL caller's path: a request claimed by the live responder, and the wait for its reply.
+  // The SQL caller's path: a request handed to the live responder, and the wait for its reply.
   const [asked] = await session.unsafe<{ id: string }[]>(`select ${s}.request('plans.echo', 'e') as id`)
   const [answered] = await session.unsafe<{ reply: string }[]>(`select ${s}.await_reply(${asked!.id}) as reply`)
   assert.equal(answered!.reply, 'e')
@@ -186,14 +186,10 @@ test('batch statements touch only the rows they name, even with plans made while
       assert.equal(written!.n, 1, 'one NOTIFY of replies')
     }
     await responderSession.unsafe(`select ${s}.pgrr_reply_one(${responder}, ${one!.id}, false, 'done', false, null)`)
-    // The SQL caller's path: request() queues it, the claim takes it, the reply is written before
+    // The SQL caller's path: request() hands it over (at its commit), the reply is written before
     // await_reply looks.
     const [asked] = await caller.unsafe<{ id: string }[]>(`select ${s}.request('plans.rows', 'q') as id`)
-    const claimedSql = await responderSession.unsafe<{ id: string }[]>(
-      `select id from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10, 0)`,
-    )
-    assert.deepEqual(claimedSql.map((row) => row.id), [asked!.id])
-    await responderSession.unsafe(`select ${s}.pgrr_reply(${responder}, ${list([asked!.id])}, '{f}', '{Q}', '{f}', '{null}')`)
+    await responderSession.unsafe(`select ${s}.pgrr_reply_one(${responder}, ${asked!.id}, false, 'Q', false, null)`)
     const [answered] = await caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply(${asked!.id}) as reply`)
     assert.equal(answered!.reply, 'Q')
     const done = [...handed, ...queued, one!.id]

@@ -363,16 +363,14 @@ test('a responder id works only in the session that registered it: no claiming, 
 test('reaping as a caller returns only its own requests (ids of others are secrets), yet reaps them all', async () => {
   await setUp()
   const s = db.quoted
-  // bob's request is claimed by svc's raw session (its only live responder), which then ends without replying.
+  // bob's request is handed to svc's raw session (its only live responder), which then ends without replying.
   const svc = sqlAs('svc')
   const session = await svc.reserve()
   const [reg] = await session.unsafe(`select responder_id, channel_id from ${s}.pgrr_register('svc.raw', 'h', 1, 1)`)
   const bob = sqlAs('bob')
   const [{ id }] = (await bob.unsafe(`select ${s}.request('svc.raw', 'to be lost'::text)::text as id`)) as unknown as [{ id: string }]
-  const claimed = await session.unsafe(`select id::text as id from ${s}.pgrr_claim($1, $2, 1)`, [reg!.responder_id, reg!.channel_id])
-  assert.deepStrictEqual(claimed.map((row) => row.id), [id])
-  const [held] = await admin!.unsafe(`select state, responder_id from ${s}.pgrr_request where id = $1`, [id])
-  assert.deepStrictEqual({ ...held }, { state: 'claimed', responder_id: reg!.responder_id }, 'claimed by the raw session')
+  const [held] = await admin!.unsafe(`select state, handed, responder_id from ${s}.pgrr_request where id = $1`, [id])
+  assert.deepStrictEqual({ ...held }, { state: 'claimed', handed: true, responder_id: reg!.responder_id }, 'handed to the raw session')
   await session.unsafe('select pg_terminate_backend(pg_backend_pid())').catch(() => undefined)
   session.release()
 

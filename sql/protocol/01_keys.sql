@@ -17,6 +17,9 @@
 --              given to it (04_liveness.sql).
 --   bell       (pgrr_ns_bell(), pgrr_bell_key(channel id, 0 to 2)): a channel's claim bell, rung by
 --              claims, which SQL awaiters of pending requests block on (03_bells.sql).
+--   reply bell (pgrr_ns_reply_bell(), pgrr_reply_bell_key(responder id, lane, 0 to 3)): a responder's reply
+--              bells, rung by its replies to SQL callers, which SQL awaiters of requests handed to it block
+--              on (03_bells.sql).
 --
 -- Every plpgsql function runs with plan_cache_mode = force_generic_plan: their statements take array
 -- parameters, and with the default the planner re-plans them on every call (pgrr_send: 309 µs a call
@@ -54,6 +57,10 @@ as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/responder') $$;
 create function :SCHEMA.pgrr_ns_bell() returns int
 language sql immutable parallel safe
 as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/bell') $$;
+
+create function :SCHEMA.pgrr_ns_reply_bell() returns int
+language sql immutable parallel safe
+as $$ select pg_catalog.hashtext(:SCHEMA_LITERAL || '/pgrr/reply-bell') $$;
 
 -- Second lock key of a channel's bell of a parity (0 or 1), and of its holder token (2): see 03_bells.sql.
 create function :SCHEMA.pgrr_bell_key(p_channel_id int, p_parity int) returns int
@@ -156,6 +163,17 @@ begin
 exception
   when sqlstate 'PRLCK' then return true;
 end
+$$;
+
+-- pgrr_lock_is_free_now(ns, key): pgrr_lock_is_free without the subtransaction (and the raise that ends
+-- it), for the awaiters' look at the reply bells, where it runs up to four times per wake-up: the shared
+-- hold is a session lock released by the very next call of the same expression (no interrupt is served
+-- between the two, and both only touch the lock table). Locks: none after return.
+create function :SCHEMA.pgrr_lock_is_free_now(p_ns int, p_key int) returns boolean
+language sql volatile
+as $$
+  select case when pg_catalog.pg_try_advisory_lock_shared(p_ns, p_key)
+              then pg_catalog.pg_advisory_unlock_shared(p_ns, p_key) else false end
 $$;
 
 -- pgrr_wait_lock(ns, key, timeout_ms): block until no session holds (ns, key) exclusively, or the timeout.

@@ -8,11 +8,12 @@
 -- pgrr_channel_grant (12_admin.sql). Revoking does not stop a responder already registered; it stops its
 -- next registration.
 -- Locks: the responder lock (session level, exclusive), taken by pgrr_register, released when the
--- session ends. NOTIFY: none.
+-- session ends; and the first reply bell of every lane (03_bells.sql). NOTIFY: none.
 
 -- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
 -- that may not serve the channel (see above). Creates the service if new, inserts the responder row and
--- takes its responder lock on the calling session, which must stay dedicated to this responder: from the
+-- takes its responder lock and its first reply bells on the calling session, which must stay dedicated to
+-- this responder: from the
 -- commit on, it is live (pgrr_live_responder). Returns the NOTIFY channels to LISTEN on: the service's,
 -- the responder's control channel (cancellations) and its inbox (requests handed to it, see pgrr_send);
 -- the responder then calls pgrr_handed, for what was handed to it before its LISTEN.
@@ -58,6 +59,14 @@ begin
     raise exception 'pgrr: could not take a responder lock (other sessions hold the keys of new responder ids)'
       using errcode = '55P03';
   end if;
+  -- Bell 0 of every lane (see reply bells, 03_bells.sql): its awaiters wait on it until the first reply
+  -- there. A key another session holds already leaves that lane without a bell (its awaiters nap instead);
+  -- it is never waited for.
+  for v_lane in 0..:SCHEMA.pgrr_reply_lanes() - 1 loop
+    if pg_try_advisory_lock(:SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(v_responder_id, v_lane, 0)) then
+      perform set_config(:SCHEMA.pgrr_reply_bell_setting(v_responder_id, v_lane), '0', false);
+    end if;
+  end loop;
   responder_id := v_responder_id;
   channel_id := v_channel_id;
   service_channel := :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id;

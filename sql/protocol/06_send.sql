@@ -3,18 +3,19 @@
 -- Every request is a row of pgrr_request (its id, random, is the request's secret: see 13_roles.sql). The
 -- send picks a live responder of the channel at random (pgrr_live_responder) and refuses the request at
 -- once when there is none (no_responders, PR001). Then:
---   handoff  a TypeScript client's request whose payload fits in a NOTIFY is stored as already claimed by
---            that responder (handed) and NOTIFYed on its inbox, the request itself inside (a JSON array of
---            pgrr_handoff_entry): no claim statement stands between the two hops. The client's statement is
---            its own transaction, so the NOTIFY goes out at once, while the picked responder is live. The
---            responder declines what it has no free slot for (pgrr_decline, 08_handoff.sql).
---   queue    any other request (an SQL caller's: its transaction may go on, and its NOTIFY with it; too
---            large; a batch larger than the picked responder's concurrency) is stored pending and announced
---            on the service channel, whose payload is the lowest seq announced: responders claim from there
---            (07_claim.sql).
+--   handoff  a request whose payload fits in a NOTIFY is stored as already claimed by that responder
+--            (handed) and NOTIFYed on its inbox, the request itself inside (a JSON array of
+--            pgrr_handoff_entry): no claim statement stands between the two hops. A TypeScript client's
+--            statement is its own transaction: its NOTIFY is sent here and goes out at once, while the picked
+--            responder is live. An SQL caller's transaction may go on: its NOTIFY is sent at its commit,
+--            once the responder and the deadline have been checked again (pgrr_handoff_at_commit,
+--            08_handoff.sql). The responder declines what it has no free slot for (pgrr_decline).
+--   queue    any other request (too large; a batch larger than the picked responder's concurrency) is
+--            stored pending and announced on the service channel, whose payload is the lowest seq
+--            announced: responders claim from there (07_claim.sql).
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
--- NOTIFY: the inbox of the picked responder (handed requests, several to a NOTIFY), or the service channel
--- (pending ones, one per channel per statement).
+-- NOTIFY: the inbox of the picked responder (a TypeScript client's handed requests, several to a NOTIFY), or
+-- the service channel (pending ones, one per channel per statement).
 
 -- The status pgrr_send gives a request (see its contract), from what it looked up: whether the channel
 -- name is valid, whether the channel exists with a live responder, the payload, the headers as given and as
@@ -42,8 +43,8 @@ $$;
 -- a request that is its transaction's only call pays for every expression's set-up too, so this path is
 -- kept to three statements (the acknowledgements, one look-up of channel and responder, the insert).
 -- Returns (id, status) as pgrr_send does for one element.
--- Handed over (see above) when the caller is a TypeScript client (p_reply_to) and the payload is at most
--- 4,000 bytes.
+-- Handed over (see above) when the payload is at most 4,000 bytes: NOTIFYed here for a TypeScript client
+-- (p_reply_to), at commit for an SQL caller.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 create function :SCHEMA.pgrr_send_one(
   p_reply_to text, p_channel text, p_payload text, p_json boolean, p_timeout_ms int, p_headers text,
@@ -95,7 +96,7 @@ begin
     return;
   end if;
   id := :SCHEMA.pgrr_random_id();
-  v_message := case when p_reply_to is not null and octet_length(p_payload) <= 4000 then
+  v_message := case when octet_length(p_payload) <= 4000 then
                  '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers, v_timeout_ms) || ']'
                end;
   if octet_length(v_message) > 7900 then
@@ -113,8 +114,11 @@ begin
           case when v_message is null then 0 else 1 end,
           v_message is not null)
   returning pgrr_request.seq into v_seq;
-  perform pg_notify(case when v_message is null then :SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id else v_inbox end,
-                    coalesce(v_message, v_seq::text));
+  if v_message is null then
+    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
+  elsif p_reply_to is not null then
+    perform pg_notify(v_inbox, v_message);
+  end if;
 end
 $$;
 

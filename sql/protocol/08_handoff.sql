@@ -1,11 +1,64 @@
--- 08_handoff.sql: what a responder does with the requests handed to it (see 06_send.sql) besides
--- running them: find those whose NOTIFY it missed, and give back those it will not run.
+-- 08_handoff.sql: requests handed to a responder by the send (06_send.sql): the NOTIFY of an SQL caller's
+-- at its commit, and what the responder does with them besides running them: find those whose NOTIFY it
+-- missed, and give back those it will not run.
 --
--- A handed request is claimed by its responder from the send on, with no request lock (its caller is a
--- TypeScript client, who hears of the reply by NOTIFY): the responder lock says whether it is still in hand
--- (04_liveness.sql).
--- Locks: row locks, in id order (as pgrr_cancel and pgrr_reply take them). NOTIFY: a declined request, on its
--- service channel (the lowest seq given back).
+-- A handed request is claimed by its responder from the send on, with no request lock: the responder lock
+-- says whether it is still in hand (04_liveness.sql). Its SQL awaiter waits on the responder's reply bells
+-- (03_bells.sql).
+-- Locks: row locks, in id order (as pgrr_cancel and pgrr_reply take them). NOTIFY: an SQL caller's handed
+-- request, on its responder's inbox at the commit that made it; a request given back, on its service
+-- channel (the lowest seq given back).
+
+-- pgrr_handoff_at_commit(): the trigger that hands an SQL caller's request over when the transaction that
+-- made it commits. request() stores it as handed to a live responder it picked, as a TypeScript client's is,
+-- but its NOTIFY would go out only at that commit, which may come long after: the responder picked may be
+-- gone by then, and the deadline past. So the NOTIFY is sent here, at the commit, once both are checked
+-- again: still live and in time, the responder is NOTIFYed the request with the time it has left now;
+-- otherwise the request goes back to the queue (pending, announced on its service channel), where no claim
+-- takes it once its deadline has passed. A deferred constraint trigger runs at commit, inside the
+-- committing transaction, and only for the rows its WHEN names: a TypeScript client's sends pay nothing for
+-- it. (SET CONSTRAINTS ALL IMMEDIATE in the caller's transaction would run it at the end of request()'s
+-- statement instead: the check is then as old as the statement.)
+create function :SCHEMA.pgrr_handoff_at_commit() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  r record;
+  v_inbox text;
+  v_message text;
+begin
+  -- As it is now: this transaction may have cancelled or consumed it since.
+  select q.id, q.seq, q.channel_id, q.responder_id, q.payload, q.payload_json, q.headers, q.deadline into r
+    from :SCHEMA.pgrr_request q
+   where q.id = new.id and q.state = 'claimed' and q.handed;
+  if not found then
+    return null;
+  end if;
+  select l.inbox into v_inbox from :SCHEMA.pgrr_live_responder l where l.id = r.responder_id;
+  if v_inbox is not null and r.deadline > clock_timestamp() then
+    v_message := '[' || :SCHEMA.pgrr_handoff_entry(r.id, r.payload_json, r.payload, r.headers,
+                                                  greatest(1, ceil(extract(epoch from r.deadline - clock_timestamp()) * 1000))::int) || ']';
+    if octet_length(v_message) <= 7900 then
+      perform pg_notify(v_inbox, v_message);
+      return null;
+    end if;
+  end if;
+  update :SCHEMA.pgrr_request q
+     set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1, handed = false
+   where q.id = r.id;
+  perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+  return null;
+end
+$$;
+
+create constraint trigger pgrr_handoff_at_commit after insert on :SCHEMA.pgrr_request
+  deferrable initially deferred for each row
+  when (new.handed and new.reply_to is null)
+  execute function :SCHEMA.pgrr_handoff_at_commit();
 
 -- pgrr_handed(responder): the requests handed to this responder (see pgrr_send) that are still in its
 -- hands, with what pgrr_claim returns for a claimed one. The responder runs those it has not heard of:
@@ -34,7 +87,8 @@ $$;
 
 -- pgrr_decline(responder, ids): gives back requests handed to this responder that it will not run (no
 -- free slot, or it is stopping): they become pending again, as if never handed, and the service channel
--- is notified so that any responder claims them; those the caller cancelled meanwhile are deleted.
+-- is notified so that any responder claims them (and the reply bells of their lanes ring, for SQL
+-- awaiters); those the caller cancelled meanwhile are deleted.
 -- Raises 42501 unless this session registered the responder; ids not handed to it are ignored. Row
 -- locks in id order, as pgrr_cancel and pgrr_reply take them.
 create function :SCHEMA.pgrr_decline(p_responder int, p_ids bigint[]) returns void
@@ -61,11 +115,19 @@ begin
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1, handed = false
        where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed'
-      returning q.channel_id, q.seq
+      returning q.channel_id, q.seq, q.reply_to
     )
-    select g.channel_id, min(g.seq) as seq from given g group by g.channel_id
+    select g.channel_id, min(g.seq) as seq, null::int as lane from given g group by g.channel_id
+    -- SQL awaiters of these requests wait on this responder's reply bells: ring their lanes, so that they
+    -- see at once that the request waits in the table again.
+    union all
+    select distinct null::int, null::bigint, :SCHEMA.pgrr_reply_lane(g.seq) from given g where g.reply_to is null
   loop
-    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+    if r.lane is not null then
+      perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
+    else
+      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+    end if;
   end loop;
 end
 $$;

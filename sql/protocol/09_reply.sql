@@ -1,13 +1,13 @@
 -- 09_reply.sql: a responder writes the outcomes of the requests it handled, and wakes their callers.
 --
 -- Handlers run outside any transaction; their outcomes are written in batches (pgrr_reply), or alone for a
--- lone reply to a handed request (pgrr_reply_one, two statements instead of one large one). Only the
+-- lone reply (pgrr_reply_one, a few statements instead of one large one). Only the
 -- session that registered the responder writes its requests' outcomes. A reply is a HOT update (the
 -- pending index is keyed on the one column only a claim changes), and the caller deletes the row once it
 -- has read it (10_await.sql, 11_caller.sql).
--- Locks: row locks, in id order (as pgrr_cancel and pgrr_decline take them); the request lock of each
--- claimed request made from SQL moves from session to transaction scope, so that its awaiter wakes exactly
--- when the reply commits.
+-- Locks: row locks, in id order (as pgrr_cancel and pgrr_decline take them). For a request made from SQL,
+-- what its awaiter waits on is released exactly when the reply commits: the request lock of a claimed one
+-- moves from session to transaction scope, and a handed one's lane of reply bells rings (03_bells.sql).
 -- NOTIFY: per TypeScript caller, its reply channel: JSON arrays of pgrr_reply_entry, small replies inside,
 -- larger ones as pgrr_reply_short_entry (the caller fetches them); every payload under 8000 bytes.
 
@@ -33,13 +33,12 @@ as $$
                            pg_catalog.octet_length(p_body), p_max_bytes, p_channel)
 $$;
 
--- pgrr_reply_one(responder, id, failed, body, json, code [, headers]): pgrr_reply for one request that was
--- handed to this responder (see pgrr_send_one), with scalar arguments: the same outcome, stored and
--- NOTIFYed as pgrr_reply does, in two statements instead of one large one (the whole cost of a lone
--- reply is its statements' set-up). A request that was claimed goes through pgrr_reply, which moves its
--- request lock. Returns 1 when the outcome was written, else 0: the request is not in this responder's
--- hands, or this session did not register the responder, or the caller cancelled it (the row is then
--- deleted, as pgrr_reply does).
+-- pgrr_reply_one(responder, id, failed, body, json, code [, headers]): pgrr_reply for one request, with
+-- scalar arguments: the same outcome, stored, NOTIFYed and its request lock released as pgrr_reply does,
+-- in a few statements instead of one large one (the whole cost of a lone reply is its statements'
+-- set-up). Returns 1 when the outcome was written, else 0: the request is not in this responder's hands,
+-- or this session did not register the responder, or the caller cancelled it (the row is then deleted, as
+-- pgrr_reply does).
 create function :SCHEMA.pgrr_reply_one(
   p_responder int, p_id bigint, p_failed boolean, p_body text, p_json boolean, p_code text, p_headers text default null
 ) returns int
@@ -57,6 +56,7 @@ declare
   v_failed boolean;
   v_headers jsonb;
   v_reply_to text;
+  v_handed boolean;
   v_seq bigint;
   v_code text;
   v_entry text;
@@ -83,16 +83,29 @@ begin
                               when v_failed then p_body end,
          reply_headers = v_headers,
          finished_at = clock_timestamp()
-   where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'claimed'
-  returning q.reply_to, q.seq, q.error_code,
+   where q.id = p_id and q.responder_id = p_responder and q.state = 'claimed'
+  returning q.reply_to, q.handed, q.seq, q.error_code,
             :SCHEMA.pgrr_reply_entry(q.id, v_failed, q.error_code, q.reply_json, coalesce(q.reply, q.error_message), v_headers)
-    into v_reply_to, v_seq, v_code, v_entry;
+    into v_reply_to, v_handed, v_seq, v_code, v_entry;
   if not found then
     delete from :SCHEMA.pgrr_request q
-     where q.id = p_id and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
+     where q.id = p_id and q.responder_id = p_responder and q.state = 'cancelled'
+    returning q.reply_to, q.handed into v_reply_to, v_handed;
+    if found and v_reply_to is null and not v_handed then
+      perform :SCHEMA.pgrr_release_request_lock(p_id);
+    end if;
     return 0;
   end if;
-  -- (Only TypeScript clients' requests are handed over: v_reply_to is set.)
+  if v_reply_to is null then
+    -- An SQL caller, who waits on this responder's reply bell of the request's lane (handed) or on the
+    -- request lock (claimed): released when this commits.
+    if v_handed then
+      perform :SCHEMA.pgrr_ring_reply(p_responder, :SCHEMA.pgrr_reply_lane(v_seq));
+    else
+      perform :SCHEMA.pgrr_release_request_lock(p_id);
+    end if;
+    return 1;
+  end if;
   if octet_length(v_entry) > 1500 then
     v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed, v_code, p_json);
   end if;
@@ -104,8 +117,9 @@ $$;
 -- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
 -- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
 -- Only this session's own responder's requests are written (the others are ignored): the session must be the
--- one that registered the responder, and, for a request made from SQL, hold its request lock, which moves
--- from session to transaction scope first, so that its awaiter wakes exactly when this commits. Rows the
+-- one that registered the responder, and, for a claimed request made from SQL, hold its request lock, which
+-- moves from session to transaction scope first, so that its awaiter wakes exactly when this commits (a
+-- handed one's reply bell rings instead). Rows the
 -- caller cancelled meanwhile are deleted instead. A
 -- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
 -- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
@@ -164,10 +178,10 @@ begin
     -- while the table looked empty (just vacuumed, say) scanned the whole primary key and compared every
     -- row with every input row: O(table) per reply, and 46 x 46 rescans of the input for a batch of 46.
     owned as materialized (
-      select i.*, q.tid, q.seq, q.reply_to, q.state
+      select i.*, q.tid, q.seq, q.reply_to, q.handed, q.state
         from (select * from input order by id) i
         cross join lateral (
-          select q.ctid as tid, q.seq, q.reply_to, q.state
+          select q.ctid as tid, q.seq, q.reply_to, q.handed, q.state
             from :SCHEMA.pgrr_request q
            where q.id = i.id and q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
              for update of q
@@ -177,7 +191,7 @@ begin
     held as materialized (
       select o.* from owned o
        where case when not v_registered then false
-                  when o.reply_to is not null then true
+                  when o.reply_to is not null or o.handed then true
                   else :SCHEMA.pgrr_release_request_lock(o.id) end
     ),
     gone as (
@@ -200,7 +214,7 @@ begin
         from held h,
              lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
        where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
-      returning q.id, q.seq, q.reply_to, q.state = 'failed' as failed,
+      returning q.id, q.seq, q.reply_to, q.handed, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
     ),
@@ -217,12 +231,19 @@ begin
              lateral (select case when octet_length(e.full_entry) <= 1500 then e.full_entry
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
-    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload
+    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane
       from sized s
      group by s.reply_to, (s.running - 1) / 6000
+    -- A row without reply_to for each lane where a handed request of an SQL caller was answered: ring it.
+    union all
+    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq) from done d where d.reply_to is null and d.handed
   loop
-    perform pg_notify(r.reply_to, r.payload);
-    v_count := v_count + 1;
+    if r.reply_to is null then
+      perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
+    else
+      perform pg_notify(r.reply_to, r.payload);
+      v_count := v_count + 1;
+    end if;
   end loop;
   return v_count;
 end

@@ -1,10 +1,12 @@
 -- 10_await.sql: an SQL caller waits for its reply inside one statement, and consumes it.
 --
 -- An SQL session can wait inside a statement only by sleeping or by waiting on a lock, so the SQL awaiter
--- blocks on locks that are released exactly when what it waits for commits: a pending request's channel
--- bell, rung by the next claim (03_bells.sql); a claimed request's request lock, released by its reply
--- (07_claim.sql, 09_reply.sql). Every wait is bounded, and followed by a look at the request and a reap
--- of it (04_liveness.sql): a lock may be held by a squatter, or by another request with the same key.
+-- blocks on locks that are released exactly when what it waits for commits (03_bells.sql): a request
+-- handed to a responder, on that responder's reply bell of its lane, rung by its reply (08_handoff.sql,
+-- 09_reply.sql); a pending request, on its channel's claim bell, rung by the next claim; a claimed request,
+-- on its request lock, released by its reply (07_claim.sql). Every wait is bounded, and followed by a look
+-- at the request and a reap of it (04_liveness.sql): a lock may be held by a squatter, or by another
+-- request with the same key.
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
 -- Locks: shared waits on those locks, none held after return. NOTIFY: none (a reap may NOTIFY).
 
@@ -19,14 +21,15 @@
 --         request of another login (see 13_roles.sql),
 --   PR006 awaited inside the transaction that made the request (it can never be answered there),
 --   PR009 the request was cancelled.
--- Waits without a polling floor on the usual path. A pending request blocks once on the channel's bell,
--- which rings when a claim of the bell holder commits; once claimed it blocks on the request lock, which
--- the responder releases exactly when its reply commits. Between those it naps (1 ms, doubling to 16 ms):
--- after the first ring (a claim that did not take this request: a backlog) and when no bell is held. No
--- wait on the request lock lasts more than a second without a look at the request and a reap (pgrr_reap):
--- the lock may be held by someone other than the responder (a squatter, or another request with the same
--- key). A request handed over (a TypeScript client's, awaited from SQL by the same login) has no lock to
--- wait on: it is napped for.
+-- Waits without a polling floor. A request handed to a responder (the usual case) is waited for on that
+-- responder's reply bell, which its next reply to an SQL caller releases. A pending one blocks once on the
+-- channel's bell, which rings when a claim of the bell holder commits; once claimed it blocks on the
+-- request lock, which the responder releases exactly when its reply commits. Between those it naps (1 ms,
+-- doubling to 16 ms): after the first ring (a claim that did not take this request: a backlog) and when no
+-- bell is held. No wait on a reply bell or a request lock lasts more than a second without a look at the
+-- request and a reap (pgrr_reap): the lock may be held by someone other than the responder (a squatter, or
+-- another request with the same key). A TypeScript client's request, awaited from SQL by the same login,
+-- has no lock to wait on: it is napped for.
 -- An error outcome is not consumed: the raise rolls back every change of the statement, so it stays
 -- readable (the same error again) until the sweeper deletes it.
 -- One statement, no session state left behind: safe through a transaction-pooling PgBouncer.
@@ -65,12 +68,17 @@ declare
   v_left_ms int;
   v_nap_ms int := 1;
   v_belled boolean := false;
+  -- The reply bell (0 to 3) found before the last look at the request, the one waited on last, and how
+  -- long to block on it at most.
+  v_bell int;
+  v_last_bell int;
+  v_bell_wait_ms int := 50;
   -- How long to block on the request lock at most (see below).
   v_lock_wait_ms int := 50;
 begin
   loop
     select q.state, q.reply, q.reply_json, q.reply_headers, q.error_code, q.error_message, q.deadline,
-           q.origin_xact, q.channel_id, q.reply_to
+           q.origin_xact, q.channel_id, q.seq, q.handed, q.reply_to, q.responder_id
       into r
       from :SCHEMA.pgrr_request q
      where q.id = v_id and q.caller = session_user;
@@ -134,9 +142,39 @@ begin
         perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       end if;
       v_nap_ms := least(v_nap_ms * 2, 16);
+    elsif r.handed and r.reply_to is null then
+      -- Handed to its responder (see 08_handoff.sql), which rings its reply bell of the request's lane when
+      -- it answers an SQL caller there. Find the current bell, look at the request once more (the next
+      -- turn), then block on that bell: a reply that commits after that look releases it (see 03_bells.sql).
+      if v_bell is null then
+        v_bell := :SCHEMA.pgrr_current_reply_bell(r.responder_id, :SCHEMA.pgrr_reply_lane(r.seq), v_last_bell);
+        if v_bell is null then
+          -- No bell to tell: the responder's session is gone (reap it), or a session squats on its keys.
+          perform :SCHEMA.pgrr_reap(array[v_id], false);
+          perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
+          v_nap_ms := least(v_nap_ms * 2, 16);
+        end if;
+      else
+        -- Woken by a ring, or at the timeout: that grows while the responder answers nobody from SQL (a
+        -- long handler), from 50 ms to 1 s, and bounds what a ring skipped (see pgrr_ring_reply) costs.
+        if :SCHEMA.pgrr_wait_lock(:SCHEMA.pgrr_ns_reply_bell(),
+                                  :SCHEMA.pgrr_reply_bell_key(r.responder_id, :SCHEMA.pgrr_reply_lane(r.seq), v_bell),
+                                  least(v_bell_wait_ms, v_left_ms)) then
+          -- It rang: the current bell is likely the next one (see pgrr_current_reply_bell).
+          v_bell_wait_ms := 50;
+          v_last_bell := v_bell;
+        else
+          -- Timed out: it may still be current, so the next look is a full one. And the responder's session
+          -- may be gone while someone squats on its keys (its responder lock, a bell): reap it then.
+          v_bell_wait_ms := least(v_bell_wait_ms * 2, 1000);
+          v_last_bell := null;
+          perform :SCHEMA.pgrr_reap(array[v_id], false);
+        end if;
+        v_bell := null;
+      end if;
     elsif r.reply_to is not null then
-      -- Claimed for a TypeScript client's request (awaited from SQL by the same login): no request lock to
-      -- wait on, its reply goes by NOTIFY. Nap, and reap it if its responder is gone.
+      -- In the hands of a responder for a TypeScript client's request (awaited from SQL by the same login): no
+      -- lock to wait on, its reply goes by NOTIFY and rings nothing. Nap, and reap it if its responder is gone.
       perform :SCHEMA.pgrr_reap(array[v_id], false);
       perform pg_sleep(least(v_nap_ms, v_left_ms) / 1000.0);
       v_nap_ms := least(v_nap_ms * 2, 16);
