@@ -116,6 +116,8 @@ interface ClaimedRow {
 }
 
 const maxBackoffMs = 5000
+/** How often the lease is renewed: a third of its length (pgrr_lease(), 1.5 s). */
+const leaseRenewMs = 500
 const vacuumEveryRequests = 20_000
 /** Node's longest timer; setTimeout() fires a longer (or non-positive) delay after 1 ms, and so do deadlines. */
 const maxTimerMs = 2_147_483_647
@@ -165,6 +167,8 @@ export class Server {
   #removeReconnectHook: (() => void) | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #sweepTimer: NodeJS.Timeout | undefined
+  /** Renews the lease (pgrr_renew) while the event loop turns: a blocked loop lets it run out. */
+  #leaseTimer: NodeJS.Timeout | undefined
   #retryTimer: NodeJS.Timeout | undefined
   /**
    * One timer for the deadlines of all running jobs, armed for the earliest one and left armed when that
@@ -178,6 +182,7 @@ export class Server {
   readonly #closedPromise: Promise<void>
   #resolveClosed!: () => void
   #sweeping = false
+  #renewing = false
   #handledSinceVacuum = 0
   #vacuuming = false
   #handledTotal = 0
@@ -245,6 +250,8 @@ export class Server {
       void this.#report()
     }, this.#sweepIntervalMs)
     this.#sweepTimer.unref()
+    this.#leaseTimer = setInterval(() => void this.#renew(), leaseRenewMs)
+    this.#leaseTimer.unref()
     this.#wake()
   }
 
@@ -304,6 +311,7 @@ export class Server {
     this.#state = 'closed'
     clearInterval(this.#pollTimer)
     clearInterval(this.#sweepTimer)
+    clearInterval(this.#leaseTimer)
     clearTimeout(this.#retryTimer)
     clearTimeout(this.#deadlineTimer)
     this.#deadlineTimerAt = Infinity
@@ -846,6 +854,20 @@ export class Server {
       this.#context.logger.debug({ err: error }, 'vacuum failed')
     } finally {
       this.#vacuuming = false
+    }
+  }
+
+  /** Renews this responder's lease (see pgrr_renew), unless a renewal is still on its way. */
+  async #renew(): Promise<void> {
+    const session = this.#session
+    if (this.#renewing || session === undefined || (this.#state !== 'running' && this.#state !== 'draining')) return
+    this.#renewing = true
+    try {
+      await this.#onWork(this.#context.statements.renew, [session.responderId])
+    } catch (error) {
+      this.#context.logger.debug({ err: error }, 'lease renewal failed')
+    } finally {
+      this.#renewing = false
     }
   }
 

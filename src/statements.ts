@@ -23,6 +23,7 @@ export function renderStatements(schema: string) {
     register: `select responder_id, channel_id, service_channel, control_channel, inbox_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
     unregister: `select ${s}.pgrr_unregister($1::int)`,
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
+    renew: `select ${s}.pgrr_renew($1::int)`,
     claim: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int, $4::bigint)`,
     handed: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,

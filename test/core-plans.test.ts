@@ -73,6 +73,7 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
     `select ${s}.pgrr_ack('{${id}}')`,
     `select ${s}.pgrr_sweep()`,
     `select ${s}.pgrr_report(${responder}, 1, 0, 1, 0, 0)`,
+    `select ${s}.pgrr_renew(${responder})`,
     `select ${s}.pgrr_unregister(${responder})`,
   ]
   for (const call of calls) await session.unsafe(call)
@@ -180,8 +181,8 @@ test('batch statements touch only the rows they name, even with plans made while
     assert.deepEqual(claimed.map((row) => row.id).sort(), [...queued].sort())
     for (const ids of [handed, queued]) {
       const [written] = await responderSession.unsafe<{ n: number }[]>(
-        `select ${s}.pgrr_reply(${responder}, ${list(ids)}, ${flags(ids.length)}, ${texts(ids.length, "'done'")},
-                ${flags(ids.length)}, ${texts(ids.length, 'null')}) as n`,
+        `select (${s}.pgrr_reply(${responder}, ${list(ids)}, ${flags(ids.length)}, ${texts(ids.length, "'done'")},
+                ${flags(ids.length)}, ${texts(ids.length, 'null')})).notified as n`,
       )
       assert.equal(written!.n, 1, 'one NOTIFY of replies')
     }

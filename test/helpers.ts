@@ -252,6 +252,9 @@ export type ResponderBehaviour =
   | 'identity'
   /** prints `handling <id>` and waits for its signal, then rejects with its reason */
   | 'hang'
+  /** prints `started <id>`, keeps its event loop busy for the payload's `blockMs` (or waits `waitMs`), prints
+   * `finished <id>`, then replies `late:<payload.tag>` */
+  | 'busy'
 
 export interface ResponderProcessOptions {
   options: { connectionString: string; schema: string }

@@ -1,5 +1,5 @@
--- 0002_protocol_record.sql: what an install records about its protocol, and the one table difference
--- between a database migrated by release 0.1.0 and a fresh one.
+-- 0002_protocol_record.sql: what an install records about its protocol, a responder's lease, and the one
+-- table difference between a database migrated by release 0.1.0 and a fresh one.
 --
 -- pgrr_protocol: the protocol (sql/protocol/) installed in this schema: its version, which clients compare
 -- with their own at start, and a checksum of its files, so that the migrator re-installs it whenever either
@@ -37,5 +37,10 @@ select distinct a.grantee::regrole, f.kind
 alter table :SCHEMA.pgrr_channel drop constraint pgrr_channel_name_check;
 alter table :SCHEMA.pgrr_channel add constraint pgrr_channel_name_check
   check (octet_length(name) between 1 and 63 and name !~ '[\u0001-\u001f\u007f-\u009f]');
+
+-- A responder's lease: renewed by the responder every half second while its event loop turns
+-- (pgrr_renew); sends prefer responders whose lease has not run out (see 04_liveness.sql). Responders of
+-- 0.1.0 never renew it.
+alter table :SCHEMA.pgrr_responder add column lease_until timestamptz not null default '-infinity';
 
 revoke all on table :SCHEMA.pgrr_protocol, :SCHEMA.pgrr_role from public;

@@ -2,7 +2,12 @@
 --
 -- Two facts, each defined once here and used everywhere:
 --   live  (pgrr_live_responder): registered, not draining (pgrr_unregister), and its responder lock held.
---         Who is sent new requests (06_send.sql) and who `pgrr status` lists (src/status.ts).
+--         Who is sent new requests (06_send.sql) and who `pgrr status` lists (src/status.ts). A live
+--         responder is accepting while its lease runs (pgrr_lease(), renewed by pgrr_renew every half
+--         second while its event loop turns): sends prefer accepting responders, so that one whose event
+--         loop is blocked (a CPU-bound handler, a stopped process) is skipped within 1.5 s while its
+--         session, which still holds its lock, says it is not dead. When none is accepting, a live one is
+--         picked all the same: a busy responder is still better than no responder.
 --   gone  (pgrr_responder_gone): its row deleted, its responder lock free, or the session that registered
 --         it no longer exists. Whose requests are taken back (pgrr_reap) and whose rows are deleted
 --         (pgrr_sweep_older_than). A draining responder is neither: it takes nothing new and keeps what
@@ -24,12 +29,17 @@
 -- responder; the shared try-lock (transaction level) fails while someone holds the responder lock, and a
 -- successful one, on a dead row, is harmless to hold until commit.
 create view :SCHEMA.pgrr_live_responder as
-  select r.id, r.channel_id, r.inbox, r.concurrency
+  select r.id, r.channel_id, r.inbox, r.concurrency, r.lease_until > pg_catalog.clock_timestamp() as accepting
     from :SCHEMA.pgrr_responder r
    where not r.unregistered
      and not pg_catalog.pg_try_advisory_xact_lock_shared(:SCHEMA.pgrr_ns_responder(), r.id);
 
 revoke all on :SCHEMA.pgrr_live_responder from public;
+
+-- How long a lease runs (see above): three renewals' worth, so that a late timer or two never lets it lapse.
+create function :SCHEMA.pgrr_lease() returns interval
+language sql immutable parallel safe
+as $$ select interval '1.5 seconds' $$;
 
 -- pgrr_responder_gone(responder, fresh): whether the responder is gone (see above). Reads PostgreSQL's
 -- table of backends (pg_stat_get_activity: pid and role are shown to every role), which a transaction
@@ -61,7 +71,9 @@ $$;
 
 -- pgrr_reap(ids, requeue): takes back claimed requests whose responder is gone (see above), as they were
 -- left without a reply. Each goes back to pending when it has attempts left (NOTIFY on its service
--- channel) or becomes lost (NOTIFY its TypeScript caller). p_ids null means every claimed request.
+-- channel) or becomes lost (NOTIFY its TypeScript caller). A request with attempts left that was handed to
+-- a responder whose lease ran out goes back to pending too (it may be run twice: that is what attempts
+-- allow); one without waits for its responder, or ends at its deadline. p_ids null means every claimed request.
 -- p_requeue false leaves the requests that have attempts left as they are: what an SQL awaiter asks for,
 -- whose statement would hold the row it put back in the queue (locked, and pending only to itself) until
 -- it ends; a reap that commits (a sweep, a TypeScript client's check) puts them back.
@@ -81,20 +93,28 @@ declare
   -- Responders this call found alive, and gone: each is looked up once.
   v_alive int[] := '{}';
   v_gone int[] := '{}';
+  v_stalled boolean;
 begin
   for r in
     -- Two branches rather than "p_ids is null or id = any (p_ids)": in the generic plan the first probes the
     -- primary key, and the second is skipped unless p_ids is null (a sweep over every claimed request).
-    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id
+    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id, q.handed
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and q.id = any (p_ids)
     union all
-    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id
+    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id, q.handed
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and p_ids is null
   loop
-    continue when r.responder_id = any (v_alive);
-    if r.responder_id <> all (v_gone) then
+    if r.handed and r.attempt < r.max_attempts and p_requeue
+       and exists (select 1 from :SCHEMA.pgrr_responder w where w.id = r.responder_id and w.lease_until < clock_timestamp()) then
+      -- Its responder stopped renewing its lease: a retryable request goes back to the queue.
+      v_stalled := true;
+    else
+      v_stalled := false;
+      continue when r.responder_id = any (v_alive);
+    end if;
+    if not v_stalled and r.responder_id <> all (v_gone) then
       if not :SCHEMA.pgrr_responder_gone(r.responder_id, cardinality(v_alive) + cardinality(v_gone) = 0) then
         v_alive := v_alive || r.responder_id;
         continue;

@@ -46,10 +46,11 @@ begin
   -- Never wait for the responder lock: a session squatting on the next id's key would stall the
   -- registration. Take the next id instead, a few times.
   for v_try in 1..10 loop
-    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency, inbox, backend_role)
+    insert into :SCHEMA.pgrr_responder (channel_id, host, pid, concurrency, inbox, backend_role, lease_until)
       values (v_channel_id, p_host, p_pid, p_concurrency,
               :SCHEMA.pgrr_notify_prefix() || '.h' || lpad(to_hex(:SCHEMA.pgrr_random_id()), 16, '0'),
-              (select a.usesysid from pg_stat_get_activity(pg_backend_pid()) a))
+              (select a.usesysid from pg_stat_get_activity(pg_backend_pid()) a),
+              clock_timestamp() + :SCHEMA.pgrr_lease())
       returning pgrr_responder.id, pgrr_responder.inbox into v_responder_id, inbox_channel;
     exit when pg_try_advisory_lock(:SCHEMA.pgrr_ns_responder(), v_responder_id);
     delete from :SCHEMA.pgrr_responder r where r.id = v_responder_id;
@@ -87,6 +88,21 @@ as $$
 begin
   return exists (select 1 from :SCHEMA.pgrr_responder r
                   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user);
+end
+$$;
+
+-- pgrr_renew(responder): the responder's lease runs on (see 04_liveness.sql): what a responder runs every
+-- half second while its event loop turns. One small update of its own row: never per request. Does
+-- nothing for a responder id this session did not register. Locks: its row.
+create function :SCHEMA.pgrr_renew(p_responder int) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  update :SCHEMA.pgrr_responder r
+     set lease_until = clock_timestamp() + :SCHEMA.pgrr_lease()
+   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
 end
 $$;
 

@@ -1,8 +1,8 @@
 -- 06_send.sql: a request is stored, and handed to a responder or announced to all of them.
 --
 -- Every request is a row of pgrr_request (its id, random, is the request's secret: see 13_roles.sql). The
--- send picks a live responder of the channel at random (pgrr_live_responder) and refuses the request at
--- once when there is none (no_responders, PR001). Then:
+-- send picks a live responder of the channel at random, an accepting one when there is one
+-- (pgrr_live_responder), and refuses the request at once when there is none (no_responders, PR001). Then:
 --   handoff  a request whose payload fits in a NOTIFY is stored as already claimed by that responder
 --            (handed) and NOTIFYed on its inbox, the request itself inside (a JSON array of
 --            pgrr_handoff_entry): no claim statement stands between the two hops. A TypeScript client's
@@ -82,7 +82,8 @@ begin
     into v_channel_id, v_max_bytes, v_max_attempts, v_responder, v_inbox
     from :SCHEMA.pgrr_channel c
     left join lateral (
-      select r.id, r.inbox from :SCHEMA.pgrr_live_responder r where r.channel_id = c.id order by random() limit 1
+      select r.id, r.inbox from :SCHEMA.pgrr_live_responder r where r.channel_id = c.id
+       order by r.accepting desc, random() limit 1
     ) r on true
    where c.name = p_channel;
   if p_headers is not null then
@@ -188,7 +189,7 @@ begin
       from :SCHEMA.pgrr_channel c
       left join lateral (
         select r.id, r.inbox, r.concurrency from :SCHEMA.pgrr_live_responder r where r.channel_id = c.id
-         order by random() limit 1
+         order by r.accepting desc, random() limit 1
       ) r on true
      where c.name in (select distinct i.channel from input i)
   ),

@@ -5,6 +5,11 @@
 -- session that registered the responder writes its requests' outcomes. A reply is a HOT update (the
 -- pending index is keyed on the one column only a claim changes), and the caller deletes the row once it
 -- has read it (10_await.sql, 11_caller.sql).
+-- A reply (or error reply) for a request whose deadline has passed is refused, whatever the responder's
+-- timers did (its event loop blocked by a CPU-bound handler, its process stopped): the request's outcome
+-- stays the timeout its caller saw, for every reader (stored as a failure with code PGRR_DEADLINE), and the
+-- responder is told (it logs it and counts it). The deadline and the moment of the reply are both read from
+-- the database's clock.
 -- Locks: row locks, in id order (as pgrr_cancel and pgrr_decline take them). For a request made from SQL,
 -- what its awaiter waits on is released exactly when the reply commits: the request lock of a claimed one
 -- moves from session to transaction scope, and a handed one's lane of reply bells rings (03_bells.sql).
@@ -33,15 +38,21 @@ as $$
                            pg_catalog.octet_length(p_body), p_max_bytes, p_channel)
 $$;
 
+-- The message stored for a reply refused because the request's deadline had passed (see above).
+create function :SCHEMA.pgrr_late_message() returns text
+language sql immutable
+as $$ select 'the request reached its deadline before its reply was written'::text $$;
+
 -- pgrr_reply_one(responder, id, failed, body, json, code [, headers]): pgrr_reply for one request, with
 -- scalar arguments: the same outcome, stored, NOTIFYed and its request lock released as pgrr_reply does,
 -- in a few statements instead of one large one (the whole cost of a lone reply is its statements'
--- set-up). Returns 1 when the outcome was written, else 0: the request is not in this responder's hands,
--- or this session did not register the responder, or the caller cancelled it (the row is then deleted, as
+-- set-up). Returns 'replied' when the outcome was written, 'late' when the deadline had passed (the
+-- timeout is written instead, see above), 'gone' when the request is not in this responder's hands (or
+-- this session did not register the responder), or the caller cancelled it (the row is then deleted, as
 -- pgrr_reply does).
 create function :SCHEMA.pgrr_reply_one(
   p_responder int, p_id bigint, p_failed boolean, p_body text, p_json boolean, p_code text, p_headers text default null
-) returns int
+) returns text
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 -- As pgrr_reply: without it, a plan made while the table was nearly empty read the whole table per reply.
@@ -60,6 +71,8 @@ declare
   v_seq bigint;
   v_code text;
   v_entry text;
+  v_late boolean;
+  v_now constant timestamptz := clock_timestamp();
 begin
   -- What proves that this session is the responder's (see 13_roles.sql), and its channel's limit.
   select coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name into v_max_bytes, v_channel
@@ -67,7 +80,7 @@ begin
     join :SCHEMA.pgrr_channel c on c.id = w.channel_id
    where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
   if not found then
-    return 0;
+    return 'gone';
   end if;
   v_too_large := coalesce(octet_length(p_body) > v_max_bytes, false);
   v_failed := coalesce(p_failed, false) or v_too_large;
@@ -75,18 +88,20 @@ begin
     v_headers := :SCHEMA.pgrr_parse_headers(p_headers);
   end if;
   update :SCHEMA.pgrr_request q
-     set state = case when v_failed then 'failed' else 'replied' end,
-         reply = case when v_failed then null else p_body end,
-         reply_json = case when v_failed then null else coalesce(p_json, false) end,
-         error_code = case when p_failed then p_code when v_too_large then 'INVALID_REPLY' end,
-         error_message = case when v_too_large then :SCHEMA.pgrr_too_large_message(p_failed, p_body, v_max_bytes, v_channel)
+     set state = case when q.deadline < v_now or v_failed then 'failed' else 'replied' end,
+         reply = case when q.deadline < v_now or v_failed then null else p_body end,
+         reply_json = case when q.deadline < v_now or v_failed then null else coalesce(p_json, false) end,
+         error_code = case when q.deadline < v_now then 'PGRR_DEADLINE' when p_failed then p_code when v_too_large then 'INVALID_REPLY' end,
+         error_message = case when q.deadline < v_now then :SCHEMA.pgrr_late_message()
+                              when v_too_large then :SCHEMA.pgrr_too_large_message(p_failed, p_body, v_max_bytes, v_channel)
                               when v_failed then p_body end,
-         reply_headers = v_headers,
-         finished_at = clock_timestamp()
+         reply_headers = case when q.deadline < v_now then null else v_headers end,
+         finished_at = v_now
    where q.id = p_id and q.responder_id = p_responder and q.state = 'claimed'
-  returning q.reply_to, q.handed, q.seq, q.error_code,
-            :SCHEMA.pgrr_reply_entry(q.id, v_failed, q.error_code, q.reply_json, coalesce(q.reply, q.error_message), v_headers)
-    into v_reply_to, v_handed, v_seq, v_code, v_entry;
+  returning q.reply_to, q.handed, q.seq, q.error_code, q.deadline < v_now and p_code is distinct from 'PGRR_DEADLINE',
+            :SCHEMA.pgrr_reply_entry(q.id, q.state = 'failed', q.error_code, q.reply_json, coalesce(q.reply, q.error_message),
+                                     q.reply_headers)
+    into v_reply_to, v_handed, v_seq, v_code, v_late, v_entry;
   if not found then
     delete from :SCHEMA.pgrr_request q
      where q.id = p_id and q.responder_id = p_responder and q.state = 'cancelled'
@@ -94,7 +109,7 @@ begin
     if found and v_reply_to is null and not v_handed then
       perform :SCHEMA.pgrr_release_request_lock(p_id);
     end if;
-    return 0;
+    return 'gone';
   end if;
   if v_reply_to is null then
     -- An SQL caller, who waits on this responder's reply bell of the request's lane (handed) or on the
@@ -104,13 +119,13 @@ begin
     else
       perform :SCHEMA.pgrr_release_request_lock(p_id);
     end if;
-    return 1;
+  else
+    if octet_length(v_entry) > 1500 then
+      v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed or v_late, v_code, p_json);
+    end if;
+    perform pg_notify(v_reply_to, '[' || v_entry || ']');
   end if;
-  if octet_length(v_entry) > 1500 then
-    v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed, v_code, p_json);
-  end if;
-  perform pg_notify(v_reply_to, '[' || v_entry || ']');
-  return 1;
+  return case when v_late then 'late' else 'replied' end;
 end
 $$;
 
@@ -126,11 +141,12 @@ $$;
 -- arrays of entries [id, 'r', is_json, body (, headers)] / [id, 'f', code, message (, headers)]; a body or
 -- message whose entry
 -- would exceed 1500 bytes is left out (the caller fetches it); entries are grouped so that every payload
--- stays under the 8000-byte NOTIFY limit.
+-- stays under the 8000-byte NOTIFY limit. Returns how many NOTIFYs it sent and the ids of the replies it
+-- refused as late (see above).
 create function :SCHEMA.pgrr_reply(
   p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[],
-  p_headers text[] default null
-) returns int
+  p_headers text[] default null, out notified int, out late bigint[]
+)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 -- Its statement is planned once per session, maybe while the table is nearly empty; then a sequential scan
@@ -141,11 +157,13 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
-  v_count int := 0;
   v_registered boolean;
   v_max_bytes int;
   v_channel text;
+  v_now constant timestamptz := clock_timestamp();
 begin
+  notified := 0;
+  late := '{}';
   -- Every request of the responder belongs to the session that registered it; those made from SQL also
   -- carry a request lock that the session holds. A responder serves one channel, so every request it holds
   -- has that channel's limit.
@@ -201,22 +219,24 @@ begin
     ),
     done as (
       update :SCHEMA.pgrr_request q
-         set state = case when h.failed or x.too_large then 'failed' else 'replied' end,
-             reply = case when h.failed or x.too_large then null else h.body end,
-             reply_json = case when h.failed or x.too_large then null else h.is_json end,
-             error_code = case when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
+         set state = case when q.deadline < v_now or h.failed or x.too_large then 'failed' else 'replied' end,
+             reply = case when q.deadline < v_now or h.failed or x.too_large then null else h.body end,
+             reply_json = case when q.deadline < v_now or h.failed or x.too_large then null else h.is_json end,
+             error_code = case when q.deadline < v_now then 'PGRR_DEADLINE' when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
              error_message = case
+               when q.deadline < v_now then :SCHEMA.pgrr_late_message()
                when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, v_max_bytes, v_channel)
                when h.failed then h.body
              end,
-             reply_headers = h.headers,
-             finished_at = clock_timestamp()
+             reply_headers = case when q.deadline < v_now then null else h.headers end,
+             finished_at = v_now
         from held h,
              lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
        where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
       returning q.id, q.seq, q.reply_to, q.handed, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
-                q.reply_json as is_json, q.error_code as code, q.reply_headers as headers
+                q.reply_json as is_json, q.error_code as code, q.reply_headers as headers,
+                q.deadline < v_now and h.code is distinct from 'PGRR_DEADLINE' as late
     ),
     entries as (
       select d.reply_to, d.id, d.failed, d.code, d.is_json,
@@ -231,20 +251,25 @@ begin
              lateral (select case when octet_length(e.full_entry) <= 1500 then e.full_entry
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
-    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane
+    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane,
+           null::bigint as late_id
       from sized s
      group by s.reply_to, (s.running - 1) / 6000
     -- A row without reply_to for each lane where a handed request of an SQL caller was answered: ring it.
     union all
-    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq) from done d where d.reply_to is null and d.handed
+    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint from done d where d.reply_to is null and d.handed
+    -- And one for each reply refused as late.
+    union all
+    select null, null, null, d.id from done d where d.late
   loop
-    if r.reply_to is null then
+    if r.late_id is not null then
+      late := late || r.late_id;
+    elsif r.reply_to is null then
       perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
     else
       perform pg_notify(r.reply_to, r.payload);
-      v_count := v_count + 1;
+      notified := notified + 1;
     end if;
   end loop;
-  return v_count;
 end
 $$;
