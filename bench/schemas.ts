@@ -77,6 +77,7 @@ export class BenchSchemas {
   private async terminateLeftoverBackends(): Promise<void> {
     await this.sql`
       select pg_terminate_backend(pid) from pg_stat_activity
-      where application_name like ${`${APPLICATION_NAME_PREFIX}-%`} and pid <> pg_backend_pid()`
+      where application_name like ${`${APPLICATION_NAME_PREFIX}-%`} and pid <> pg_backend_pid()
+        and datname = current_database()`
   }
 }

@@ -23,6 +23,8 @@ interface DriverError {
   message?: string
   detail?: string
   errno?: string
+  /** The C function of the server that raised a database error: never translated, unlike the message. */
+  routine?: string
 }
 
 // Codes of the drivers and of Node for a broken or unreachable connection: the socket's, the name
@@ -81,10 +83,6 @@ export function toPgrrError(error: unknown): Error {
   if (isOutOfResources(error)) {
     return new ConnectionError(`the database is out of resources: ${message}`, { cause: error })
   }
-  // pg-pool reports a pool that found no free connection in time (connectionTimeoutMillis) without a code.
-  if (code === '' && /timeout exceeded when trying to connect/i.test(message)) {
-    return new ConnectionError(`no database connection free in time: ${message}`, { cause: error })
-  }
   // undefined_function, undefined_table, invalid_schema_name: the protocol is not installed there.
   if (code === '42883' || code === '42P01' || code === '3F000') {
     return new SchemaVersionError(`the pg-request-reply schema is missing or incomplete (${message}): run \`pgrr migrate\``)
@@ -94,39 +92,45 @@ export function toPgrrError(error: unknown): Error {
 
 /**
  * Whether an error says the connection itself is broken or cannot be made, as opposed to the database
- * refusing one statement: 08 connection exceptions, 57P01-03 the server shut down or is starting, 28 login
- * refused, 3D000 no such database, the drivers' and Node's codes, and node-postgres's messages without a
- * code (among them a server that refuses SSL when the URL asks for it). A `ConnectionError` of this library
- * says so too, unless it stands for a lack of resources.
+ * refusing one statement, told by codes, never by the message (which the server translates): 08 connection
+ * exceptions, 57P01-03 the server shut down or is starting, 28 login refused, 3D000 no such database, the
+ * codes Node gives a socket, a name lookup or TLS; and the driver's own errors, which carry no code at all
+ * (a connection that timed out, ended, or was refused SSL; a pool with no connection free in time). A
+ * `ConnectionError` of this library says so too, unless it stands for a lack of resources.
  */
 export function isConnectionLoss(error: unknown): boolean {
   if (error instanceof ConnectionError) return !isOutOfResources(error.cause)
-  const { code = '', message = '' } = (error ?? {}) as DriverError
-  if (
+  const { code = '' } = (error ?? {}) as DriverError
+  return (
     driverConnectionCodes.has(code) ||
     code.startsWith('08') ||
     code.startsWith('28') ||
     code === '3D000' ||
     code === '57P01' ||
     code === '57P02' ||
-    code === '57P03'
-  ) {
-    return true
-  }
-  return (
-    code === '' &&
-    /connection terminated|not queryable|client was closed|connection timeout|ended by the server|does not support SSL/i.test(message)
+    code === '57P03' ||
+    isDriverError(error)
   )
 }
 
 /**
+ * An error node-postgres raises itself, about its connection: a plain `Error` with no code. What the server
+ * says is a `DatabaseError` with a SQLSTATE, what Node says has an errno code, and a misuse of the driver's
+ * API is a `TypeError` or the like; what is left is the driver giving up on a connection.
+ */
+function isDriverError(error: unknown): boolean {
+  return error instanceof Error && Object.getPrototypeOf(error) === Error.prototype && !(error as DriverError).code
+}
+
+/**
  * 53: insufficient resources (too many connections, out of memory or disk); a NOTIFY queue that is full (a
- * session LISTENs without reading). The database cannot take the work now, whatever it is; the connection
- * that said so still works.
+ * session LISTENs without reading: 54000 raised at commit by PreCommit_Notify, whatever language the
+ * server speaks). The database cannot take the work now, whatever it is; the connection that said so still
+ * works.
  */
 function isOutOfResources(error: unknown): boolean {
-  const { code = '', message = '' } = (error ?? {}) as DriverError
-  return code.startsWith('53') || (code === '54000' && /notify queue/i.test(message))
+  const { code = '', routine } = (error ?? {}) as DriverError
+  return code.startsWith('53') || (code === '54000' && routine === 'PreCommit_Notify')
 }
 
 function channelFromMessage(message: string): string {

@@ -18,17 +18,26 @@ export function encodePayload(value: unknown, what = 'payload'): EncodedPayload 
     if (!value.isWellFormed()) throw new InvalidPayloadError(`${what} text contains a lone UTF-16 surrogate`)
     return { text: value, json: false }
   }
-  // JSON has no NaN or Infinity: JSON.stringify would send null, which is not what was given. (Inside an
-  // object or array they become null all the same, as everywhere JSON.stringify is used.)
-  if (typeof value === 'number' && !Number.isFinite(value)) throw new InvalidPayloadError(`${what} must be a finite number, got ${value}`)
   let text: string | undefined
   try {
-    text = JSON.stringify(value)
+    text = JSON.stringify(value, refuseNonFinite)
   } catch (error) {
+    if (error instanceof InvalidPayloadError) throw new InvalidPayloadError(`${what} ${error.message}`)
     throw new InvalidPayloadError(`${what} is not serialisable to JSON: ${(error as Error).message}`, { cause: error })
   }
   if (text === undefined) throw new InvalidPayloadError(`${what} must be a string or a JSON value, got ${typeof value}`)
   return { text, json: true }
+}
+
+/**
+ * JSON has no NaN or Infinity: JSON.stringify would send null, at any depth, which is not what was given.
+ * A replacer sees every value, after its toJSON.
+ */
+function refuseNonFinite(this: unknown, key: string, value: unknown): unknown {
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw new InvalidPayloadError(key === '' ? `must be a finite number, got ${value}` : `holds ${value} at ${JSON.stringify(key)}: JSON has no such number`)
+  }
+  return value
 }
 
 /** Decodes a stored payload or reply. */

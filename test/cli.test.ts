@@ -360,6 +360,12 @@ describe('request against a server that accepts connections and never answers', 
     assert.equal(result.stderr, 'pgrr: no reply within 300 ms (still connecting to the database)\n')
   })
 
+  test('status cannot connect: exit 7 (a connection error), whatever the driver says', { timeout }, async () => {
+    const result = await pgrr(['status', '--database-url', url])
+    assertExit(result, 7)
+    assert.match(result.stderr, /^pgrr: .*connection/)
+  })
+
   test('SIGINT while connecting cancels: exit 9, and the connection is closed', { timeout }, async () => {
     const accepted = once(silent, 'connection') as Promise<[Socket]>
     const request = new Cli(['request', 'greet', 'x', '--database-url', url])

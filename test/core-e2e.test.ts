@@ -121,6 +121,9 @@ test('payloads PostgreSQL cannot hold reject InvalidPayloadError before anything
     ['a bigint', { n: 1n }],
     ['NaN', Number.NaN],
     ['Infinity', Number.POSITIVE_INFINITY],
+    ['Infinity in an object', { v: Number.POSITIVE_INFINITY }],
+    ['NaN deep in an array', { list: [1, [2, Number.NaN]] }],
+    ['-Infinity from a toJSON', { at: { toJSON: () => Number.NEGATIVE_INFINITY } }],
   ]
   for (const [what, payload] of invalid) {
     const error = await rejection(client.request('invalid.payload', payload))
@@ -141,6 +144,17 @@ test('a reply PostgreSQL cannot hold becomes a RemoteError, not a hang', async (
   assert.ok(error instanceof RemoteError, `${error.name}: ${error.message}`)
   assert.equal(error.remoteCode, 'INVALID_REPLY')
   assert.match(error.message, /NUL/)
+})
+
+test('a reply with NaN or Infinity inside is an INVALID_REPLY, not a null', async (t) => {
+  await serverFor(t, db, 'invalid.nested', (payload: string) => (payload === 'nan' ? { list: [Number.NaN] } : { v: Number.POSITIVE_INFINITY }))
+  const client = await clientFor(t, db)
+  for (const payload of ['nan', 'infinity']) {
+    const error = await rejection(client.request('invalid.nested', payload, { timeoutMs: 10_000 }))
+    assert.ok(error instanceof RemoteError, `${payload}: ${error.name}: ${error.message}`)
+    assert.equal(error.remoteCode, 'INVALID_REPLY')
+    assert.match(error.message, /NaN|Infinity/)
+  }
 })
 
 test('headers reach the handler; attempt is 1; deadline is in the future', async (t) => {

@@ -140,11 +140,16 @@ test('a database out of resources is a ConnectionError: too many connections, a 
   assert.ok(error instanceof ConnectionError, `${error.name}: ${error.message}`)
   assert.equal(error.code, 'CONNECTION')
   // The same mapping for what cannot be provoked here without disturbing other sessions of the server.
-  const full = Object.assign(new Error('too many notifications in the NOTIFY queue'), { code: '54000' })
+  // The server's fields, as node-postgres gives them; the message in the language of the server's
+  // lc_messages, which must not matter.
+  const full = Object.assign(new Error('zu viele Benachrichtigungen in der NOTIFY-Schlange'), { code: '54000', routine: 'PreCommit_Notify' })
   assert.ok(toPgrrError(full) instanceof ConnectionError)
   assert.ok(toPgrrError(new Error('timeout exceeded when trying to connect')) instanceof ConnectionError)
-  const other = Object.assign(new Error('payload string too long'), { code: '54000' })
-  assert.equal(toPgrrError(other), other, 'other limits keep their own error')
+  assert.ok(toPgrrError(new Error('timeout expired')) instanceof ConnectionError)
+  const other = Object.assign(new Error('too many notifications in the NOTIFY queue'), { code: '54000', routine: 'array_in' })
+  assert.equal(toPgrrError(other), other, 'other limits keep their own error, whatever their message says')
+  const misuse = new TypeError('Client was passed a null or undefined query')
+  assert.equal(toPgrrError(misuse), misuse, 'a misuse of the driver is not a lost connection')
 })
 
 test('a server that refuses SSL, a name lookup that failed, an unreachable network, a refused certificate: lost connections', async (t) => {
