@@ -8,7 +8,8 @@
 -- search_path, then uses them with the service uppercase (start a responder first, e.g. the TypeScript one).
 --
 -- The rule that shapes both: a request becomes visible to responders only when the transaction that made it
--- commits, and await_reply() must run in a later transaction (in the same one it fails at once, PR006).
+-- commits (it is handed to its responder at that commit), and await_reply() must run in a later transaction
+-- (in the same one it fails at once, PR006).
 -- So a plain function cannot ask and wait (it runs inside one transaction), and a trigger can only send: it
 -- runs inside the transaction that writes the row.
 \set ON_ERROR_STOP on
@@ -25,7 +26,7 @@ declare
   request_id bigint;
 begin
   request_id := request(channel, payload);  -- PR001 at once when nobody serves the channel
-  commit;                                   -- from here on the request can be handed to a responder
+  commit;                                   -- at this commit the request is handed to a responder
   reply := await_reply(request_id);         -- a later transaction: waits for the reply (or its error)
 end
 $$;
