@@ -6,7 +6,7 @@
  * and a session, a dedicated connection whose session state is the point (the LISTEN connection, a
  * responder's advisory locks). A session is never reused after it ends: callers make a new one.
  *
- * Driver choice, measured (docs/benchmarks.md, "Drivers"): postgres.js and pg tie on throughput here and
+ * Driver choice, measured (docs/benchmarks.md, "Driver: postgres.js or node-postgres"): postgres.js and pg tie on throughput here and
  * pg has the lower tail under load; postgres.js 3.4.9 can also throw an uncatchable TypeError from a
  * queued write when the backend of a pinned connection dies (porsager/postgres#1208), which for a
  * library whose dedicated sessions are terminated on purpose is disqualifying.
