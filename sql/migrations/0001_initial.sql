@@ -22,7 +22,7 @@ create table :SCHEMA.pgrr_channel (
   created_at timestamptz not null default now()
 );
 
--- Roles whose members may serve a channel (see Security). Logged, like the channels.
+-- Roles whose members may serve a channel (see sql/protocol/13_roles.sql). Logged, like the channels.
 create table :SCHEMA.pgrr_channel_grant (
   channel_id int not null references :SCHEMA.pgrr_channel (id) on delete cascade,
   grantee regrole not null,
@@ -45,7 +45,7 @@ create unlogged table :SCHEMA.pgrr_responder (
   -- whether that session still exists (see pgrr_session_gone).
   backend_role oid,
   -- Set by pgrr_unregister: the responder drains and takes no new request, whoever holds its responder lock
-  -- from then on (see Security).
+  -- from then on (see sql/protocol/13_roles.sql).
   unregistered boolean not null default false,
   started_at timestamptz not null default now(),
   -- Counters the responder reports every few seconds (pgrr_report), for `pgrr status`: kept in memory by
@@ -67,10 +67,10 @@ create index on :SCHEMA.pgrr_responder (channel_id);
 -- caller still waiting gets an error (unknown request or connection loss), never a hang.
 -- No CHECK constraints: PostgreSQL re-reads and compiles a table's check expressions in every statement
 -- that writes to it, and with two of them here that was a quarter of the cost of a single-request insert
--- (measured: 44 -> 17 µs per insert and commit). The functions are the only writers (see Security): the
+-- (measured: 44 -> 17 µs per insert and commit). The functions are the only writers (see sql/protocol/13_roles.sql): the
 -- states listed above and reply_to's length (checked by pgrr_send) are theirs to keep.
 create unlogged table :SCHEMA.pgrr_request (
-  -- Random (pgrr_random_id, pgrr_batch_id): the id is the request's secret, see Security.
+  -- Random (pgrr_random_id, pgrr_batch_id): the id is the request's secret, see sql/protocol/13_roles.sql.
   id bigint primary key,
   -- Claim order and request lock key. The identity sequence of an unlogged table is unlogged too
   -- (PostgreSQL 15+): no WAL flush per commit.

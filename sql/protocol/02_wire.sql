@@ -2,7 +2,7 @@
 -- agree on: src/wire.ts mirrors this file, each of its decoders naming the function here it reads.
 --   service channel <prefix>.s<channel id>   the lowest seq of the pending requests it announces (06_send.sql,
 --                                            04_liveness.sql, 08_handoff.sql): responders claim from there
---   inbox <prefix>.h<random>                 a JSON array of pgrr_handoff_entry (06_send.sql)
+--   inbox <prefix>.h<random>                 a JSON array of pgrr_handoff_entry (06_send.sql, 08_handoff.sql)
 --   control <prefix>.w<responder id>         the ids of cancelled requests, comma separated (11_caller.sql)
 --   reply channel <prefix>.c<random>         a JSON array of pgrr_reply_entry / pgrr_reply_short_entry
 --                                            (09_reply.sql), or [id, 'l'] for a request lost with its
@@ -14,8 +14,9 @@
 
 -- One request handed to a responder, as it travels in the responder's inbox NOTIFY (see pgrr_send): a JSON
 -- array of id (as a string), whether the payload is JSON, payload, headers (an object or null), and the
--- time left in ms when it was sent. Only the TypeScript client's statements hand requests over, and each is
--- its own transaction: the NOTIFY goes out at once, so the time left is counted from its arrival.
+-- time left in ms when it was sent. The NOTIFY goes out at the commit of the statement that sends it (a
+-- TypeScript client's statement is its own transaction; an SQL caller's is sent at its commit, see
+-- 08_handoff.sql), so the time left is counted from its arrival.
 create function :SCHEMA.pgrr_handoff_entry(p_id bigint, p_json boolean, p_payload text, p_headers jsonb, p_timeout_ms int)
 returns text
 language sql stable

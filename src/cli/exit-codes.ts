@@ -31,7 +31,7 @@ export const exitCodeTable: readonly (readonly [ExitCode, string])[] = [
   [exitCodes.remoteError, 'the handler threw (remote error)'],
   [exitCodes.responderLost, 'the responder ended without replying'],
   [exitCodes.connection, 'cannot connect to the database, or the connection broke'],
-  [exitCodes.schemaVersion, 'schema not migrated, or migrated by a newer version'],
+  [exitCodes.schemaVersion, 'schema not migrated, or migrated by another version (run pgrr migrate, or upgrade)'],
   [exitCodes.cancelled, 'cancelled (SIGINT while connecting or waiting for the reply)'],
   [exitCodes.invalidInput, 'invalid payload or channel name, or payload too large'],
 ]
