@@ -36,6 +36,7 @@ import { Server, type Handler } from './server.ts'
 import { renderStatements, type Statements } from './statements.ts'
 import { toPgrrError } from './database-error.ts'
 import { combineTelemetry, type RequestObservation, type Telemetry } from './telemetry.ts'
+import { decodeReplies, isReplyEntry, type Headers, type ReplyEntry } from './wire.ts'
 
 interface PendingRequest {
   channel: string
@@ -60,13 +61,6 @@ interface PendingRequest {
   /** Resolve with `{ reply, headers }` rather than the reply alone. */
   withHeaders?: boolean
 }
-
-/** A reply entry as carried in a NOTIFY: see pgrr_reply and pgrr_reap. */
-type Headers = Record<string, string>
-type ReplyEntry =
-  | [id: string, kind: 'r', json: boolean, body?: string, headers?: Headers]
-  | [id: string, kind: 'f', code: string | null, message?: string, headers?: Headers]
-  | [id: string, kind: 'l']
 
 interface SendRow {
   ord: number
@@ -460,17 +454,19 @@ export class Client {
   }
 
   #onReplies(payload: string): void {
-    let entries: ReplyEntry[]
-    try {
-      entries = JSON.parse(payload) as ReplyEntry[]
-    } catch (error) {
-      this.#logger.error({ err: error }, 'unreadable reply notification')
+    const entries = decodeReplies(payload)
+    if (entries === undefined) {
+      this.#logger.error({ bytes: payload.length }, 'unreadable reply notification')
       return
     }
+    let malformed = 0
     for (const entry of entries) {
-      if (this.#byId.has(entry[0])) this.#applyEntry(entry)
+      // Skipped: its request is read from the table at the next check, like one whose NOTIFY was lost.
+      if (!isReplyEntry(entry)) malformed++
+      else if (this.#byId.has(entry[0])) this.#applyEntry(entry)
       else this.#early.set(entry[0], { entry, at: Date.now() })
     }
+    if (malformed > 0) this.#logger.error({ malformed }, 'ignored malformed reply entries')
   }
 
   #applyEntry(entry: ReplyEntry): void {

@@ -19,6 +19,7 @@ import type { ServeOptions } from './options.ts'
 import { decodePayload, encodePayload } from './payload.ts'
 import { RateWindow } from './rate-window.ts'
 import type { HandlerObservation } from './telemetry.ts'
+import { announcedCursor, claimStoppedAtByteCap, decodeCancelledIds, decodeHandoffs } from './wire.ts'
 
 /** What a handler is told about the request it handles. */
 export interface HandlerContext {
@@ -394,8 +395,7 @@ export class Server {
 
   /** A NOTIFY announced pending requests from seq `payload` on: claim from there. */
   #announced(payload: string): void {
-    const seq = Number(payload)
-    this.#lowerCursor(Number.isSafeInteger(seq) && seq > 0 ? seq - 1 : 0)
+    this.#lowerCursor(announcedCursor(payload))
     this.#wake()
   }
 
@@ -617,7 +617,7 @@ export class Server {
   }
 
   #cancel(payload: string): void {
-    for (const id of payload.split(',')) {
+    for (const id of decodeCancelledIds(payload)) {
       const job = this.#jobs.get(id)
       if (job !== undefined) abortJob(job, new CancelledError('the caller cancelled the request'))
     }
@@ -677,13 +677,8 @@ export class Server {
    * when a slot is free, else gives it back to the queue. `generation`: the registration whose inbox it came to.
    */
   #handedOff(message: string, generation: number): void {
-    let entries: unknown
-    try {
-      entries = JSON.parse(message)
-    } catch {
-      entries = undefined
-    }
-    if (!Array.isArray(entries) || !entries.every(isHandoff)) {
+    const entries = decodeHandoffs(message)
+    if (entries === undefined) {
       this.#context.logger.warn({ message: message.slice(0, 200) }, 'ignored a malformed handoff')
       return
     }
@@ -961,20 +956,6 @@ function sanitize(text: string): string {
   return text.replaceAll("\u0000", '\uFFFD').toWellFormed()
 }
 
-/** Most payload bytes one claim returns: pgrr_claim_max_bytes() in sql/protocol/01_keys.sql. */
-const claimMaxBytes = 8 * 1024 * 1024
-
-/** Whether pgrr_claim stopped at its byte cap (then more requests may be pending, as after a full batch). */
-function claimStoppedAtByteCap(rows: readonly ClaimedRow[]): boolean {
-  let units = 0
-  for (const row of rows) units += row.payload.length
-  // A UTF-16 unit is at most 3 bytes of UTF-8: below this, the cap was not reached (the common case).
-  if (rows.length === 0 || units * 3 < claimMaxBytes) return false
-  let bytes = 0
-  for (const row of rows) bytes += Buffer.byteLength(row.payload)
-  return bytes >= claimMaxBytes
-}
-
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function'
 }
@@ -983,23 +964,4 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 function deadlineOutcome(timeoutMs: number): Result {
   // Callers report this code as their own timeout (TimeoutError, SQLSTATE PR002).
   return { failed: true, body: new TimeoutError(timeoutMs, 'the request reached its deadline').message, json: false, code: responderDeadlineCode }
-}
-
-/** A handed request as it travels (see isHandoff). */
-type Handoff = [id: string, json: boolean, payload: string, headers: Record<string, string> | null, timeoutMs: number]
-
-/**
- * One entry of a handoff (see pgrr_handoff_entry): id, payload is JSON, payload, headers, time left in ms,
- * and the deadline in ms by the database's clock (or null).
- */
-function isHandoff(value: unknown): value is Handoff {
-  return (
-    Array.isArray(value) &&
-    value.length === 5 &&
-    typeof value[0] === 'string' &&
-    typeof value[1] === 'boolean' &&
-    typeof value[2] === 'string' &&
-    (value[3] === null || (typeof value[3] === 'object' && !Array.isArray(value[3]))) &&
-    typeof value[4] === 'number'
-  )
 }
