@@ -32,7 +32,9 @@ import { assertMigrated } from './schema-version.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
 import { choiceOption, durationOption, integerOption } from './option-values.ts'
 import { decodePayload, encodePayload } from './payload.ts'
-import { Server, type Handler } from './server.ts'
+import type { ClientContext } from './client/context.ts'
+import type { Handler } from './responder/handler.ts'
+import { Server } from './responder/server.ts'
 import { renderStatements, type Statements } from './statements.ts'
 import { toPgrrError } from './database-error.ts'
 import { combineTelemetry, type RequestObservation, type Telemetry } from './telemetry.ts'
@@ -76,23 +78,6 @@ interface FetchedRow {
   reply_headers: Headers | null
   error_code: string | null
   error_message: string | null
-}
-
-/** Parts of the client its servers share. */
-export interface ClientContext {
-  readonly options: ClientOptions
-  readonly schema: string
-  readonly statements: Statements
-  readonly listener: Listener
-  /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
-  readonly pool: Pool
-  /** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
-  readonly poolQuery: <Row = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>
-  readonly logger: Logger
-  readonly telemetry: Telemetry
-  readonly host: string
-  /** LISTEN does not deliver (a transaction pooler): replies are polled for. */
-  readonly polling: boolean
 }
 
 /**

@@ -19,7 +19,8 @@ import type { Client } from './client.ts'
 import { ValidationError, type ValidationIssue } from './errors.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
 import { serve } from './serve.ts'
-import type { HandlerContext, Server } from './server.ts'
+import type { HandlerContext } from './responder/handler.ts'
+import type { Server } from './responder/server.ts'
 
 /** The Standard Schema interface (v1), as much of it as this library uses. */
 export interface StandardSchemaV1<Input = unknown, Output = Input> {
