@@ -7,7 +7,7 @@
  * await client.request('greet', 'world') // 'hello world'
  * ```
  */
-export { connect, Client } from './client.ts'
+export { connect, Client } from './client/client.ts'
 export { Server } from './responder/server.ts'
 export { serve } from './serve.ts'
 export { defineService } from './service.ts'

@@ -1,7 +1,7 @@
 /**
  * `serve()`: a responder on a client of its own, for processes that only respond.
  */
-import { connect, type Client } from './client.ts'
+import { connect, type Client } from './client/client.ts'
 import type { ClientOptions, ServeOptions } from './options.ts'
 import type { Handler } from './responder/handler.ts'
 import type { Server } from './responder/server.ts'

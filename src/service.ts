@@ -15,7 +15,7 @@
  * `z.string().transform((s) => s.split(','))`) never has to pass the schema a second time.
  */
 import { assertChannelName } from './channel-name.ts'
-import type { Client } from './client.ts'
+import type { Client } from './client/client.ts'
 import { ValidationError, type ValidationIssue } from './errors.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
 import { serve } from './serve.ts'

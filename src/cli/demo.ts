@@ -5,7 +5,7 @@
  * (also on SIGINT).
  */
 import { randomBytes } from 'node:crypto'
-import { connect } from '../client.ts'
+import { connect } from '../client/client.ts'
 import pg from 'pg'
 import { quoteIdentifier } from '../database.ts'
 import { startEmbeddedPostgres } from '../embedded-postgres.ts'
