@@ -28,8 +28,8 @@ export function isHandoffEntry(value: unknown): value is HandoffEntry {
 }
 
 /**
- * A responder's inbox NOTIFY (pgrr_send, pgrr_handoff_at_commit): a JSON array of pgrr_handoff_entry.
- * Undefined when it is anything else: none of it is run then.
+ * A responder's inbox NOTIFY (pgrr_send_one, pgrr_send, pgrr_handoff_at_commit): a JSON array of
+ * pgrr_handoff_entry. Undefined when it is anything else: none of it is run then.
  */
 export function decodeHandoffs(message: string): HandoffEntry[] | undefined {
   let entries: unknown

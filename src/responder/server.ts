@@ -6,6 +6,9 @@
  * breaks, the requests it held are given up (callers see them lost, or retried) and the server registers
  * anew on a fresh session.
  *
+ * Handlers run outside any transaction, at most `concurrency` at once. A NOTIFY on the service channel, a
+ * finished handler while a backlog remains, a reconnect, or the slow poll triggers the next claim.
+ *
  * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
  * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
  * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
