@@ -7,12 +7,13 @@
  * await client.request('greet', 'world') // 'hello world'
  * ```
  */
-export { connect, Client } from './client.ts'
-export { Server } from './server.ts'
+export { connect, Client } from './client/client.ts'
+export { Server } from './responder/server.ts'
 export { serve } from './serve.ts'
 export { defineService } from './service.ts'
 export type { Service, ServiceDefinition, ServiceHandler, StandardSchemaV1, InferInput, InferOutput } from './service.ts'
-export type { Handler, HandlerContext, ServerState } from './server.ts'
+export type { Handler, HandlerContext } from './responder/handler.ts'
+export type { ServerState } from './responder/server.ts'
 export { migrate, latestVersion, type MigrateOptions, type MigrateResult, type MigrateRoles } from './migrate.ts'
 export { configureChannel, grantChannel, revokeChannel, type ChannelConfiguration, type ChannelSettings } from './channel-config.ts'
 export type { ClientOptions, ConnectionOptions, RequestOptions, ServeOptions } from './options.ts'

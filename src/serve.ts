@@ -1,9 +1,10 @@
 /**
  * `serve()`: a responder on a client of its own, for processes that only respond.
  */
-import { connect, type Client } from './client.ts'
+import { connect, type Client } from './client/client.ts'
 import type { ClientOptions, ServeOptions } from './options.ts'
-import type { Handler, Server } from './server.ts'
+import type { Handler } from './responder/handler.ts'
+import type { Server } from './responder/server.ts'
 
 /**
  * Starts a responder for `channel` on a client of its own; closing (or draining) the server closes that

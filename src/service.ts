@@ -15,11 +15,12 @@
  * `z.string().transform((s) => s.split(','))`) never has to pass the schema a second time.
  */
 import { assertChannelName } from './channel-name.ts'
-import type { Client } from './client.ts'
+import type { Client } from './client/client.ts'
 import { ValidationError, type ValidationIssue } from './errors.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
 import { serve } from './serve.ts'
-import type { HandlerContext, Server } from './server.ts'
+import type { HandlerContext } from './responder/handler.ts'
+import type { Server } from './responder/server.ts'
 
 /** The Standard Schema interface (v1), as much of it as this library uses. */
 export interface StandardSchemaV1<Input = unknown, Output = Input> {

@@ -2,7 +2,7 @@
  * The toy services `pgrr demo` serves in-process: stand-ins for the kind of work pgrr is for (a model or
  * another runtime answering SQL and TypeScript callers).
  */
-import type { Handler } from '../server.ts'
+import type { Handler } from '../responder/handler.ts'
 
 const dimensions = 8
 

@@ -5,13 +5,13 @@
  * (also on SIGINT).
  */
 import { randomBytes } from 'node:crypto'
-import { connect } from '../client.ts'
+import { connect } from '../client/client.ts'
 import pg from 'pg'
 import { quoteIdentifier } from '../database.ts'
 import { startEmbeddedPostgres } from '../embedded-postgres.ts'
 import { RemoteError } from '../errors.ts'
 import { migrate } from '../migrate.ts'
-import type { Server } from '../server.ts'
+import type { Server } from '../responder/server.ts'
 import { commonOptions, commonOptionsHelp, connectionFrom, databaseOptions, parseCommandArgs } from './arguments.ts'
 import { writeOut, type Command } from './command.ts'
 import { demoServices } from './demo-services.ts'

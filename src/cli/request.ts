@@ -1,6 +1,6 @@
 /** `pgrr request`: sends one request and prints the reply on stdout. */
 import { constants } from 'node:os'
-import { connect, type Client } from '../client.ts'
+import { connect, type Client } from '../client/client.ts'
 import { CancelledError, TimeoutError } from '../errors.ts'
 import type { ClientOptions } from '../options.ts'
 import {

@@ -8,7 +8,7 @@ import { serve } from '../index.ts'
 import type { Logger } from '../logger.ts'
 import { MissingDependencyError } from '../errors.ts'
 import { createMetrics, type BacklogOptions, type Metrics } from '../metrics.ts'
-import type { Handler } from '../server.ts'
+import type { Handler } from '../responder/handler.ts'
 import {
   commonOptions,
   commonOptionsHelp,

@@ -4,102 +4,33 @@
  * channel, on the one LISTEN connection, usually with the reply inside; larger ones are fetched. Every
  * outcome read is acknowledged (deleted) in a later batch. A periodic check re-reads requests that have
  * waited long, which catches lost notifications and responders that died holding a request.
+ *
+ * This file is the client's lifecycle, admission (maxInFlight, timeouts, signals) and settling; send.ts
+ * sends, reply-mux.ts applies outcomes to requests, recovery-check.ts runs the periodic check.
  */
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import { BatchQueue } from './batch-queue.ts'
-import { assertChannelName } from './channel-name.ts'
-import { createPool, endPool, query, type Pool } from './database.ts'
-import {
-  CancelledError,
-  ClosedError,
-  ConnectionError,
-  InvalidOptionError,
-  InvalidChannelError,
-  InvalidPayloadError,
-  NoRespondersError,
-  PayloadTooLargeError,
-  PgrrError,
-  RemoteError,
-  responderDeadlineCode,
-  ResponderLostError,
-  TimeoutError,
-  TooManyRequestsError,
-} from './errors.ts'
-import { Listener } from './listener.ts'
-import { silentLogger, type Logger } from './logger.ts'
-import { assertMigrated } from './schema-version.ts'
-import type { ClientOptions, RequestOptions, ServeOptions } from './options.ts'
-import { choiceOption, durationOption, integerOption } from './option-values.ts'
-import { decodePayload, encodePayload } from './payload.ts'
-import { Server, type Handler } from './server.ts'
-import { renderStatements, type Statements } from './statements.ts'
-import { toPgrrError } from './database-error.ts'
-import { combineTelemetry, type RequestObservation, type Telemetry } from './telemetry.ts'
-
-interface PendingRequest {
-  channel: string
-  payload: string
-  json: boolean
-  headers: string | null
-  maxAttempts: number | null
-  timeoutMs: number
-  /** Set once pgrr_send returned it. */
-  id?: string
-  /** When request() was called, by performance.now(): a clock no adjustment of the system's moves. */
-  startedAt: number
-  /** Counted in the client's in-flight requests. */
-  admitted: boolean
-  settled: boolean
-  resolve: (value: unknown) => void
-  reject: (error: Error) => void
-  timer?: NodeJS.Timeout
-  signal?: AbortSignal
-  onAbort?: () => void
-  observation?: RequestObservation
-  /** Resolve with `{ reply, headers }` rather than the reply alone. */
-  withHeaders?: boolean
-}
-
-/** A reply entry as carried in a NOTIFY: see pgrr_reply and pgrr_reap. */
-type Headers = Record<string, string>
-type ReplyEntry =
-  | [id: string, kind: 'r', json: boolean, body?: string, headers?: Headers]
-  | [id: string, kind: 'f', code: string | null, message?: string, headers?: Headers]
-  | [id: string, kind: 'l']
-
-interface SendRow {
-  ord: number
-  id: string | null
-  status: string
-}
-
-interface FetchedRow {
-  id: string
-  state: string
-  reply: string | null
-  reply_json: boolean | null
-  reply_headers: Headers | null
-  error_code: string | null
-  error_message: string | null
-}
-
-/** Parts of the client its servers share. */
-export interface ClientContext {
-  readonly options: ClientOptions
-  readonly schema: string
-  readonly statements: Statements
-  readonly listener: Listener
-  /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
-  readonly pool: Pool
-  /** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
-  readonly poolQuery: <Row = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>
-  readonly logger: Logger
-  readonly telemetry: Telemetry
-  readonly host: string
-  /** LISTEN does not deliver (a transaction pooler): replies are polled for. */
-  readonly polling: boolean
-}
+import { BatchQueue } from '../batch-queue.ts'
+import { assertChannelName } from '../channel-name.ts'
+import { createPool, endPool, query, type Pool } from '../database.ts'
+import { toPgrrError } from '../database-error.ts'
+import { CancelledError, ClosedError, InvalidOptionError, PgrrError, TimeoutError, TooManyRequestsError } from '../errors.ts'
+import { Listener } from '../listener.ts'
+import { silentLogger, type Logger } from '../logger.ts'
+import { choiceOption, durationOption, integerOption } from '../option-values.ts'
+import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
+import { encodePayload } from '../payload.ts'
+import type { Handler } from '../responder/handler.ts'
+import { Server } from '../responder/server.ts'
+import { assertMigrated } from '../schema-version.ts'
+import { renderStatements, type Statements } from '../statements.ts'
+import { combineTelemetry, type RequestObservation, type Telemetry } from '../telemetry.ts'
+import type { Headers } from '../wire.ts'
+import type { ClientContext, PoolQuery } from './context.ts'
+import type { PendingRequest, Settlement } from './pending-request.ts'
+import { RecoveryCheck } from './recovery-check.ts'
+import { ReplyMux } from './reply-mux.ts'
+import { ackFlushMs, Sends } from './send.ts'
 
 /**
  * Opens a client: verifies the schema is migrated and opens the LISTEN connection.
@@ -129,8 +60,6 @@ export class Client {
   readonly #defaultTimeoutMs: number
   readonly #maxInFlight: number
   readonly #overflow: 'wait' | 'reject'
-  readonly #checkIntervalMs: number
-  readonly #fallbackPollIntervalMs: number
   readonly #replyChannelSuffix = randomBytes(8).toString('hex')
   #replyChannel = ''
   #closed = false
@@ -139,19 +68,13 @@ export class Client {
   readonly #slotWaiters: PendingRequest[] = []
   /** Every request not yet settled: queued for a slot, being sent, or waiting for its outcome. */
   readonly #unsettled = new Set<PendingRequest>()
-  /** Requests with an id, by id. */
-  readonly #byId = new Map<string, PendingRequest>()
-  /** Replies that arrived before pgrr_send returned their id (the two travel on different sessions). */
-  readonly #early = new Map<string, { entry: ReplyEntry; at: number }>()
   readonly #servers = new Set<Server>()
-  readonly #sends: BatchQueue<PendingRequest>
+  readonly #sends: Sends
   readonly #acks: BatchQueue<string>
   readonly #cancels: BatchQueue<string>
-  readonly #fetches: BatchQueue<string>
-  #checkTimer: NodeJS.Timeout | undefined
-  #checking = false
+  readonly #mux: ReplyMux
+  readonly #check: RecoveryCheck
   #polling = false
-  #reapedAt = 0
 
   /** Use {@link connect}. */
   constructor(options: ClientOptions) {
@@ -162,18 +85,43 @@ export class Client {
     this.#defaultTimeoutMs = durationOption(options.defaultTimeoutMs ?? 30000, 'defaultTimeoutMs')
     this.#maxInFlight = integerOption(options.maxInFlight ?? 10000, 'maxInFlight')
     this.#overflow = choiceOption(options.overflow ?? 'wait', 'overflow', ['wait', 'reject'])
-    this.#checkIntervalMs = durationOption(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
-    this.#fallbackPollIntervalMs = durationOption(options.fallbackPollIntervalMs ?? 50, 'fallbackPollIntervalMs')
+    const checkIntervalMs = durationOption(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
+    const pollIntervalMs = durationOption(options.fallbackPollIntervalMs ?? 50, 'fallbackPollIntervalMs')
     this.#statements = renderStatements(this.#schema)
     this.#pool = createPool(options, integerOption(options.poolSize ?? 4, 'poolSize', 1000))
     this.#prepareStatements = options.prepare ?? true
     this.#listener = new Listener(options)
-    this.#sends = new BatchQueue((batch) => this.#flushSends(batch), { maxBatch: 500, maxConcurrent: 2 })
     // Acknowledgements ride along with a send once they have gathered for a while (each send that carries
     // some runs one more statement, so one in many does); otherwise they go on their own.
     this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), { maxBatch: 5000, delayMs: ackFlushMs })
     this.#cancels = new BatchQueue((ids) => this.#runQuietly(this.#statements.cancel, [ids]), { maxBatch: 2000 })
-    this.#fetches = new BatchQueue((ids) => this.#flushFetches(ids), { maxBatch: 500 })
+    const statements = this.#statements
+    const logger = this.#logger
+    const query: PoolQuery = (text, values) => this.#query(text, values)
+    const settle = (pending: PendingRequest, outcome: Settlement) => this.#settle(pending, outcome)
+    this.#mux = new ReplyMux({ statements, logger, query, acks: this.#acks, settle })
+    const mux = this.#mux
+    this.#sends = new Sends({
+      statements,
+      telemetry: this.#telemetry,
+      query,
+      replyChannel: () => this.#replyChannel,
+      acks: this.#acks,
+      cancels: this.#cancels,
+      mux,
+      settle,
+    })
+    this.#check = new RecoveryCheck({
+      statements,
+      logger,
+      query,
+      mux,
+      checkIntervalMs,
+      pollIntervalMs,
+      polling: () => this.#polling,
+      closed: () => this.#closed,
+      idle: () => this.#inFlight === 0 && this.#sends.size === 0,
+    })
   }
 
   /** @internal Opens the connections; {@link connect} calls it. */
@@ -188,19 +136,19 @@ export class Client {
       throw toPgrrError(error)
     }
     if (await this.#listenDelivers()) {
-      await this.#listener.listen(this.#replyChannel, (payload) => this.#onReplies(payload))
+      await this.#listener.listen(this.#replyChannel, (payload) => this.#mux.onReplies(payload))
     } else {
       // No LISTEN on the reply channel then: through a transaction pooler it would stay registered on
       // whichever server connection ran it, and every reply NOTIFY would reach a connection nobody reads.
       this.#polling = true
       this.#logger.warn(
-        { pollIntervalMs: this.#pollIntervalMs() },
+        { pollIntervalMs: this.#check.pollIntervalMs },
         'LISTEN does not deliver notifications (a transaction pooler?): polling for replies; set sessionConnectionString to a direct URL',
       )
     }
     this.#listener.onReconnect(() => {
       this.#telemetry.reconnected?.('listener')
-      void this.#check(0)
+      void this.#check.run(0)
     })
   }
 
@@ -299,7 +247,7 @@ export class Client {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    clearInterval(this.#checkTimer)
+    this.#check.stop()
     await Promise.all([...this.#servers].map((server) => server.close()))
     const error = new ClosedError('the client was closed before the reply arrived')
     this.#slotWaiters.length = 0
@@ -363,7 +311,7 @@ export class Client {
     pending.admitted = true
     this.#inFlight++
     this.#sends.push(pending)
-    this.#ensureChecking()
+    this.#check.ensure()
   }
 
   /** The caller stops waiting: settle now, cancel in the database once the id is known. */
@@ -373,13 +321,13 @@ export class Client {
     if (pending.id !== undefined) this.#cancels.push(pending.id)
   }
 
-  #settle(pending: PendingRequest, outcome: Error | { value: unknown }): void {
+  #settle(pending: PendingRequest, outcome: Settlement): void {
     if (pending.settled) return
     pending.settled = true
     clearTimeout(pending.timer)
     if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort)
     this.#unsettled.delete(pending)
-    if (pending.id !== undefined) this.#byId.delete(pending.id)
+    if (pending.id !== undefined) this.#mux.delete(pending.id)
     if (pending.admitted) {
       this.#inFlight--
       // Hand the slot to the oldest waiter that is still waiting.
@@ -393,147 +341,6 @@ export class Client {
     } else {
       pending.observation?.end('ok')
       pending.resolve(outcome.value)
-    }
-  }
-
-  async #flushSends(batch: PendingRequest[]): Promise<void> {
-    const live = batch.filter((pending) => !pending.settled)
-    if (live.length === 0) return
-    const acks = this.#acks.take(undefined, ackRideAfterMs)
-    let rows: SendRow[]
-    try {
-      if (live.length === 1) {
-        // One request: the scalar statement, cheaper than the batch for it (see pgrr_send_one).
-        const [pending] = live as [PendingRequest]
-        const [row] = await this.#query<Omit<SendRow, 'ord'>>(this.#statements.sendOne, [
-          this.#replyChannel,
-          pending.channel,
-          pending.payload,
-          pending.json,
-          remainingMs(pending),
-          pending.headers,
-          pending.maxAttempts,
-          acks,
-        ])
-        rows = row === undefined ? [] : [{ ...row, ord: 1 }]
-      } else {
-        rows = await this.#query<SendRow>(this.#statements.send, [
-          this.#replyChannel,
-          live.map((p) => p.channel),
-          live.map((p) => p.payload),
-          live.map((p) => p.json),
-          live.map(remainingMs),
-          live.map((p) => p.headers),
-          live.map((p) => p.maxAttempts),
-          acks,
-        ])
-      }
-    } catch (error) {
-      // The outcome of the insert is unknown: each request ends here, with a typed error. The
-      // acknowledgements it carried were rolled back with it: they go out again.
-      for (const id of acks) this.#acks.push(id)
-      const typed = toPgrrError(error)
-      for (const pending of live) this.#settle(pending, typed)
-      return
-    }
-    this.#telemetry.sent?.(live.length)
-    for (const row of rows) {
-      const pending = live[row.ord - 1]
-      if (pending === undefined) continue
-      if (row.status !== 'ok' || row.id === null) {
-        this.#settle(pending, sendStatusError(row.status, pending.channel))
-        continue
-      }
-      pending.id = row.id
-      if (pending.settled) {
-        // It timed out or was aborted while being inserted.
-        this.#cancels.push(row.id)
-        continue
-      }
-      this.#byId.set(row.id, pending)
-      const early = this.#early.get(row.id)
-      if (early !== undefined) {
-        this.#early.delete(row.id)
-        this.#applyEntry(early.entry)
-      }
-    }
-  }
-
-  #onReplies(payload: string): void {
-    let entries: ReplyEntry[]
-    try {
-      entries = JSON.parse(payload) as ReplyEntry[]
-    } catch (error) {
-      this.#logger.error({ err: error }, 'unreadable reply notification')
-      return
-    }
-    for (const entry of entries) {
-      if (this.#byId.has(entry[0])) this.#applyEntry(entry)
-      else this.#early.set(entry[0], { entry, at: Date.now() })
-    }
-  }
-
-  #applyEntry(entry: ReplyEntry): void {
-    const pending = this.#byId.get(entry[0])
-    if (pending === undefined) return
-    switch (entry[1]) {
-      case 'r':
-        if (entry.length < 4) return this.#fetches.push(entry[0])
-        this.#acks.push(entry[0])
-        return this.#settleDecoded(pending, entry[3] as string, entry[2], entry[4])
-      case 'f':
-        if (entry.length < 4) return this.#fetches.push(entry[0])
-        this.#acks.push(entry[0])
-        return this.#settle(pending, remoteError(entry[2], entry[3] as string, pending.timeoutMs, entry[4]))
-      case 'l':
-        this.#acks.push(entry[0])
-        return this.#settle(pending, new ResponderLostError())
-    }
-  }
-
-  #settleDecoded(pending: PendingRequest, text: string, json: boolean | null, headers: Headers | null | undefined): void {
-    let value: unknown
-    try {
-      value = decodePayload(text, json)
-    } catch (error) {
-      return this.#settle(pending, new InvalidPayloadError('the reply is not valid JSON', { cause: error }))
-    }
-    this.#settle(pending, { value: pending.withHeaders ? { reply: value, headers: headers ?? {} } : value })
-  }
-
-  async #flushFetches(ids: string[]): Promise<void> {
-    try {
-      const rows = await this.#query<FetchedRow>(this.#statements.fetch, [ids])
-      this.#applyRows(ids, rows, false)
-    } catch (error) {
-      this.#logger.warn({ err: error }, 'fetching replies failed; the periodic check retries')
-    }
-  }
-
-  /** Settles requests from rows read from the table. `missingIsLost`: ids without a row failed. */
-  #applyRows(ids: string[], rows: FetchedRow[], missingIsLost: boolean): void {
-    const seen = new Set<string>()
-    for (const row of rows) {
-      seen.add(row.id)
-      const pending = this.#byId.get(row.id)
-      if (pending === undefined) continue
-      if (row.state === 'replied') {
-        this.#acks.push(row.id)
-        this.#settleDecoded(pending, row.reply ?? '', row.reply_json, row.reply_headers)
-      } else if (row.state === 'failed') {
-        this.#acks.push(row.id)
-        this.#settle(pending, remoteError(row.error_code, row.error_message ?? '', pending.timeoutMs, row.reply_headers))
-      } else if (row.state === 'lost') {
-        this.#acks.push(row.id)
-        this.#settle(pending, new ResponderLostError())
-      }
-    }
-    if (!missingIsLost) return
-    for (const id of ids) {
-      const pending = this.#byId.get(id)
-      if (pending !== undefined && !seen.has(id)) {
-        this.#settle(pending, new ConnectionError('the request no longer exists in the database (was the server restarted?)'))
-      }
     }
   }
 
@@ -556,52 +363,6 @@ export class Client {
     }
   }
 
-  #pollIntervalMs(): number {
-    return this.#fallbackPollIntervalMs
-  }
-
-  #ensureChecking(): void {
-    if (this.#checkTimer !== undefined) return
-    // Polling mode reads every request in flight, often; otherwise only those waiting longer than the interval.
-    const intervalMs = this.#polling ? this.#pollIntervalMs() : this.#checkIntervalMs
-    this.#checkTimer = setInterval(() => void this.#check(this.#polling ? 0 : intervalMs), intervalMs)
-    this.#checkTimer.unref()
-  }
-
-  /**
-   * Re-reads requests waiting longer than `minAgeMs`: replies whose NOTIFY was missed are taken, and
-   * claims whose responder session is gone are reaped (lost, or back to pending when retryable).
-   */
-  async #check(minAgeMs: number): Promise<void> {
-    this.#purgeEarly()
-    if (this.#checking || this.#closed) return
-    if (this.#byId.size === 0) {
-      if (this.#inFlight === 0 && this.#sends.size === 0 && this.#checkTimer !== undefined) {
-        clearInterval(this.#checkTimer)
-        this.#checkTimer = undefined
-      }
-      return
-    }
-    const now = performance.now()
-    const ids = [...this.#byId.values()].filter((p) => now - p.startedAt >= minAgeMs).map((p) => p.id as string)
-    if (ids.length === 0) return
-    this.#checking = true
-    try {
-      // Reaping tests a lock per claimed request: at most once per checkIntervalMs, even when polling.
-      // Half the interval: a timer tick that lands a little early must not push detection a whole interval.
-      if (now - this.#reapedAt >= this.#checkIntervalMs / 2) {
-        this.#reapedAt = now
-        await this.#query(this.#statements.reap, [ids])
-      }
-      const rows = await this.#query<FetchedRow>(this.#statements.fetch, [ids])
-      this.#applyRows(ids, rows, true)
-    } catch (error) {
-      this.#logger.warn({ err: error }, 'checking requests in flight failed')
-    } finally {
-      this.#checking = false
-    }
-  }
-
   async #query<Row = Record<string, unknown>>(text: string, values: unknown[] = []): Promise<Row[]> {
     if (!this.#prepareStatements) return query<Row>(this.#pool, text, values, false)
     try {
@@ -617,11 +378,6 @@ export class Client {
     }
   }
 
-  #purgeEarly(): void {
-    const limit = Date.now() - 60_000
-    for (const [id, early] of this.#early) if (early.at < limit) this.#early.delete(id)
-  }
-
   async #runQuietly(statement: string, parameters: unknown[]): Promise<void> {
     try {
       await this.#query(statement, parameters)
@@ -632,19 +388,6 @@ export class Client {
   }
 }
 
-/**
- * What is left of a request's timeout as it is sent: the time it waited for a slot or a send counts, so
- * that the responder's deadline (`ctx.deadline`, and the row's) is the caller's own.
- */
-function remainingMs(pending: PendingRequest): number {
-  return Math.min(pending.timeoutMs, Math.max(1, Math.ceil(pending.timeoutMs - (performance.now() - pending.startedAt))))
-}
-
-/** Acknowledgements older than this ride along with the next send. */
-const ackRideAfterMs = 10
-/** Acknowledgements that no send took by then are sent on their own. */
-const ackFlushMs = 25
-
 function encodeHeaders(headers: Record<string, string> | undefined): string | null {
   if (headers === undefined) return null
   for (const [key, value] of Object.entries(headers)) {
@@ -653,28 +396,6 @@ function encodeHeaders(headers: Record<string, string> | undefined): string | nu
   return encodePayload(headers, 'headers').text
 }
 
-/** A failure written by a responder; its deadline code means the request reached its deadline there. */
-function remoteError(code: string | null, message: string, timeoutMs: number, headers?: Headers | null): PgrrError {
-  if (code === responderDeadlineCode) return new TimeoutError(timeoutMs)
-  return new RemoteError(code ?? 'HANDLER_ERROR', message, headers ?? {})
-}
-
 function abortError(signal: AbortSignal): CancelledError {
   return new CancelledError('the request was cancelled', { cause: signal.reason })
-}
-
-function sendStatusError(status: string, channel: string): PgrrError {
-  switch (status) {
-    case 'no_responders':
-      return new NoRespondersError(channel)
-    case 'too_large':
-      return new PayloadTooLargeError(channel)
-    case 'invalid_channel':
-      return new InvalidChannelError(channel)
-    case 'invalid_headers':
-      // jsonb cannot hold \u0000 or a lone surrogate, in keys or values.
-      return new InvalidOptionError('headers must be strings PostgreSQL can store: no NUL character, no lone UTF-16 surrogate')
-    default:
-      return new InvalidPayloadError(`the request was refused (${status})`)
-  }
 }

@@ -1,0 +1,29 @@
+/**
+ * What a client shares with the responders it starts (`client.serve()`): its connections, its settings and
+ * its telemetry. Its own module, so that the client and the responder import it and not each other.
+ */
+import type { Pool } from '../database.ts'
+import type { Listener } from '../listener.ts'
+import type { Logger } from '../logger.ts'
+import type { ClientOptions } from '../options.ts'
+import type { Statements } from '../statements.ts'
+import type { Telemetry } from '../telemetry.ts'
+
+/** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
+export type PoolQuery = <Row = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>
+
+/** Parts of the client its servers share. */
+export interface ClientContext {
+  readonly options: ClientOptions
+  readonly schema: string
+  readonly statements: Statements
+  readonly listener: Listener
+  /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
+  readonly pool: Pool
+  readonly poolQuery: PoolQuery
+  readonly logger: Logger
+  readonly telemetry: Telemetry
+  readonly host: string
+  /** LISTEN does not deliver (a transaction pooler): replies are polled for. */
+  readonly polling: boolean
+}

@@ -1,0 +1,144 @@
+/**
+ * Sending (06_send.sql): every request queued in a turn of the event loop goes in one statement
+ * (pgrr_send, or pgrr_send_one for a lone one), which stores them and hands them to responders or announces
+ * them. Acknowledgements of outcomes read ride along with a send once they have gathered for a while.
+ */
+import { BatchQueue } from '../batch-queue.ts'
+import { toPgrrError } from '../database-error.ts'
+import { InvalidChannelError, InvalidOptionError, InvalidPayloadError, NoRespondersError, PayloadTooLargeError, type PgrrError } from '../errors.ts'
+import type { Statements } from '../statements.ts'
+import type { Telemetry } from '../telemetry.ts'
+import type { PoolQuery } from './context.ts'
+import { remainingMs, type PendingRequest, type Settle } from './pending-request.ts'
+import type { ReplyMux } from './reply-mux.ts'
+
+/** Acknowledgements older than this ride along with the next send. */
+const ackRideAfterMs = 10
+/**
+ * Acknowledgements that no send took by then are sent on their own: the delay of the client's queue of
+ * acknowledgements. Each send that carries some runs one more statement, so one in many does.
+ */
+export const ackFlushMs = 25
+
+interface SendRow {
+  ord: number
+  id: string | null
+  status: string
+}
+
+export interface SendsOptions {
+  readonly statements: Statements
+  readonly telemetry: Telemetry
+  readonly query: PoolQuery
+  /** The client's reply channel, where the outcomes of its requests are NOTIFYed. */
+  readonly replyChannel: () => string
+  /** Acknowledgements waiting: a send takes those that have waited long enough. */
+  readonly acks: BatchQueue<string>
+  /** Requests to cancel: those that ended while being sent. */
+  readonly cancels: BatchQueue<string>
+  /** Where a request sent waits for its outcome. */
+  readonly mux: ReplyMux
+  readonly settle: Settle
+}
+
+/** The sends of one client. */
+export class Sends {
+  readonly #options: SendsOptions
+  readonly #queue: BatchQueue<PendingRequest>
+
+  constructor(options: SendsOptions) {
+    this.#options = options
+    this.#queue = new BatchQueue((batch) => this.#flush(batch), { maxBatch: 500, maxConcurrent: 2 })
+  }
+
+  /** Requests waiting for a send. */
+  get size(): number {
+    return this.#queue.size
+  }
+
+  push(pending: PendingRequest): void {
+    this.#queue.push(pending)
+  }
+
+  /** Resolves once nothing is queued or being sent. */
+  idle(): Promise<void> {
+    return this.#queue.idle()
+  }
+
+  async #flush(batch: PendingRequest[]): Promise<void> {
+    const { statements, query, acks, settle } = this.#options
+    const live = batch.filter((pending) => !pending.settled)
+    if (live.length === 0) return
+    const acked = acks.take(undefined, ackRideAfterMs)
+    const replyChannel = this.#options.replyChannel()
+    let rows: SendRow[]
+    try {
+      if (live.length === 1) {
+        // One request: the scalar statement, cheaper than the batch for it (see pgrr_send_one).
+        const [pending] = live as [PendingRequest]
+        const [row] = await query<Omit<SendRow, 'ord'>>(statements.sendOne, [
+          replyChannel,
+          pending.channel,
+          pending.payload,
+          pending.json,
+          remainingMs(pending),
+          pending.headers,
+          pending.maxAttempts,
+          acked,
+        ])
+        rows = row === undefined ? [] : [{ ...row, ord: 1 }]
+      } else {
+        rows = await query<SendRow>(statements.send, [
+          replyChannel,
+          live.map((p) => p.channel),
+          live.map((p) => p.payload),
+          live.map((p) => p.json),
+          live.map(remainingMs),
+          live.map((p) => p.headers),
+          live.map((p) => p.maxAttempts),
+          acked,
+        ])
+      }
+    } catch (error) {
+      // The outcome of the insert is unknown: each request ends here, with a typed error. The
+      // acknowledgements it carried were rolled back with it: they go out again.
+      for (const id of acked) acks.push(id)
+      const typed = toPgrrError(error)
+      for (const pending of live) settle(pending, typed)
+      return
+    }
+    this.#options.telemetry.sent?.(live.length)
+    for (const row of rows) {
+      const pending = live[row.ord - 1]
+      if (pending === undefined) continue
+      if (row.status !== 'ok' || row.id === null) {
+        settle(pending, sendStatusError(row.status, pending.channel))
+        continue
+      }
+      pending.id = row.id
+      if (pending.settled) {
+        // It timed out or was aborted while being inserted.
+        this.#options.cancels.push(row.id)
+        continue
+      }
+      this.#options.mux.add(row.id, pending)
+    }
+  }
+}
+
+/** The error of a request pgrr_send refused, by the status it gave. */
+function sendStatusError(status: string, channel: string): PgrrError {
+  switch (status) {
+    case 'no_responders':
+      return new NoRespondersError(channel)
+    case 'too_large':
+      return new PayloadTooLargeError(channel)
+    case 'invalid_channel':
+      return new InvalidChannelError(channel)
+    case 'invalid_headers':
+      // jsonb cannot hold \u0000 or a lone surrogate, in keys or values.
+      return new InvalidOptionError('headers must be strings PostgreSQL can store: no NUL character, no lone UTF-16 surrogate')
+    default:
+      return new InvalidPayloadError(`the request was refused (${status})`)
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The claim loop (07_claim.sql): takes pending requests from the queue, as many as there are free slots,
+ * one claim at a time. A NOTIFY on the service channel, a finished handler while a backlog remains, a
+ * reconnect, or the slow poll triggers the next claim.
+ */
+import { announcedCursor, claimStoppedAtByteCap } from '../wire.ts'
+import type { ClaimedRow, Jobs } from './jobs.ts'
+import type { Registration, ResponderContext } from './registration.ts'
+
+export interface ClaimLoopOptions extends ResponderContext {
+  readonly concurrency: number
+  readonly jobs: Jobs
+  /** The registration to claim for while the server runs; undefined otherwise (no claim then). */
+  readonly claimingFor: () => Registration | undefined
+  /** A claim returned: what waited for it (handed requests) may go on. */
+  readonly settled: () => void
+  /**
+   * A claim failed, on the session of `session`: it is ended (see below), and what was handed to it meanwhile
+   * goes with it.
+   */
+  readonly failed: (session: Registration) => void
+}
+
+/** The claims of one responder. */
+export class ClaimLoop {
+  readonly #options: ClaimLoopOptions
+  #claiming = false
+  /** Slots the running claim may fill. */
+  #claimingLimit = 0
+  #claimAgain = false
+  /** Claim cursor: claims look at pending requests with a seq above it (see pgrr_claim). */
+  #afterSeq = 0
+  #lowestAnnounced: number | undefined
+  #backlog = false
+
+  constructor(options: ClaimLoopOptions) {
+    this.#options = options
+  }
+
+  /**
+   * Slots the running claim may fill, 0 when no claim runs: a request handed over meanwhile waits for it
+   * when it may fill every free slot.
+   */
+  get reserved(): number {
+    return this.#claiming ? this.#claimingLimit : 0
+  }
+
+  /** A new registration: claims start from the start of the queue. */
+  reset(): void {
+    this.#afterSeq = 0
+    this.#lowestAnnounced = undefined
+  }
+
+  /** A NOTIFY announced pending requests from seq `payload` on: claim from there. */
+  announced(payload: string): void {
+    this.#lowerCursor(announcedCursor(payload))
+    this.wake()
+  }
+
+  /** Claims from the start of the queue: for the poll and after a reconnect, when hints may be lost. */
+  rescan(): void {
+    this.#lowerCursor(0)
+    this.wake()
+  }
+
+  /** A handler finished: its slot is free for the backlog, if there is one. */
+  jobFinished(): void {
+    if (this.#backlog) this.wake()
+  }
+
+  /** Claims as many requests as there are free slots; at most one claim at a time. */
+  wake(): void {
+    const session = this.#options.claimingFor()
+    if (session === undefined) return
+    if (this.#claiming) {
+      this.#claimAgain = true
+      return
+    }
+    const free = this.#options.concurrency - this.#options.jobs.size
+    if (free <= 0) {
+      this.#backlog = true
+      return
+    }
+    void this.#claim(session, free)
+  }
+
+  /**
+   * The claim cursor (see pgrr_claim): every pending request has a seq above it, or was announced. A
+   * lowering that arrives while a claim runs is applied after that claim moved the cursor forward.
+   */
+  #lowerCursor(afterSeq: number): void {
+    if (this.#claiming) this.#lowestAnnounced = Math.min(this.#lowestAnnounced ?? afterSeq, afterSeq)
+    else this.#afterSeq = Math.min(this.#afterSeq, afterSeq)
+  }
+
+  async #claim(session: Registration, limit: number): Promise<void> {
+    const { channel, concurrency, statements, jobs, telemetry } = this.#options
+    this.#claiming = true
+    this.#claimingLimit = limit
+    this.#claimAgain = false
+    try {
+      const rows = await this.#options.query<ClaimedRow>(statements.claim, [session.responderId, session.channelId, limit, this.#afterSeq])
+      // Past the last claimed row; a full batch means more may follow it, a short one that nothing
+      // visible does (anything later is announced, or found by the next rescan).
+      for (const row of rows) this.#afterSeq = Math.max(this.#afterSeq, Number(row.seq))
+      if (this.#lowestAnnounced !== undefined) this.#afterSeq = Math.min(this.#afterSeq, this.#lowestAnnounced)
+      this.#lowestAnnounced = undefined
+      // Rows claimed by a session that has since died were released with it.
+      if (session.generation !== this.#options.generation()) rows.length = 0
+      if (rows.length > 0) telemetry.claimed?.(channel, rows.length)
+      // start() never throws: each request gets an outcome, and the others run.
+      for (const row of rows) jobs.start(row, session.generation, false)
+      this.#backlog = rows.length === limit || claimStoppedAtByteCap(rows)
+    } catch (error) {
+      this.#options.logger.warn({ err: error }, 'claim failed')
+      this.#claiming = false
+      // Never claim again straight away: on a broken session the next statement fails without yielding to
+      // the event loop. And a claim that failed part-way may hold request locks of rows it did not claim
+      // (session locks survive a rollback): only ending the session releases them. So: a new session,
+      // a new registration, and claims resume from there.
+      this.#backlog = false
+      this.#options.failed(session)
+      return
+    }
+    this.#claiming = false
+    this.#options.settled()
+    if (this.#claimAgain || (this.#backlog && jobs.size < concurrency)) this.wake()
+  }
+}

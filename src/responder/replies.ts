@@ -1,0 +1,98 @@
+/**
+ * Writing outcomes (09_reply.sql): every request a responder holds gets one, even a cancelled one, since
+ * writing it is what releases the request. Outcomes finished in the same turn go in one statement
+ * (pgrr_reply), a lone one in the scalar pgrr_reply_one; a reply the database refuses ends the session,
+ * which releases every request it holds.
+ */
+import { BatchQueue } from '../batch-queue.ts'
+import { isConnectionLoss } from '../database-error.ts'
+import { encodeReplyHeaders, type Result } from './handler.ts'
+import type { Job } from './jobs.ts'
+import type { Registration, ResponderContext } from './registration.ts'
+
+/** An outcome addressed to its request, as pgrr_reply takes it. */
+interface Outcome extends Result {
+  id: string
+  generation: number
+  /** Handed over by the send rather than claimed: no request lock to release (see pgrr_reply_one). */
+  handed: boolean
+  /** The reply headers as JSON, or null. */
+  headers: string | null
+}
+
+export interface RepliesOptions extends ResponderContext {
+  /** Ends the work session on purpose, which releases its requests, and registers anew. */
+  readonly recycle: () => void
+  /** These outcomes were written, or are gone with their session. */
+  readonly written: (ids: readonly { readonly id: string }[]) => void
+}
+
+/** The outcomes of one responder waiting to be written. */
+export class Replies {
+  readonly #options: RepliesOptions
+  readonly #queue: BatchQueue<Outcome>
+
+  constructor(options: RepliesOptions) {
+    this.#options = options
+    this.#queue = new BatchQueue((outcomes) => this.#flush(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
+  }
+
+  /** Queues the outcome of `job` for writing. */
+  push(job: Job, result: Result): void {
+    this.#queue.push({
+      id: job.id,
+      generation: job.generation,
+      handed: job.handed,
+      failed: result.failed,
+      body: result.body,
+      json: result.json,
+      code: result.code,
+      headers: encodeReplyHeaders(job.replyHeaders),
+    })
+  }
+
+  /** Resolves once every outcome queued is written (or given up with its session). */
+  idle(): Promise<void> {
+    return this.#queue.idle()
+  }
+
+  async #flush(outcomes: Outcome[]): Promise<void> {
+    const session = this.#options.registration()
+    const current = outcomes.filter((outcome) => session !== undefined && outcome.generation === session.generation)
+    try {
+      await this.#write(session, current)
+    } finally {
+      this.#options.written(outcomes)
+    }
+  }
+
+  async #write(session: Registration | undefined, current: Outcome[]): Promise<void> {
+    if (session === undefined || current.length === 0) return
+    const { channel, statements, telemetry, query } = this.#options
+    try {
+      const [only] = current
+      if (current.length === 1 && only !== undefined) {
+        // A lone reply: the scalar statement, cheaper than the batch for it.
+        await query(statements.replyOne, [session.responderId, only.id, only.failed, only.body, only.json, only.code, only.headers])
+        telemetry.replied?.(channel, 1)
+        return
+      }
+      await query(statements.reply, [
+        session.responderId,
+        current.map((o) => o.id),
+        current.map((o) => o.failed),
+        current.map((o) => o.body),
+        current.map((o) => o.json),
+        current.map((o) => o.code),
+        current.map((o) => o.headers),
+      ])
+      telemetry.replied?.(channel, current.length)
+    } catch (error) {
+      if (session.generation !== this.#options.generation() || isConnectionLoss(error)) return
+      // Not a connection problem: a reply the database refused. Ending the session releases every lock it
+      // holds, so no caller waits on a reply that cannot be written.
+      this.#options.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
+      this.#options.recycle()
+    }
+  }
+}

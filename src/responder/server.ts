@@ -1,0 +1,390 @@
+/**
+ * The responder side. A server owns one dedicated session (its "work" connection): it registers there,
+ * which makes it live for request(); it claims batches of pending requests there, which takes their
+ * request locks; and it writes replies there, which releases them. That session's locks are what callers
+ * block on and what tells them the responder died, so it is never pooled, never recycled, and when it
+ * breaks, the requests it held are given up (callers see them lost, or retried) and the server registers
+ * anew on a fresh session.
+ *
+ * Handlers run outside any transaction, at most `concurrency` at once. A NOTIFY on the service channel, a
+ * finished handler while a backlog remains, a reconnect, or the slow poll triggers the next claim.
+ *
+ * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
+ * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
+ * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
+ * replies.ts writes outcomes, housekeeping.ts sweeps and reports, lease.ts renews the lease.
+ */
+import type { ClientContext } from '../client/context.ts'
+import { createSession, endSession, query, type Session } from '../database.ts'
+import { toPgrrError } from '../database-error.ts'
+import { ClosedError, ConnectionError } from '../errors.ts'
+import { durationOption, integerOption } from '../option-values.ts'
+import type { ServeOptions } from '../options.ts'
+import { decodeCancelledIds } from '../wire.ts'
+import { ClaimLoop } from './claim.ts'
+import type { Handler, Result } from './handler.ts'
+import { Handoffs } from './handoff.ts'
+import { Housekeeping } from './housekeeping.ts'
+import { Lease } from './lease.ts'
+import { Jobs, type Job } from './jobs.ts'
+import { register, type Registration, type ResponderContext, type ServerState } from './registration.ts'
+import { Replies } from './replies.ts'
+
+export type { ServerState } from './registration.ts'
+
+interface Unlisteners {
+  service: () => Promise<void>
+  control: () => Promise<void>
+  inbox: () => Promise<void>
+}
+
+const maxBackoffMs = 5000
+
+/** A responder for one channel. Start it with `client.serve()` or `serve()`. */
+export class Server {
+  readonly channel: string
+  readonly #context: ClientContext
+  readonly #concurrency: number
+  readonly #pollIntervalMs: number
+  readonly #sweepIntervalMs: number
+  readonly #drainTimeoutMs: number
+  readonly #onClosed: () => void
+  readonly #closeHooks: (() => Promise<void>)[] = []
+  readonly #jobs: Jobs
+  readonly #claims: ClaimLoop
+  readonly #handoffs: Handoffs
+  readonly #replies: Replies
+  readonly #housekeeping: Housekeeping
+  readonly #lease: Lease
+  /** The dedicated session; undefined between a loss and the next registration. */
+  #work: Session | undefined
+  #state: ServerState = 'starting'
+  #session: Registration | undefined
+  #generation = 0
+  #failures = 0
+  #unlisten: Unlisteners | undefined
+  #draining: Promise<void> | undefined
+  #removeReconnectHook: (() => void) | undefined
+  #pollTimer: NodeJS.Timeout | undefined
+  #sweepTimer: NodeJS.Timeout | undefined
+  #retryTimer: NodeJS.Timeout | undefined
+  #idleWaiters: (() => void)[] = []
+  readonly #closedPromise: Promise<void>
+  #resolveClosed!: () => void
+
+  /** @internal Use `client.serve()` or `serve()`. */
+  constructor(context: ClientContext, channel: string, handler: Handler, options: ServeOptions, onClosed: () => void) {
+    this.channel = channel
+    this.#context = context
+    this.#concurrency = integerOption(options.concurrency ?? 10, 'concurrency', 100_000)
+    this.#pollIntervalMs = durationOption(options.pollIntervalMs ?? 2000, 'pollIntervalMs')
+    this.#sweepIntervalMs = durationOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
+    this.#drainTimeoutMs = durationOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
+    this.#onClosed = onClosed
+    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
+    // What the parts are given of the state this server owns: read through these functions, never kept.
+    const shared: ResponderContext = {
+      channel,
+      statements: context.statements,
+      logger: context.logger,
+      telemetry: context.telemetry,
+      registration: () => this.#session,
+      generation: () => this.#generation,
+      query: (text, values) => this.#onWork(text, values),
+    }
+    const concurrency = this.#concurrency
+    const recycle = () => this.#recycleWork()
+    const jobs = new Jobs({ channel, handler, telemetry: context.telemetry, finished: (job, result) => this.#jobFinished(job, result) })
+    this.#jobs = jobs
+    this.#claims = new ClaimLoop({
+      ...shared,
+      concurrency,
+      jobs,
+      claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
+      settled: () => this.#handoffs.claimSettled(),
+      failed: (session) => {
+        this.#handoffs.claimFailed()
+        if (session.generation === this.#generation) this.#recycleWork()
+      },
+    })
+    this.#handoffs = new Handoffs({
+      ...shared,
+      concurrency,
+      jobs,
+      recycle,
+      state: () => this.#state,
+      claimReserved: () => this.#claims.reserved,
+    })
+    this.#replies = new Replies({ ...shared, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
+    this.#housekeeping = new Housekeeping({
+      ...shared,
+      pool: context.pool,
+      poolQuery: context.poolQuery,
+      running: () => this.#state === 'running',
+      counters: () => jobs.counters(),
+    })
+    this.#lease = new Lease({ ...shared, active: () => this.#state === 'running' || this.#state === 'draining' })
+  }
+
+  /** Current lifecycle state. */
+  get state(): ServerState {
+    return this.#state
+  }
+
+  /** Resolves once the server is closed (by `close()`, `drain()`, or its client closing). */
+  get closed(): Promise<void> {
+    return this.#closedPromise
+  }
+
+  /** Handlers running now. */
+  get running(): number {
+    return this.#jobs.size
+  }
+
+  /** Responder id of the current registration (changes after a reconnect). */
+  get responderId(): number | undefined {
+    return this.#session?.responderId
+  }
+
+  /** @internal Registers and starts claiming. */
+  async start(): Promise<void> {
+    if (this.#context.polling) {
+      throw new ConnectionError(
+        'responders need a direct session (LISTEN and session advisory locks do not work through a transaction pooler): set sessionConnectionString',
+      )
+    }
+    await this.#register()
+    // Closed while registering: the registration ended with it, and nothing may start now.
+    if (this.#state !== 'starting') throw new ClosedError('the responder was closed while it started')
+    this.#state = 'running'
+    // Requests may have been handed over between the registration's commit and the LISTEN on the inbox.
+    void this.#handoffs.recover()
+    this.#removeReconnectHook = this.#context.listener.onReconnect(() => {
+      this.#claims.rescan()
+      // A request handed over while the LISTEN session was away: its NOTIFY is lost.
+      void this.#handoffs.recover()
+    })
+    this.#pollTimer = setInterval(() => this.#claims.rescan(), this.#pollIntervalMs)
+    this.#pollTimer.unref()
+    this.#sweepTimer = setInterval(() => this.#housekeeping.tick(), this.#sweepIntervalMs)
+    this.#sweepTimer.unref()
+    this.#lease.start()
+    this.#claims.wake()
+  }
+
+  /** @internal Runs `hook` when the server closes (a server from `serve()` closes its own client). */
+  onClose(hook: () => Promise<void>): void {
+    this.#closeHooks.push(hook)
+  }
+
+  /**
+   * Graceful stop: stops claiming, stops being live (new requests go to other responders, or fail with
+   * no responders), waits for running handlers and their replies up to `timeoutMs` (default
+   * `drainTimeoutMs`), then closes. Requests still queued stay for the remaining responders; handlers still
+   * running at the timeout are aborted and their requests end as lost (or retried, when retryable).
+   */
+  drain(timeoutMs = this.#drainTimeoutMs): Promise<void> {
+    let checked: number
+    try {
+      checked = durationOption(timeoutMs, 'timeoutMs')
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    // A second call while draining waits for the same drain.
+    this.#draining ??= this.#drain(checked)
+    return this.#draining
+  }
+
+  async #drain(timeoutMs: number): Promise<void> {
+    if (this.#state === 'closed') return
+    this.#state = 'draining'
+    clearInterval(this.#pollTimer)
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs)
+    })
+    // Requests handed over meanwhile are declined (see Handoffs), until the unregister makes this responder
+    // invisible to pgrr_send.
+    await this.#stopListening({ keepControl: true })
+    const session = this.#session
+    const unregister = async () => {
+      if (session === undefined) return
+      await this.#onWork(this.#context.statements.unregister, [session.responderId]).catch((error: unknown) => {
+        this.#context.logger.warn({ err: error }, 'unregister failed')
+      })
+    }
+    // Everything, the unregister included (it queues behind the session's statements), within the timeout.
+    await Promise.race([unregister().then(() => this.#whenIdle()), deadline])
+    clearTimeout(timer)
+    await this.close()
+  }
+
+  /**
+   * Immediate stop: aborts running handlers and ends the session, which releases the locks of their
+   * requests (callers see them lost, or retried when retryable). Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return
+    this.#state = 'closed'
+    clearInterval(this.#pollTimer)
+    clearInterval(this.#sweepTimer)
+    this.#lease.stop()
+    clearTimeout(this.#retryTimer)
+    this.#jobs.stopDeadlines()
+    this.#removeReconnectHook?.()
+    await this.#stopListening()
+    this.#jobs.abandonAll(new ClosedError('the responder closed'))
+    this.#session = undefined
+    const work = this.#work
+    this.#work = undefined
+    if (work !== undefined) await endSession(work)
+    this.#notifyIdle()
+    this.#onClosed()
+    for (const hook of this.#closeHooks) await hook().catch(() => undefined)
+    this.#resolveClosed()
+  }
+
+  async #register(): Promise<void> {
+    const { statements, listener, host } = this.#context
+    // A new session for every registration: its advisory locks are this registration's.
+    const work: Session = createSession(this.#context.options, {
+      onEnd: () => {
+        if (work === this.#work) this.#workLost()
+      },
+      // Replies, claims and declines follow each other without a round trip in between.
+      pipeline: true,
+    })
+    let row
+    try {
+      await work.connect()
+      row = await register(work, statements, this.channel, host, this.#concurrency)
+    } catch (error) {
+      await endSession(work)
+      throw toPgrrError(error)
+    }
+    const generation = this.#generation + 1
+    let unlisten: Unlisteners
+    try {
+      unlisten = {
+        service: await listener.listen(row.service_channel, (payload) => this.#claims.announced(payload)),
+        control: await listener.listen(row.control_channel, (payload) => this.#jobs.cancel(decodeCancelledIds(payload))),
+        inbox: await listener.listen(row.inbox_channel, (payload) => this.#handoffs.handedOff(payload, generation)),
+      }
+    } catch (error) {
+      await endSession(work)
+      throw error
+    }
+    if (this.#state === 'closed' || this.#state === 'draining') {
+      // Stopped while this registration was under way: nothing of it may outlive the stop.
+      await Promise.all([unlisten.service(), unlisten.control(), unlisten.inbox()].map((done) => done.catch(() => undefined)))
+      await endSession(work)
+      return
+    }
+    this.#work = work
+    this.#session = {
+      responderId: row.responder_id,
+      channelId: row.channel_id,
+      serviceChannel: row.service_channel,
+      controlChannel: row.control_channel,
+      generation: ++this.#generation,
+    }
+    this.#claims.reset()
+    this.#unlisten = unlisten
+  }
+
+  /** Stops listening on the service channel (no more claims), and on the control channel too unless asked. */
+  async #stopListening({ keepControl = false } = {}): Promise<void> {
+    const unlisten = this.#unlisten
+    if (unlisten === undefined) return
+    const done = [unlisten.service()]
+    if (keepControl) {
+      // Cancellations still reach the handlers that run on, and requests still handed over are declined.
+      this.#unlisten = { service: async () => undefined, control: unlisten.control, inbox: unlisten.inbox }
+    } else {
+      this.#unlisten = undefined
+      done.push(unlisten.control(), unlisten.inbox())
+    }
+    await Promise.all(done.map((promise) => promise.catch(() => undefined)))
+  }
+
+  /** A job ended with an outcome. */
+  #jobFinished(job: Job, result: Result): void {
+    this.#housekeeping.handled()
+    // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
+    if (job.generation === this.#generation && this.#state !== 'closed') {
+      if (job.handed) this.#handoffs.replying(job.id)
+      this.#replies.push(job, result)
+    }
+    this.#claims.jobFinished()
+    // Someone (a drain) waits for the last handler and its reply.
+    if (this.#jobs.size === 0 && this.#idleWaiters.length > 0) void this.#whenIdle().then(() => this.#notifyIdle())
+  }
+
+  /** Runs a statement on the work session; rejects with ConnectionError between sessions. */
+  async #onWork<Row = Record<string, unknown>>(text: string, values: unknown[]): Promise<Row[]> {
+    const work = this.#work
+    if (work === undefined) throw new ConnectionError('the responder has no database session')
+    return query<Row>(work, text, values)
+  }
+
+  /** Ends the work session on purpose (which releases its locks) and carries on with a fresh one. */
+  #recycleWork(): void {
+    const old = this.#work
+    this.#work = undefined
+    if (old !== undefined) void endSession(old)
+    this.#workLost()
+  }
+
+  /** The work session ended: its locks are gone, so its requests are no longer ours. Register anew. */
+  #workLost(): void {
+    // While reconnecting, a registration attempt is already scheduled or running (and retries on failure).
+    if (this.#state === 'closed' || this.#state === 'starting' || this.#state === 'reconnecting') return
+    const wasDraining = this.#state === 'draining'
+    this.#generation++
+    this.#session = undefined
+    this.#work = undefined
+    this.#jobs.abandonAll(new ConnectionError('the responder lost its database session'))
+    if (wasDraining) {
+      this.#notifyIdle()
+      return
+    }
+    this.#context.logger.warn('responder session lost; registering again')
+    this.#state = 'reconnecting'
+    void this.#stopListening()
+    this.#scheduleRegister()
+  }
+
+  #scheduleRegister(): void {
+    const ceiling = Math.min(maxBackoffMs, 50 * 2 ** this.#failures)
+    this.#retryTimer = setTimeout(async () => {
+      if (this.#state !== 'reconnecting') return
+      try {
+        await this.#register()
+      } catch (error) {
+        this.#failures++
+        this.#context.logger.warn({ err: error, attempt: this.#failures }, 'responder registration failed')
+        if (this.#state === 'reconnecting') this.#scheduleRegister()
+        return
+      }
+      if (this.#state !== 'reconnecting') return
+      this.#failures = 0
+      this.#state = 'running'
+      void this.#handoffs.recover()
+      this.#context.telemetry.reconnected?.('responder', this.channel)
+      this.#context.logger.info({ responderId: this.#session?.responderId }, 'responder registered again')
+      this.#claims.wake()
+    }, Math.random() * ceiling)
+  }
+
+  #whenIdle(): Promise<void> {
+    if (this.#jobs.size === 0) return Promise.all([this.#replies.idle(), this.#handoffs.idle()]).then(() => undefined)
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  #notifyIdle(): void {
+    if (this.#jobs.size > 0 && this.#state !== 'closed') return
+    const waiters = this.#idleWaiters
+    this.#idleWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+}
