@@ -162,6 +162,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const claimBatch = batchSizes('claim_batch_size', 'Requests claimed by one claim statement', ['channel'])
   const sendBatch = batchSizes('send_batch_size', 'Requests written by one send statement of a client', [])
   const replyBatch = batchSizes('reply_batch_size', 'Outcomes written by one reply statement of a responder', ['channel'])
+  const lateReplies = new Counter({
+    name: name('late_replies_total'),
+    help: 'Replies that came after their request\'s deadline (a blocked event loop, a stopped process): discarded, the caller timed out',
+    labelNames: ['channel'] as const,
+    registers,
+  })
   const reconnects = new Counter({
     name: name('reconnects_total'),
     help: 'Connections that came back after a loss: listener (a client LISTEN session) or responder (a responder session)',
@@ -210,6 +216,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     replied(channel, count) {
       replyBatch.observe({ channel }, count)
+    },
+    repliedLate(channel, count) {
+      lateReplies.inc({ channel }, count)
     },
   }
 

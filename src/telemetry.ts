@@ -50,6 +50,12 @@ export interface Telemetry {
   sent?(count: number): void
   /** A server wrote the outcomes of `count` requests of `channel` in one statement. */
   replied?(channel: string, count: number): void
+  /**
+   * `count` replies of a server to requests of `channel` came after their deadline (the handler finished
+   * late, its event loop blocked or its process stopped): each was discarded, its caller's outcome is the
+   * timeout.
+   */
+  repliedLate?(channel: string, count: number): void
 }
 
 /** Combines several implementations into one. */
@@ -75,5 +81,6 @@ export function combineTelemetry(parts: readonly Telemetry[]): Telemetry {
     claimed: (channel, count) => parts.forEach((part) => part.claimed?.(channel, count)),
     sent: (count) => parts.forEach((part) => part.sent?.(count)),
     replied: (channel, count) => parts.forEach((part) => part.replied?.(channel, count)),
+    repliedLate: (channel, count) => parts.forEach((part) => part.repliedLate?.(channel, count)),
   }
 }

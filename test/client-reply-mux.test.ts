@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { BatchQueue } from '../src/batch-queue.ts'
 import type { PendingRequest, Settlement } from '../src/client/pending-request.ts'
+import { RecoveryCheck } from '../src/client/recovery-check.ts'
 import { ReplyMux } from '../src/client/reply-mux.ts'
 import { InvalidPayloadError, RemoteError, ResponderLostError, TimeoutError } from '../src/errors.ts'
 import type { Logger } from '../src/logger.ts'
@@ -141,4 +142,46 @@ test('waitingFor lists the requests that have waited long enough', () => {
   assert.deepEqual(mux.waitingFor(0, now).sort(), ['new', 'old'])
   mux.delete('old')
   assert.deepEqual(mux.waitingFor(0, now), ['new'])
+})
+
+test('the recovery check reads every request that has waited a tenth of a second, at every interval', async (t) => {
+  // A responder that died is found out by this check, at most an interval and a tenth of a second after it
+  // died, whenever its requests were sent: a request sent just before a tick is read at the next one.
+  let now = 10_000
+  t.mock.method(performance, 'now', () => now)
+  t.mock.timers.enable({ apis: ['setInterval'] })
+  const { mux } = setUp()
+  const read: string[][] = []
+  const check = new RecoveryCheck({
+    statements: renderStatements('public'),
+    logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+    query: async (_text, values) => {
+      read.push([...(values?.[0] as string[])])
+      return []
+    },
+    mux,
+    checkIntervalMs: 1000,
+    pollIntervalMs: 50,
+    polling: () => false,
+    closed: () => false,
+    idle: () => false,
+  })
+  t.after(() => check.stop())
+  const add = (id: string) => mux.add(id, pending({ id, startedAt: now }))
+  add('old')
+  check.ensure()
+  now += 950
+  add('young')
+  now += 50
+  t.mock.timers.tick(1000)
+  await new Promise((resolve) => setImmediate(resolve))
+  // The reap (once per interval) and the fetch both name what has waited 100 ms or more: not a request
+  // whose reply may be on its way.
+  assert.deepEqual(read.at(-1), ['old'])
+  now += 150
+  add('just sent')
+  now += 850
+  t.mock.timers.tick(1000)
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(new Set(read.at(-1)), new Set(['old', 'young', 'just sent']), 'a request 850 ms old is read at the next tick')
 })

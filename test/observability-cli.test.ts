@@ -105,10 +105,29 @@ test('--log-format json: every line is a JSON object with time, level and msg; n
   assert.match(String(messages[0]), /^serving obs\.c\.json /)
   assert.ok(messages.includes('request started') && messages.includes('request replied'), messages.join(' | '))
   assert.equal(messages.at(-1), 'drained; exiting')
+  // The library logs a handler's failure, at error level, with where it happened.
   const failed = records.find((record) => record.msg === 'handler failed')
-  assert.equal(failed?.level, 'warn')
+  assert.equal(failed?.level, 'error')
   assert.deepEqual(failed?.err, { type: 'Error', message: 'failed on purpose', code: 'SECRET_FAIL' })
+  assert.equal(failed?.channel, 'obs.c.json')
+  assert.equal(failed?.attempt, 1)
+  assert.ok(typeof failed?.id === 'string' && failed.id.length > 0)
+  assert.ok(messages.includes('request failed'), 'and the request ends in a debug line of its own')
   assert.ok(!serve.stderr.includes(secret), 'neither the payload nor the headers are logged')
+})
+
+test('--log-level debug says when a request ended before its handler did: the reply is discarded, not "replied"', { timeout: 60_000 }, async (t) => {
+  const serve = await startServe(t, 'obs.c.cancel', ['--log-format', 'json', '--log-level', 'debug'])
+  const client = await clientFor(t)
+  const controller = new AbortController()
+  const request = rejection(client.request('obs.c.cancel', 'wait', { signal: controller.signal }))
+  await serve.waitFor(/"msg":"request started"/)
+  controller.abort()
+  assert.equal((await request).code, 'CANCELLED')
+  await serve.waitFor(/request cancelled by its caller: the reply is discarded/)
+  assert.equal(await serve.stop(), 0)
+  const messages = jsonLines(serve.stderr).map((record) => record.msg)
+  assert.ok(!messages.includes('request replied'), messages.join(' | '))
 })
 
 test('--log-payloads logs each request at info level with its payload, headers and reply', { timeout: 60_000 }, async (t) => {
@@ -125,7 +144,8 @@ test('--log-payloads logs each request at info level with its payload, headers a
   assert.deepEqual({ level: started[0]!.level, payload: started[0]!.payload, headers: started[0]!.headers }, { level: 'info', payload: secret, headers: { tenant: 'acme' } })
   const replied = records.find((record) => record.msg === 'request replied')
   assert.deepEqual(replied?.reply, { echo: secret })
-  assert.equal(records.find((record) => record.msg === 'handler failed')?.payload, 'fail')
+  assert.equal(records.find((record) => record.msg === 'request failed')?.payload, 'fail')
+  assert.equal(records.find((record) => record.msg === 'handler failed')?.level, 'error')
   assert.match(String(started[2]!.payload), /^x{2000}… \(5000 characters\)$/)
 })
 

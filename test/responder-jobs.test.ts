@@ -7,6 +7,7 @@ import { test, type TestContext } from 'node:test'
 import { CancelledError, ClosedError, ConnectionError, responderDeadlineCode, TimeoutError } from '../src/errors.ts'
 import { deadlineOutcome, encodeReplyHeaders, failure, success, type Handler, type HandlerContext, type Result } from '../src/responder/handler.ts'
 import { Jobs, type ClaimedRow, type Job } from '../src/responder/jobs.ts'
+import type { LogFn, Logger } from '../src/logger.ts'
 import type { HandlerObservation, Telemetry } from '../src/telemetry.ts'
 
 interface Finished {
@@ -16,15 +17,31 @@ interface Finished {
   result: Result
 }
 
+interface Logged {
+  level: 'debug' | 'info' | 'warn' | 'error'
+  fields: Record<string, unknown>
+  msg: string | undefined
+}
+
+/** A logger that keeps what it is told. */
+function capturingLogger(): { logger: Logger; logged: Logged[] } {
+  const logged: Logged[] = []
+  const at = (level: Logged['level']) => ((fields: object | string, msg?: string) =>
+    logged.push(typeof fields === 'string' ? { level, fields: {}, msg: fields } : { level, fields: fields as Record<string, unknown>, msg })) as LogFn
+  return { logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }, logged }
+}
+
 function setUp(handler: Handler, telemetry: Telemetry = {}) {
   const finished: Finished[] = []
+  const { logger, logged } = capturingLogger()
   const jobs = new Jobs({
     channel: 'jobs.test',
     handler,
     telemetry,
+    logger,
     finished: (job: Job, result: Result) => finished.push({ id: job.id, generation: job.generation, handed: job.handed, result }),
   })
-  return { jobs, finished }
+  return { jobs, finished, logged }
 }
 
 function row(id: string, fields: Partial<ClaimedRow> = {}): ClaimedRow {
@@ -58,7 +75,7 @@ test('one timer ends each job at its deadline, earliest first, and aborts its si
 
   advance(100)
   assert.deepEqual(finished.map((f) => f.id), ['b'])
-  assert.deepEqual(finished[0]?.result, deadlineOutcome(100))
+  assert.deepEqual(finished[0]?.result, { ...deadlineOutcome(100), headers: null })
   assert.equal(finished[0]?.result.code, responderDeadlineCode)
   const reason = reasons.get('b')
   assert.ok(reason instanceof TimeoutError)
@@ -84,7 +101,7 @@ test('a job that finishes before its deadline leaves the timer to the others', a
   release('done')
   await Promise.resolve()
   await Promise.resolve()
-  assert.deepEqual(finished, [{ id: 'early', generation: 1, handed: false, result: { failed: false, body: 'done', json: false, code: null } }])
+  assert.deepEqual(finished, [{ id: 'early', generation: 1, handed: false, result: { failed: false, body: 'done', json: false, code: null, headers: null } }])
   // The timer armed for the job that finished fires for nothing, and is armed again for the next deadline.
   advance(100)
   assert.equal(finished.length, 1)
@@ -186,13 +203,13 @@ test('running jobs are counted from start to outcome, whatever the handler does'
   await new Promise((resolve) => setImmediate(resolve))
   assert.equal(jobs.size, 0)
   const byId = new Map(finished.map((f) => [f.id, f.result]))
-  assert.deepEqual(byId.get('1'), { failed: false, body: 'sync 2', json: false, code: null })
-  assert.deepEqual(byId.get('2'), { failed: true, body: 'boom', json: false, code: 'E_BOOM' })
-  assert.deepEqual(byId.get('3'), { failed: true, body: 'then getter', json: false, code: 'HANDLER_ERROR' })
-  assert.deepEqual(byId.get('4'), { failed: false, body: '{"echoed":"slow"}', json: true, code: null })
-  assert.deepEqual(byId.get('5'), { failed: true, body: 'rejected', json: false, code: 'HANDLER_ERROR' })
-  assert.deepEqual(byId.get('6'), { failed: true, body: 'the payload is not valid JSON', json: false, code: 'INVALID_PAYLOAD' })
-  assert.deepEqual(byId.get('7'), deadlineOutcome(0))
+  assert.deepEqual(byId.get('1'), { failed: false, body: 'sync 2', json: false, code: null, headers: null })
+  assert.deepEqual(byId.get('2'), { failed: true, body: 'boom', json: false, code: 'E_BOOM', headers: null })
+  assert.deepEqual(byId.get('3'), { failed: true, body: 'then getter', json: false, code: 'HANDLER_ERROR', headers: null })
+  assert.deepEqual(byId.get('4'), { failed: false, body: '{"echoed":"slow"}', json: true, code: null, headers: null })
+  assert.deepEqual(byId.get('5'), { failed: true, body: 'rejected', json: false, code: 'HANDLER_ERROR', headers: null })
+  assert.deepEqual(byId.get('6'), { failed: true, body: 'the payload is not valid JSON', json: false, code: 'INVALID_PAYLOAD', headers: null })
+  assert.deepEqual(byId.get('7'), { ...deadlineOutcome(0), headers: null })
   assert.equal(finished.length, 7, 'each job ends once')
   assert.deepEqual(jobs.counters(), { handledTotal: 7, failedTotal: 5, handledLastMinute: 7, failedLastMinute: 5, running: 0 })
 })
@@ -243,16 +260,78 @@ test('outcomes: replies and thrown values become what pgrr_reply takes, hostile 
   assert.equal(failure(new Error('lone \uD800 surrogate')).body, 'lone \uFFFD surrogate')
 })
 
-test('reply headers: the string values a handler set, or null', () => {
-  assert.equal(encodeReplyHeaders(undefined), null)
-  assert.equal(encodeReplyHeaders({}), null)
-  assert.equal(encodeReplyHeaders({ n: 1 } as unknown as Record<string, string>), null)
-  assert.equal(encodeReplyHeaders({ a: 'x', n: 1, b: 'y' } as unknown as Record<string, string>), '{"a":"x","b":"y"}')
+test('reply headers: the JSON of what a handler set, null when none, or why they cannot travel', () => {
+  assert.deepEqual(encodeReplyHeaders(undefined), { json: null })
+  assert.deepEqual(encodeReplyHeaders({}), { json: null })
+  assert.deepEqual(encodeReplyHeaders({ a: 'x', b: 'y' }), { json: '{"a":"x","b":"y"}' })
+  const invalid = (headers: unknown) => {
+    const encoded = encodeReplyHeaders(headers as Record<string, string>)
+    return 'invalid' in encoded ? encoded.invalid : `valid: ${encoded.json}`
+  }
+  assert.match(invalid({ a: 'x', n: 1 }), /reply header "n" must be a string, got number/)
+  assert.match(invalid({ a: 'nul \u0000' }), /reply header "a" holds text PostgreSQL cannot store/)
+  assert.match(invalid({ ['k\u0000']: 'v' }), /cannot store/)
+  assert.match(invalid({ a: 'half \uD800' }), /cannot store/)
+  assert.match(invalid({ a: 'x'.repeat(70_000) }), /over the limit of 65536/)
   const throwing = Object.defineProperty({}, 'k', {
     enumerable: true,
     get() {
       throw new Error('getter')
     },
   })
-  assert.equal(encodeReplyHeaders(throwing), null)
+  assert.match(invalid(throwing), /reply headers cannot be read: getter/)
+})
+
+test('a handler that sets a reply header that cannot travel gets an INVALID_REPLY error reply, not a reply without it', async () => {
+  const { jobs, finished } = setUp((_payload, ctx) => {
+    ctx.replyHeaders.ok = 'yes'
+    ;(ctx.replyHeaders as Record<string, unknown>).count = 3
+    return 'the reply'
+  })
+  jobs.start(row('h'), 1, false)
+  await Promise.resolve()
+  assert.deepEqual(finished[0]?.result, {
+    failed: true,
+    body: 'reply header "count" must be a string, got number',
+    json: false,
+    code: 'INVALID_REPLY',
+  })
+})
+
+test('a handler that throws is logged at error level with its channel, request id and attempt', async () => {
+  const boom = new Error('boom')
+  const { jobs, finished, logged } = setUp(() => Promise.reject(boom))
+  jobs.start(row('f', { attempt: 2 }), 1, false)
+  await Promise.resolve()
+  await Promise.resolve()
+  assert.equal(finished[0]?.result.code, 'HANDLER_ERROR')
+  assert.deepEqual(logged, [{ level: 'error', fields: { err: boom, channel: 'jobs.test', id: 'f', attempt: 2 }, msg: 'handler failed' }])
+})
+
+test('a handler that finishes after its deadline (its event loop was blocked) is answered as the timeout, its signal aborted', async (t) => {
+  let now = 1_000
+  t.mock.method(performance, 'now', () => now)
+  let release!: (value: string) => void
+  let signal!: AbortSignal
+  const late: number[] = []
+  const { jobs, finished, logged } = setUp(
+    (_payload, ctx) => {
+      signal = ctx.signal
+      return new Promise((resolve) => (release = resolve))
+    },
+    { repliedLate: (_channel, count) => late.push(count) },
+  )
+  jobs.start(row('slow', { remaining_ms: 100 }), 1, false)
+  // The loop was blocked past the deadline: time moved, the deadline timer has not run yet.
+  now += 250
+  release('too late')
+  await Promise.resolve()
+  await Promise.resolve()
+  assert.deepEqual(finished[0]?.result, { ...deadlineOutcome(100), headers: null })
+  assert.ok(signal.aborted && signal.reason instanceof TimeoutError, 'the signal says: deadline')
+  assert.deepEqual(late, [1])
+  assert.equal(logged.length, 1)
+  assert.equal(logged[0]?.level, 'warn')
+  assert.deepEqual(logged[0]?.fields, { channel: 'jobs.test', id: 'slow', lateMs: 150 })
+  jobs.stopDeadlines()
 })

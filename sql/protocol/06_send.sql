@@ -30,9 +30,9 @@ as $$
            when not p_valid then 'invalid_channel'
            when not coalesce(p_live, false) then 'no_responders'
            when p_payload is null then 'invalid_payload'
+           when octet_length(p_headers_text) > 65536 then 'headers_too_large'
            when p_headers_text is not null and p_headers is null then 'invalid_headers'
-           when octet_length(p_payload) > coalesce(p_max_bytes, :SCHEMA.pgrr_default_max_payload_bytes())
-                or octet_length(p_headers_text) > 65536 then 'too_large'
+           when octet_length(p_payload) > coalesce(p_max_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) then 'too_large'
            else 'ok'
          end
 $$;
@@ -125,9 +125,9 @@ $$;
 
 -- pgrr_send: insert a batch of requests (the TypeScript client's path; request() is built on it).
 -- Contract: one output row per input element, in input order: (ord, id, status) with status one of
---   ok, invalid_channel, no_responders, invalid_payload (null payload), invalid_headers (not a flat JSON
---   object of strings), too_large (payload over the channel's limit, or headers over 64 KiB); id is null
---   unless ok.
+--   ok, invalid_channel, no_responders, invalid_payload (null payload), headers_too_large (headers over 64
+--   KiB), invalid_headers (not a flat JSON object of strings), too_large (payload over the channel's limit);
+--   id is null unless ok.
 -- p_reply_to: the caller's NOTIFY channel (1 to 63 bytes) or null; anything else raises 22023.
 -- p_ack: ids of finished requests the caller has consumed; deleted first (piggy-backed acknowledgements).
 -- p_max_attempts: clamped to 1..100. Security: requests are recorded as the session's login's (see
@@ -276,7 +276,7 @@ $$;
 
 -- request(channel, payload [, timeout [, headers]]): send one request; returns its id for await_reply.
 -- Fails at once (SQLSTATE PR001) when no live responder serves the channel, PR007 on an invalid channel
--- name, PR008 when the payload is larger than the channel allows (or the headers over 64 KiB), 22023 for a
+-- name, PR008 when the payload is larger than the channel allows, 22023 for headers over 64 KiB, for a
 -- timeout out of range or headers that are not a flat JSON object of strings. The request expires after timeout (default
 -- 30 s). The id is random: it is what lets the same login, and only it, await the reply. Locks and
 -- NOTIFY: those of pgrr_send.
@@ -336,7 +336,9 @@ begin
         using errcode = 'PR007', hint = 'A channel name is 1 to 63 bytes with no control characters.';
     when 'too_large' then
       raise exception 'pgrr: payload too large for channel %', quote_literal(p_channel) using errcode = 'PR008',
-        hint = 'The channel''s max_payload_bytes (pgrr_configure_channel) bounds the payload; headers have 64 KiB.';
+        hint = 'The channel''s max_payload_bytes (pgrr_configure_channel) bounds the payload.';
+    when 'headers_too_large' then
+      raise exception 'pgrr: headers take more than 64 KiB' using errcode = '22023';
     when 'invalid_payload' then
       raise exception 'pgrr: payload must not be null' using errcode = '22004';
     when 'invalid_headers' then

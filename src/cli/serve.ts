@@ -8,7 +8,7 @@ import { serve } from '../index.ts'
 import type { Logger } from '../logger.ts'
 import { MissingDependencyError } from '../errors.ts'
 import { createMetrics, type BacklogOptions, type Metrics } from '../metrics.ts'
-import type { Handler } from '../responder/handler.ts'
+import type { Handler, HandlerContext } from '../responder/handler.ts'
 import {
   commonOptions,
   commonOptionsHelp,
@@ -104,7 +104,7 @@ export const serveCommand: Command = {
         metricsServer = await listenForScrapes(metrics.registry, metricsHost, metricsPort, logger)
       }
       const telemetry = metrics === undefined ? {} : { telemetry: metrics.telemetry }
-      const server = await serve({ ...connection, logger, poolSize: 1, ...telemetry }, channel, logged(handler, logger, values['log-payloads'] ?? false), {
+      const server = await serve({ ...connection, logger, poolSize: 1, ...telemetry }, channel, logged(handler, logger, values['log-payloads'] ?? false, logLevel === 'debug'), {
         concurrency,
         drainTimeoutMs,
       })
@@ -221,11 +221,13 @@ async function loadHandler(file: string): Promise<Handler> {
 }
 
 /**
- * Logs each request at debug level and each failure at warn, without the payload or the reply; with
- * `payloads`, at info level with the payload, the headers and the reply. The library itself never sees a
- * logger that could log payloads: this wrapper is the only place they are logged.
+ * Logs each request at debug level, without the payload or the reply; with `payloads`, at info level with
+ * the payload, the headers and the reply. (A handler's failure is logged by the library itself, at error
+ * level.) The library itself never sees a logger that could log payloads: this wrapper is the only place
+ * they are logged. Nothing is done per request when nothing would be logged.
  */
-function logged(handler: Handler, logger: Logger, payloads: boolean): Handler {
+function logged(handler: Handler, logger: Logger, payloads: boolean, debug: boolean): Handler {
+  if (!payloads && !debug) return handler
   const perRequest = (fields: object, msg: string) => (payloads ? logger.info(fields, msg) : logger.debug(fields, msg))
   return async (payload, context) => {
     const startedAt = performance.now()
@@ -233,13 +235,24 @@ function logged(handler: Handler, logger: Logger, payloads: boolean): Handler {
     perRequest(payloads ? { ...ids, headers: context.headers, payload: clip(payload) } : ids, 'request started')
     try {
       const reply = await handler(payload, context)
-      perRequest(payloads ? { id: context.id, ms: elapsed(startedAt), reply: clip(reply) } : { id: context.id, ms: elapsed(startedAt) }, 'request replied')
+      const fields = payloads ? { id: context.id, ms: elapsed(startedAt), reply: clip(reply) } : { id: context.id, ms: elapsed(startedAt) }
+      perRequest(fields, endedBefore(context) ?? 'request replied')
       return reply
     } catch (error) {
-      logger.warn({ id: context.id, ms: elapsed(startedAt), err: error, ...(payloads ? { payload: clip(payload) } : {}) }, 'handler failed')
+      const fields = { id: context.id, ms: elapsed(startedAt), ...(payloads ? { payload: clip(payload) } : {}) }
+      perRequest(fields, endedBefore(context) ?? 'request failed')
       throw error
     }
   }
+}
+
+/** What ended a request before its handler did, when something did: its reply is then discarded. */
+function endedBefore(context: HandlerContext): string | undefined {
+  if (!context.signal.aborted) return undefined
+  const code = (context.signal.reason as { code?: string } | undefined)?.code
+  if (code === 'CANCELLED') return 'request cancelled by its caller: the reply is discarded'
+  if (code === 'TIMEOUT') return 'request past its deadline: the reply is discarded, the caller saw a timeout'
+  return 'request given up by the responder (it closed or lost its session): the reply is discarded'
 }
 
 const maxLoggedChars = 2000

@@ -388,12 +388,18 @@ export class Client {
   }
 }
 
+/** Largest header map, as JSON: what pgrr_send accepts (06_send.sql). */
+const maxHeaderBytes = 65536
+
 function encodeHeaders(headers: Record<string, string> | undefined): string | null {
   if (headers === undefined) return null
   for (const [key, value] of Object.entries(headers)) {
     if (typeof value !== 'string') throw new InvalidOptionError(`header ${JSON.stringify(key)} must be a string`)
   }
-  return encodePayload(headers, 'headers').text
+  const text = encodePayload(headers, 'headers').text
+  const bytes = Buffer.byteLength(text)
+  if (bytes > maxHeaderBytes) throw new InvalidOptionError(`headers take ${bytes} bytes as JSON, over the limit of ${maxHeaderBytes}`)
+  return text
 }
 
 function abortError(signal: AbortSignal): CancelledError {

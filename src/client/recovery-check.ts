@@ -24,6 +24,9 @@ export interface RecoveryCheckOptions {
   readonly idle: () => boolean
 }
 
+/** Requests younger than this are left to their NOTIFY by a check (see ensure()). */
+const checkedAfterMs = 100
+
 /** The recovery check of one client. */
 export class RecoveryCheck {
   readonly #options: RecoveryCheckOptions
@@ -44,9 +47,13 @@ export class RecoveryCheck {
   ensure(): void {
     if (this.#timer !== undefined) return
     const { polling } = this.#options
-    // Polling mode reads every request in flight, often; otherwise only those waiting longer than the interval.
+    // Polling mode reads every request in flight, often; otherwise, every interval, those that have waited
+    // longer than a tenth of a second (or the interval, when shorter): a reply on its way is not read for
+    // nothing, and a responder that died is found out at most an interval and a tenth of a second after it
+    // died, whenever its requests were sent.
     const intervalMs = polling() ? this.#options.pollIntervalMs : this.#options.checkIntervalMs
-    this.#timer = setInterval(() => void this.run(polling() ? 0 : intervalMs), intervalMs)
+    const minAgeMs = polling() ? 0 : Math.min(checkedAfterMs, intervalMs)
+    this.#timer = setInterval(() => void this.run(minAgeMs), intervalMs)
     this.#timer.unref()
   }
 

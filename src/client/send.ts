@@ -135,6 +135,8 @@ function sendStatusError(status: string, channel: string): PgrrError {
       return new PayloadTooLargeError(channel)
     case 'invalid_channel':
       return new InvalidChannelError(channel)
+    case 'headers_too_large':
+      return new InvalidOptionError('headers take more than 64 KiB as JSON')
     case 'invalid_headers':
       // jsonb cannot hold \u0000 or a lone surrogate, in keys or values.
       return new InvalidOptionError('headers must be strings PostgreSQL can store: no NUL character, no lone UTF-16 surrogate')

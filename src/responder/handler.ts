@@ -43,6 +43,8 @@ export interface Result {
   body: string
   json: boolean
   code: string | null
+  /** The reply headers as JSON, or null: set when the job finishes (see encodeReplyHeaders). */
+  headers?: string | null
 }
 
 /** The outcome of a reply value. */
@@ -99,9 +101,16 @@ export function sanitize(text: string): string {
   return text.replaceAll('\u0000', '\uFFFD').toWellFormed()
 }
 
-/** Reply headers as JSON: the string-valued entries a handler set, or null when there are none. */
-export function encodeReplyHeaders(headers: Record<string, string> | undefined): string | null {
-  if (headers === undefined) return null
+/** Largest reply header map, as JSON (what pgrr_reply keeps): the same as a request's. */
+const maxReplyHeaderBytes = 65536
+
+/**
+ * Reply headers as JSON (null when the handler set none), or why they cannot travel: a value that is not a
+ * string, text PostgreSQL cannot hold, or more than 64 KiB in all. A reply with such headers is answered
+ * with an INVALID_REPLY error reply, never sent without them.
+ */
+export function encodeReplyHeaders(headers: Record<string, string> | undefined): { json: string | null } | { invalid: string } {
+  if (headers === undefined) return noHeaders
   try {
     // The usual case, a handler that set none, without the copies below.
     let empty = true
@@ -111,14 +120,27 @@ export function encodeReplyHeaders(headers: Record<string, string> | undefined):
         break
       }
     }
-    if (empty) return null
-    const entries = Object.entries(headers).filter(([, value]) => typeof value === 'string')
-    if (entries.length === 0) return null
-    return sanitize(JSON.stringify(Object.fromEntries(entries)))
-  } catch {
-    // A handler may have put a Proxy or a getter that throws there: the reply goes without headers.
-    return null
+    if (empty) return noHeaders
+    for (const [key, value] of Object.entries(headers)) {
+      if (typeof value !== 'string') return { invalid: `reply header ${JSON.stringify(key)} must be a string, got ${typeof value}` }
+      if (value.includes('\u0000') || key.includes('\u0000') || !value.isWellFormed() || !key.isWellFormed()) {
+        return { invalid: `reply header ${JSON.stringify(key)} holds text PostgreSQL cannot store (a NUL or a lone surrogate)` }
+      }
+    }
+    const json = JSON.stringify(headers)
+    if (Buffer.byteLength(json) > maxReplyHeaderBytes) return { invalid: `reply headers take ${Buffer.byteLength(json)} bytes, over the limit of ${maxReplyHeaderBytes}` }
+    return { json }
+  } catch (error) {
+    // A handler may have put a Proxy or a getter that throws there.
+    return { invalid: `reply headers cannot be read: ${describe(error)}` }
   }
+}
+
+const noHeaders = { json: null } as const
+
+/** The outcome of a reply whose headers cannot travel (see encodeReplyHeaders). */
+export function invalidReplyHeaders(message: string): Result {
+  return { failed: true, body: sanitize(message), json: false, code: 'INVALID_REPLY' }
 }
 
 /** Whether a handler returned a promise-like; reading `then` may throw (call it inside a try). */

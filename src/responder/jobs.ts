@@ -6,8 +6,20 @@
 import { CancelledError, responderDeadlineCode, TimeoutError } from '../errors.ts'
 import { decodePayload } from '../payload.ts'
 import { RateWindow } from '../rate-window.ts'
+import type { Logger } from '../logger.ts'
 import type { HandlerObservation, Telemetry } from '../telemetry.ts'
-import { deadlineOutcome, failure, invalidPayload, isThenable, success, type Handler, type HandlerContext, type Result } from './handler.ts'
+import {
+  deadlineOutcome,
+  encodeReplyHeaders,
+  failure,
+  invalidPayload,
+  invalidReplyHeaders,
+  isThenable,
+  success,
+  type Handler,
+  type HandlerContext,
+  type Result,
+} from './handler.ts'
 
 /** A request as pgrr_claim and pgrr_handed return it, or as a handoff brings it: what a job starts from. */
 export interface ClaimedRow {
@@ -24,6 +36,8 @@ export interface ClaimedRow {
 /** One request being handled. */
 export interface Job {
   readonly id: string
+  /** 1 for the first attempt; more when the request was retried after its responder was gone. */
+  readonly attempt: number
   /** The registration that claimed it (or was handed it): its outcome is written only while that lasts. */
   readonly generation: number
   /** Handed by pgrr_send rather than claimed. */
@@ -56,6 +70,8 @@ export interface JobsOptions {
   readonly channel: string
   readonly handler: Handler
   readonly telemetry: Telemetry
+  /** Where a handler's failure and a reply past its deadline are told. */
+  readonly logger: Logger
   /** A job ended with an outcome (once per job; it is no longer counted as running). */
   readonly finished: (job: Job, result: Result) => void
 }
@@ -68,6 +84,7 @@ export class Jobs {
   readonly #channel: string
   readonly #handler: Handler
   readonly #telemetry: Telemetry
+  readonly #logger: Logger
   readonly #finished: (job: Job, result: Result) => void
   readonly #jobs = new Map<string, Job>()
   /**
@@ -89,6 +106,7 @@ export class Jobs {
     this.#channel = options.channel
     this.#handler = options.handler
     this.#telemetry = options.telemetry
+    this.#logger = options.logger
     this.#finished = options.finished
   }
 
@@ -121,7 +139,7 @@ export class Jobs {
       this.#run(row, generation, handed)
     } catch (error) {
       const job = this.#jobs.get(row.id)
-      if (job !== undefined) this.#finish(job, failure(error))
+      if (job !== undefined) this.#failed(job, error)
     }
   }
 
@@ -149,12 +167,20 @@ export class Jobs {
     if (row.remaining_ms <= 0) {
       // Past its deadline before it could start (a handoff that arrived late, a request recovered late):
       // never started, answered as its deadline's timeout.
-      const job: Job = { id: row.id, generation, handed, done: false, deadlineAt: 0, remainingMs: row.remaining_ms }
+      const job: Job = { id: row.id, attempt: row.attempt, generation, handed, done: false, deadlineAt: 0, remainingMs: row.remaining_ms }
       this.#jobs.set(row.id, job)
       return this.#finish(job, deadlineOutcome(row.remaining_ms))
     }
     const delayMs = row.remaining_ms >= 1 && row.remaining_ms <= maxTimerMs ? row.remaining_ms : 1
-    const job: Job = { id: row.id, generation, handed, done: false, deadlineAt: performance.now() + delayMs, remainingMs: row.remaining_ms }
+    const job: Job = {
+      id: row.id,
+      attempt: row.attempt,
+      generation,
+      handed,
+      done: false,
+      deadlineAt: performance.now() + delayMs,
+      remainingMs: row.remaining_ms,
+    }
     this.#jobs.set(row.id, job)
     if (job.deadlineAt < this.#deadlineTimerAt) this.#armDeadlines(delayMs)
     let payload: unknown
@@ -186,7 +212,7 @@ export class Jobs {
     try {
       result = job.observation === undefined ? this.#handler(payload, context) : job.observation.run(() => this.#handler(payload, context))
     } catch (error) {
-      return this.#finish(job, failure(error))
+      return this.#failed(job, error)
     }
     // A hostile result (a Proxy, a `then` or `then` getter that throws) must not escape #run(): reading
     // `then` happens inside try, and Promise.resolve() turns a throwing `then` into a rejection.
@@ -194,17 +220,24 @@ export class Jobs {
     try {
       thenable = isThenable(result)
     } catch (error) {
-      return this.#finish(job, failure(error))
+      return this.#failed(job, error)
     }
     if (!thenable) return this.#finish(job, success(result))
     try {
       Promise.resolve(result as PromiseLike<unknown>).then(
         (value) => this.#finish(job, success(value)),
-        (error: unknown) => this.#finish(job, failure(error)),
+        (error: unknown) => this.#failed(job, error),
       )
     } catch (error) {
-      this.#finish(job, failure(error))
+      this.#failed(job, error)
     }
+  }
+
+  /** The handler threw (or its promise rejected): told at error level, and answered with an error reply. */
+  #failed(job: Job, error: unknown): void {
+    if (job.done) return
+    this.#logger.error({ err: error, channel: this.#channel, id: job.id, attempt: job.attempt }, 'handler failed')
+    this.#finish(job, failure(error))
   }
 
   /** Arms the deadline timer for `delayMs` from now, the earliest deadline of the running jobs. */
@@ -233,10 +266,26 @@ export class Jobs {
     if (next !== Infinity && !this.#stopped) this.#armDeadlines(Math.max(1, next - performance.now()))
   }
 
-  #finish(job: Job, result: Result): void {
+  #finish(job: Job, handlerResult: Result): void {
     if (job.done) return
     job.done = true
     this.#jobs.delete(job.id)
+    let result = handlerResult
+    if (result.code !== responderDeadlineCode && performance.now() > job.deadlineAt) {
+      // Finished after its deadline, which the timer could not tell: the event loop was blocked (a CPU-bound
+      // handler) or the process stopped. The caller has timed out: that stays its outcome (the database
+      // would refuse this reply too), and the handler's signal says so.
+      result = deadlineOutcome(job.remainingMs)
+      abortJob(job, new TimeoutError(job.remainingMs, result.body))
+      this.#logger.warn(
+        { channel: this.#channel, id: job.id, lateMs: Math.round(performance.now() - job.deadlineAt) },
+        'the handler finished after the deadline: its reply is discarded, the caller saw a timeout',
+      )
+      this.#telemetry.repliedLate?.(this.#channel, 1)
+    }
+    const headers = encodeReplyHeaders(job.replyHeaders)
+    if ('invalid' in headers) result = invalidReplyHeaders(headers.invalid)
+    else result.headers = headers.json
     const observed = result.code === responderDeadlineCode ? 'TIMEOUT' : (result.code ?? 'HANDLER_ERROR')
     job.observation?.end(result.failed ? observed : 'ok', result.failed ? result.body : undefined)
     this.#handledTotal++

@@ -6,7 +6,7 @@
  */
 import { BatchQueue } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
-import { encodeReplyHeaders, type Result } from './handler.ts'
+import type { Result } from './handler.ts'
 import type { Job } from './jobs.ts'
 import type { Registration, ResponderContext } from './registration.ts'
 
@@ -47,7 +47,7 @@ export class Replies {
       body: result.body,
       json: result.json,
       code: result.code,
-      headers: encodeReplyHeaders(job.replyHeaders),
+      headers: result.headers ?? null,
     })
   }
 
@@ -73,11 +73,20 @@ export class Replies {
       const [only] = current
       if (current.length === 1 && only !== undefined) {
         // A lone reply: the scalar statement, cheaper than the batch for it.
-        await query(statements.replyOne, [session.responderId, only.id, only.failed, only.body, only.json, only.code, only.headers])
+        const [row] = await query<{ outcome: string }>(statements.replyOne, [
+          session.responderId,
+          only.id,
+          only.failed,
+          only.body,
+          only.json,
+          only.code,
+          only.headers,
+        ])
         telemetry.replied?.(channel, 1)
+        if (row?.outcome === 'late') this.#late([only.id])
         return
       }
-      await query(statements.reply, [
+      const [row] = await query<{ late: string[] | null }>(statements.reply, [
         session.responderId,
         current.map((o) => o.id),
         current.map((o) => o.failed),
@@ -87,6 +96,7 @@ export class Replies {
         current.map((o) => o.headers),
       ])
       telemetry.replied?.(channel, current.length)
+      if (row?.late != null && row.late.length > 0) this.#late(row.late)
     } catch (error) {
       if (session.generation !== this.#options.generation() || isConnectionLoss(error)) return
       // Not a connection problem: a reply the database refused. Ending the session releases every lock it
@@ -94,5 +104,16 @@ export class Replies {
       this.#options.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
       this.#options.recycle()
     }
+  }
+
+  /**
+   * Replies the database refused because their request's deadline had passed by its clock (09_reply.sql):
+   * the caller's outcome is the timeout. The handler finished in time by this process's clock, or this is
+   * a reply of the responder's own deadline seen late.
+   */
+  #late(ids: readonly string[]): void {
+    const { channel, logger, telemetry } = this.#options
+    logger.warn({ channel, ids }, 'replies refused: their requests had reached their deadline; their callers saw a timeout')
+    telemetry.repliedLate?.(channel, ids.length)
   }
 }

@@ -94,7 +94,13 @@ export class Server {
     }
     const concurrency = this.#concurrency
     const recycle = () => this.#recycleWork()
-    const jobs = new Jobs({ channel, handler, telemetry: context.telemetry, finished: (job, result) => this.#jobFinished(job, result) })
+    const jobs = new Jobs({
+      channel,
+      handler,
+      telemetry: context.telemetry,
+      logger: context.logger,
+      finished: (job, result) => this.#jobFinished(job, result),
+    })
     this.#jobs = jobs
     this.#claims = new ClaimLoop({
       ...shared,
