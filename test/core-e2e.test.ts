@@ -368,8 +368,6 @@ test('reply headers travel back: requestWithHeaders, RemoteError.headers, await_
   await serverFor(t, db, 'e2e.reply.headers', (payload: string, ctx) => {
     ctx.replyHeaders['x-served-by'] = 'responder-1'
     ctx.replyHeaders['x-échoed'] = ctx.headers['x-request'] ?? 'none'
-    // Not strings: left out, never a failure.
-    ;(ctx.replyHeaders as Record<string, unknown>)['x-number'] = 42
     if (payload === 'fail') throw Object.assign(new Error('refused'), { code: 'E_NO' })
     return payload === 'big' ? 'x'.repeat(100_000) : payload.toUpperCase()
   })
@@ -390,6 +388,25 @@ test('reply headers travel back: requestWithHeaders, RemoteError.headers, await_
   const [{ id }] = (await db.sql.unsafe(`select ${db.quoted}.request('e2e.reply.headers', 'sql'::text, null, '{"x-request":"q"}') as id`)) as unknown as [{ id: string }]
   const [full] = await db.sql.unsafe(`select reply, reply_json, headers from ${db.quoted}.await_reply_full($1)`, [id])
   assert.deepStrictEqual({ ...full }, { reply: 'SQL', reply_json: false, headers: { 'x-served-by': 'responder-1', 'x-échoed': 'q' } })
+})
+
+test('reply headers that cannot travel make the reply an INVALID_REPLY error reply, for TypeScript and SQL callers', async (t) => {
+  await serverFor(t, db, 'e2e.reply.badheaders', (payload: string, ctx) => {
+    if (payload === 'number') (ctx.replyHeaders as Record<string, unknown>)['x-number'] = 42
+    else ctx.replyHeaders['x-nul'] = 'a\u0000b'
+    return 'the reply'
+  })
+  const client = await clientFor(t, db)
+  for (const [payload, message] of [['number', /reply header "x-number" must be a string, got number/], ['nul', /reply header "x-nul" holds text PostgreSQL cannot store/]] as const) {
+    const error = await rejection(client.request('e2e.reply.badheaders', payload))
+    assert.ok(error instanceof RemoteError, `${payload}: ${error.name}: ${error.message}`)
+    assert.equal(error.remoteCode, 'INVALID_REPLY')
+    assert.match(error.message, message)
+  }
+  const [{ id }] = (await db.sql.unsafe(`select ${db.quoted}.request('e2e.reply.badheaders', 'number'::text) as id`)) as unknown as [{ id: string }]
+  const sqlError = await rejection(db.sql.unsafe(`select ${db.quoted}.await_reply($1)`, [id]))
+  assert.equal(sqlError.code, 'PR003')
+  assert.equal(sqlError.detail, 'INVALID_REPLY')
 })
 
 test('options out of range fail at once with InvalidOptionError; fractions of a millisecond round up', async (t) => {
