@@ -40,6 +40,7 @@ async function runScenario(run: Extract<OrchestratorToCaller, { type: 'run' }>):
       concurrency: run.concurrency,
       timeCapMs: run.timeCapMs,
       firstSequence: sequence,
+      payloadBytes: run.payloadBytes,
       call: (payload, worker) => session.call(payload, worker),
       onProgress: throttledProgress('warm-up', run.warmupCount),
     })
@@ -54,6 +55,7 @@ async function runScenario(run: Extract<OrchestratorToCaller, { type: 'run' }>):
       concurrency: run.concurrency,
       timeCapMs: run.timeCapMs,
       firstSequence: sequence,
+      payloadBytes: run.payloadBytes,
       call: (payload, worker) => session.call(payload, worker),
       onProgress: throttledProgress('measured', run.count),
     })

@@ -42,7 +42,6 @@ export interface FunctionTiming {
 
 interface ClaimedRow {
   id: string
-  seq: string
 }
 
 export async function timeFunctions(options: FunctionOptions): Promise<FunctionTiming[]> {
@@ -70,7 +69,6 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
     }
     const ids = await register(responder, SERVICE, options.batch)
     const queuedIds = await register(queuedResponder, QUEUED_SERVICE, 1)
-    let cursor = 0
     const payload = makePayload(0)
     const timed = async <T>(run: () => Promise<T>): Promise<[T, number]> => {
       const start = process.hrtime.bigint()
@@ -92,7 +90,6 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
           Array(size).fill(30_000),
           Array(size).fill(null),
           Array(size).fill(null),
-          [],
         ]),
       )
       if (sent.some((row) => row.status !== 'ok')) throw new Error(`pgrr_send: ${sent.find((row) => row.status !== 'ok')?.status}`)
@@ -129,7 +126,7 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
           let handedIds: string[]
           if (size === 1) {
             const [[sent], sendUs] = await timed(() =>
-              query<{ id: string; status: string }>(caller, statements.sendOne, [REPLY_TO, SERVICE, payload, false, 30_000, null, null, []]),
+              query<{ id: string; status: string }>(caller, statements.sendOne, [REPLY_TO, SERVICE, payload, false, 30_000, null, null]),
             )
             if (sent?.status !== 'ok') throw new Error(`pgrr_send_one: ${sent?.status}`)
             handedIds = [sent.id]
@@ -149,10 +146,9 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
           // Queued: more requests than the responder's concurrency, so a claim takes them.
           const [, queuedSendUs] = await sendBatch(QUEUED_SERVICE, size)
           const [claimed, claimUs] = await timed(() =>
-            query<ClaimedRow>(queuedResponder, statements.claim, [queuedIds.responder, queuedIds.channel, size, cursor]),
+            query<ClaimedRow>(queuedResponder, statements.claim, [queuedIds.responder, queuedIds.channel, size]),
           )
           if (claimed.length !== size) throw new Error(`pgrr_claim took ${claimed.length} of ${size}`)
-          for (const row of claimed) cursor = Math.max(cursor, Number(row.seq))
           times['send, queued'].push(queuedSendUs)
           times.claim.push(claimUs)
           const claimedIds = claimed.map((row) => row.id)

@@ -12,6 +12,8 @@ export interface LoadOptions {
   timeCapMs: number
   /** Sequence number of the first payload, so that no two requests of a caller process are alike. */
   firstSequence: number
+  /** Size of every request body. */
+  payloadBytes: number
   call: (payload: string, worker: number) => Promise<string>
   onProgress: (done: number) => void
 }
@@ -32,7 +34,7 @@ export async function runLoad(options: LoadOptions): Promise<Omit<PhaseResult, '
 
   const work = async (worker: number): Promise<void> => {
     while (!stopped && issued < count) {
-      const payload = makePayload(options.firstSequence + issued)
+      const payload = makePayload(options.firstSequence + issued, options.payloadBytes)
       issued++
       const expected = transform(payload)
       const startedAt = process.hrtime.bigint()

@@ -19,7 +19,7 @@ export interface PhaseResult {
 }
 
 export type OrchestratorToCaller =
-  | { type: 'run'; concurrency: number; warmupCount: number; count: number; timeCapMs: number }
+  | { type: 'run'; concurrency: number; warmupCount: number; count: number; timeCapMs: number; payloadBytes: number }
   | { type: 'measure' }
   /** Sent after the server-side CPU was read: until then the caller keeps its connections (and backends) open. */
   | { type: 'release' }

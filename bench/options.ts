@@ -1,5 +1,6 @@
 // Command-line options of the benchmark, shared by `node --import tsx bench/run.ts` and the `pgrr bench` command.
 import { parseArgs } from 'node:util'
+import { MIN_PAYLOAD_BYTES, PAYLOAD_BYTES } from './payload.ts'
 import { DEFAULT_SYSTEMS, SYSTEM_NAMES, isSystemName, type SystemName } from './systems.ts'
 
 export interface BenchOptions {
@@ -30,6 +31,8 @@ export interface BenchOptions {
   redisUrl: string
   /** Hard cap of each phase (warm-up, then measured) of a scenario. @default 45000 (6000 with quick) */
   phaseTimeCapMs: number
+  /** Size of every request body, in bytes, for every system. @default 100 */
+  payloadBytes: number
 }
 
 export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }
@@ -74,6 +77,7 @@ Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process 
   --count n              measured requests per scenario (default: ${FULL_DEFAULTS.count}, quick: ${QUICK_DEFAULTS.count})
   --runs n               run the whole matrix n times, one pass after the other, and report each
                          scenario's median (ratios: the median of each pass's ratio; errors: the sum)
+  --payload-bytes n      size of every request body, for every system (default: ${PAYLOAD_BYTES}, at least ${MIN_PAYLOAD_BYTES})
   --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
   --quick                the whole matrix in under two minutes
   --json                 one JSON object on stdout instead of the table
@@ -108,6 +112,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       count: { type: 'string' },
       runs: { type: 'string' },
       'time-cap': { type: 'string' },
+      'payload-bytes': { type: 'string' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       'write-docs': { type: 'boolean', default: false },
@@ -125,6 +130,9 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     },
   })
   if (values.help) return { kind: 'help' }
+  if (values['payload-bytes'] !== undefined && (values.drivers || values.functions || values.long)) {
+    throw new Error('--payload-bytes: only for the matrix (not with --drivers, --functions or --long)')
+  }
   const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   if (values.drivers) return { kind: 'drivers', databaseUrl }
   if (values.functions) {
@@ -169,6 +177,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       amqpUrl: values['amqp-url'] ?? env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
       redisUrl: values['redis-url'] ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
       phaseTimeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : defaults.phaseTimeCapMs,
+      payloadBytes: values['payload-bytes'] ? parsePayloadBytes(values['payload-bytes']) : PAYLOAD_BYTES,
     },
   }
 }
@@ -183,6 +192,12 @@ function parseSystems(text: string): SystemName[] {
 
 function parsePositiveList(flag: string, text: string): number[] {
   return text.split(',').map((part) => parsePositive(flag, part.trim()))
+}
+
+function parsePayloadBytes(text: string): number {
+  const value = parsePositive('--payload-bytes', text)
+  if (value < MIN_PAYLOAD_BYTES) throw new Error(`--payload-bytes: at least ${MIN_PAYLOAD_BYTES}, got ${value}`)
+  return value
 }
 
 function parsePositive(flag: string, text: string): number {

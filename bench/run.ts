@@ -168,7 +168,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
       runs: options.runs,
       quick: options.quick,
       phaseTimeCapMs: options.phaseTimeCapMs,
-      payloadBytes: PAYLOAD_BYTES,
+      payloadBytes: options.payloadBytes,
     },
     warnings,
     results,
@@ -210,8 +210,15 @@ function commandFor(options: BenchOptions): string {
   if (options.quick) parts.push('--quick')
   parts.push(`--systems ${options.systems.join(',')}`, `--concurrency ${options.concurrency.join(',')}`, `--count ${options.count}`)
   if (options.runs > 1) parts.push(`--runs ${options.runs}`)
+  if (options.payloadBytes !== PAYLOAD_BYTES) parts.push(`--payload-bytes ${options.payloadBytes}`)
   if (options.writeDocs) parts.push('--write-docs')
   return parts.join(' ')
+}
+
+/** The table for the terminal, headed by the payload size when it is not the standard one. */
+export function formatBenchTable(report: BenchReport): string {
+  const table = formatTextTable(report.results)
+  return report.settings.payloadBytes === PAYLOAD_BYTES ? table : `payload: ${report.settings.payloadBytes} bytes\n${table}`
 }
 
 /** Exit code: 0 when every scenario that ran got all its replies right. */
@@ -264,7 +271,7 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
       return longRunExitCode(report)
     }
     const { report } = await runBench(parsed.options, { signal: controller.signal, command })
-    process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatTextTable(report.results)}\n`)
+    process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBenchTable(report)}\n`)
     return exitCodeFor(report)
   } catch (error) {
     if (controller.signal.aborted) return 130

@@ -114,7 +114,7 @@ async function runScenario(
   const { caller, responder } = processes
   const { signal, options } = context
   const warmup = warmupCount(count, concurrency)
-  caller.send({ type: 'run', concurrency, warmupCount: warmup, count, timeCapMs: options.phaseTimeCapMs })
+  caller.send({ type: 'run', concurrency, warmupCount: warmup, count, timeCapMs: options.phaseTimeCapMs, payloadBytes: options.payloadBytes })
   const warmed = await caller.expect('warmed', options.phaseTimeCapMs + PHASE_GRACE_MS, signal)
 
   // CPU marks go around the measured phase only: warm-up (JIT, connection setup) is not what we compare.

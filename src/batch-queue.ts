@@ -3,7 +3,7 @@
  * one statement carries many requests (or replies, or acknowledgements), and at low load an item waits for
  * no timer: the flush starts as soon as the current task and its microtasks are done (everything pushed
  * synchronously, or in the same burst of promise reactions, goes in one batch). Work that is not urgent
- * (acknowledgements) can ask for a delay instead, to give other statements a chance to carry it.
+ * (acknowledgements) can ask for a delay instead, so that more of it goes in one statement.
  */
 export class BatchQueue<T> {
   readonly #flush: (items: T[]) => Promise<void>
@@ -20,7 +20,7 @@ export class BatchQueue<T> {
   /**
    * @param flush writes one batch; it must not throw (it settles its items itself)
    * @param maxBatch most items in one flush
-   * @param maxConcurrent most flushes running at once (postgres.js pipelines them)
+   * @param maxConcurrent most flushes running at once
    * @param delayMs wait this long before a flush (0: right after the current microtasks)
    */
   constructor(flush: (items: T[]) => Promise<void>, { maxBatch = 1000, maxConcurrent = 1, delayMs = 0 } = {}) {
@@ -41,17 +41,6 @@ export class BatchQueue<T> {
     this.#schedule()
   }
 
-  /**
-   * Takes up to `max` waiting items out of the queue, for a caller that carries them another way; none
-   * unless the oldest has waited `minAgeMs` (so that one carrier takes many, rather than each one a few).
-   */
-  take(max = this.#maxBatch, minAgeMs = 0): T[] {
-    if (this.#items.length === 0 || performance.now() - this.#oldestAt < minAgeMs) return []
-    const taken = this.#items.splice(0, max)
-    if (this.#items.length > 0) this.#oldestAt = performance.now()
-    return taken
-  }
-
   /** Resolves once nothing is queued or being flushed. */
   idle(): Promise<void> {
     if (this.#items.length === 0 && this.#running === 0) return Promise.resolve()
@@ -70,7 +59,7 @@ export class BatchQueue<T> {
     }
   }
 
-  /** A delayed flush, once the oldest item has waited the delay (items taken meanwhile do not count). */
+  /** A delayed flush, once the oldest item has waited the delay. */
   #arm(ms: number): void {
     setTimeout(() => {
       const wait = this.#delayMs - (performance.now() - this.#oldestAt)

@@ -60,12 +60,6 @@ export interface SessionHandlers {
   onNotification?: (channel: string, payload: string) => void
   /** The connection ended (error or close). Called once. */
   onEnd?: () => void
-  /**
-   * Send each statement as soon as it is queued, behind the ones still running (node-postgres's pipeline
-   * mode; each statement has its own Sync, so an error ends only its own): the server runs them back to
-   * back instead of waiting a round trip between them.
-   */
-  pipeline?: boolean
 }
 
 /**
@@ -74,10 +68,7 @@ export interface SessionHandlers {
  */
 export function createSession(options: ConnectionOptions & { sessionConnectionString?: string }, handlers: SessionHandlers = {}): Session {
   const logger: Logger = options.logger ?? silentLogger
-  const client = new pg.Client({
-    ...settings(options, options.sessionConnectionString ?? options.connectionString),
-    pipeline: handlers.pipeline ?? false,
-  })
+  const client = new pg.Client(settings(options, options.sessionConnectionString ?? options.connectionString))
   // Without a listener an 'error' event would crash the process; 'end' follows it and reports the loss.
   client.on('error', (error) => logger.debug({ err: error }, 'session connection error'))
   client.on('notice', (notice) => logger.debug({ notice: notice.message }, 'postgres notice'))
@@ -90,8 +81,8 @@ export function createSession(options: ConnectionOptions & { sessionConnectionSt
 
 /**
  * Ends a session without waiting long and without throwing (it may be broken already). A session that has
- * not ended after a second (a pipelined one waits for the statements it has sent; an unreachable server
- * never answers) has its socket destroyed, so that the server ends the session and releases its locks.
+ * not ended after a second (it waits for the statements it has sent; an unreachable server never
+ * answers) has its socket destroyed, so that the server ends the session and releases its locks.
  */
 export async function endSession(session: Session): Promise<void> {
   let timer: NodeJS.Timeout | undefined
@@ -130,7 +121,7 @@ export async function query<Row = Record<string, unknown>>(
     }
   }
   const config = name === undefined ? { text, values } : { name, text, values }
-  if (!(db instanceof pg.Client) || db.pipeline) return (await db.query<Row & pg.QueryResultRow>(config)).rows
+  if (!(db instanceof pg.Client)) return (await db.query<Row & pg.QueryResultRow>(config)).rows
   // A session runs its statements in order; queue behind the previous one (its failure is not ours).
   const previous = sessionTails.get(db) ?? Promise.resolve()
   const run = previous.then(() => db.query<Row & pg.QueryResultRow>(config))

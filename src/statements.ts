@@ -11,8 +11,8 @@ export function renderStatements(schema: string) {
   const s = quoteIdentifier(schema)
   return {
     notifyPrefix: `select ${s}.pgrr_notify_prefix() as prefix`,
-    send: `select ord, id, status from ${s}.pgrr_send($1::text, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[], $8::bigint[])`,
-    sendOne: `select id, status from ${s}.pgrr_send_one($1::text, $2::text, $3::text, $4::bool, $5::int, $6::text, $7::int, $8::bigint[])`,
+    send: `select ord, id, status from ${s}.pgrr_send($1::text, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[])`,
+    sendOne: `select id, status from ${s}.pgrr_send_one($1::text, $2::text, $3::text, $4::bool, $5::int, $6::text, $7::int)`,
     ack: `select ${s}.pgrr_ack($1::bigint[])`,
     cancel: `select ${s}.pgrr_cancel($1::bigint[])`,
     fetch: `select id, state, reply, reply_json, error_code, error_message, reply_headers from ${s}.pgrr_fetch($1::bigint[])`,
@@ -24,8 +24,8 @@ export function renderStatements(schema: string) {
     unregister: `select ${s}.pgrr_unregister($1::int)`,
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
     renew: `select ${s}.pgrr_renew($1::int)`,
-    claim: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int, $4::bigint)`,
-    handed: `select id, seq, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
+    claim: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int)`,
+    handed: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
     reply: `select notified, late::text[] as late from ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
     replyOne: `select ${s}.pgrr_reply_one($1::int, $2::bigint, $3::bool, $4::text, $5::bool, $6::text, $7::text) as outcome`,

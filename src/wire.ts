@@ -96,16 +96,6 @@ export function decodeCancelledIds(payload: string): string[] {
   return payload.split(',')
 }
 
-/**
- * A service channel NOTIFY (pgrr_send, pgrr_reap, pgrr_decline, pgrr_handoff_at_commit): the lowest seq of
- * the pending requests it announces. Returns the claim cursor that finds them (claims look above it, see
- * pgrr_claim): one below that seq, or 0 (the whole queue) for anything that is not a positive seq.
- */
-export function announcedCursor(payload: string): number {
-  const seq = Number(payload)
-  return Number.isSafeInteger(seq) && seq > 0 ? seq - 1 : 0
-}
-
 /** Most payload bytes one claim returns: pgrr_claim_max_bytes() in sql/protocol/01_keys.sql. */
 export const claimMaxBytes = 8 * 1024 * 1024
 

@@ -1,5 +1,5 @@
-// BatchQueue, the group commit behind sends, replies and acknowledgements: what a carrier may take, and
-// what a delayed flush then writes. No database: it is plain logic, driven by its own flushes.
+// BatchQueue, the group commit behind sends, replies and acknowledgements: what goes in one flush, and what
+// a delayed flush writes. No database: it is plain logic, driven by its own flushes.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { BatchQueue } from '../src/batch-queue.ts'
@@ -22,27 +22,17 @@ test('items pushed in one turn are flushed together; more wait for a running flu
   assert.deepEqual(batches, [[1, 2], [3, 4]])
 })
 
-test('take() hands items to another carrier only once the oldest has waited; a delayed flush writes what is left', async (t) => {
+test('a delayed queue writes what gathered during the delay in one flush', async (t) => {
   const flushed = deferred<number[]>()
   const queue = new BatchQueue<number>(async (items) => flushed.resolve(items), { delayMs: 20 })
   // The queue's timers do not keep a process alive (a client's sockets do): this test's process needs one.
   const alive = setInterval(() => {}, 1000)
   t.after(() => clearInterval(alive))
   queue.push(1)
-  assert.deepEqual(queue.take(undefined, 60_000), [], 'too young to be carried')
-  assert.equal(queue.size, 1)
-  assert.deepEqual(queue.take(undefined, 0), [1])
+  await Promise.resolve()
   queue.push(2)
-  // The flush armed for item 1 finds it gone and writes item 2 alone, once item 2 has waited.
-  assert.deepEqual(await flushed.promise, [2])
+  assert.equal(queue.size, 2, 'nothing is written before the delay')
+  assert.deepEqual(await flushed.promise, [1, 2])
   await queue.idle()
   assert.equal(queue.size, 0)
-})
-
-test('take() takes at most max items, oldest first', () => {
-  const queue = new BatchQueue<number>(async () => {}, { delayMs: 60_000 })
-  for (let i = 0; i < 5; i++) queue.push(i)
-  assert.deepEqual(queue.take(2), [0, 1])
-  assert.deepEqual(queue.take(), [2, 3, 4])
-  assert.deepEqual(queue.take(), [])
 })

@@ -5,7 +5,6 @@
 // needs a read from the table.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { BatchQueue } from '../src/batch-queue.ts'
 import type { PendingRequest, Settlement } from '../src/client/pending-request.ts'
 import { RecoveryCheck } from '../src/client/recovery-check.ts'
 import { ReplyMux } from '../src/client/reply-mux.ts'
@@ -23,8 +22,9 @@ function setUp() {
     warn: noop,
     error: (fields: unknown, message?: string) => errors.push({ fields, message: message ?? '' }),
   }
-  // Acknowledgements are only gathered here: a delay no test reaches, read back with take().
-  const acks = new BatchQueue<string>(async () => {}, { delayMs: 3_600_000 })
+  // Acknowledgements are only gathered here, and read back with take().
+  const pushed: string[] = []
+  const acks = { push: (id: string) => void pushed.push(id), take: () => pushed.splice(0) }
   const mux = new ReplyMux({
     statements: renderStatements('public'),
     logger,

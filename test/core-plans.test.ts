@@ -55,14 +55,14 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
   )
   const responder = registered!.responder_id
   const [sent] = await session.unsafe<{ id: string }[]>(
-    `select id from ${s}.pgrr_send_one('pgrr_plans_replies', 'plans.mine', 'x', false, 30000, null, null, '{}')`,
+    `select id from ${s}.pgrr_send_one('pgrr_plans_replies', 'plans.mine', 'x', false, 30000, null, null)`,
   )
   const id = sent!.id
   const calls = [
-    `select * from ${s}.pgrr_send('pgrr_plans_replies', '{plans.echo,plans.echo}', '{a,b}', '{f,f}', '{30000,30000}', '{null,null}', '{1,1}', '{}')`,
-    `select * from ${s}.pgrr_send_one('pgrr_plans_replies', 'plans.echo', 'c', false, 30000, null, null, '{}')`,
+    `select * from ${s}.pgrr_send('pgrr_plans_replies', '{plans.echo,plans.echo}', '{a,b}', '{f,f}', '{30000,30000}', '{null,null}', '{1,1}')`,
+    `select * from ${s}.pgrr_send_one('pgrr_plans_replies', 'plans.echo', 'c', false, 30000, null, null)`,
     `select * from ${s}.pgrr_handed(${responder})`,
-    `select * from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10, 0)`,
+    `select * from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10)`,
     `select ${s}.pgrr_reply_one(${responder}, ${id}, false, 'done', false, null)`,
     `select ${s}.pgrr_reply(${responder}, '{${id}}', '{f}', '{done}', '{f}', '{null}')`,
     `select ${s}.pgrr_decline(${responder}, '{${id}}')`,
@@ -161,7 +161,7 @@ test('batch statements touch only the rows they name, even with plans made while
     const rows = await caller.unsafe<{ id: string | null; status: string }[]>(
       `select id, status from ${s}.pgrr_send('pgrr_plans_rows', array_fill('plans.rows'::text, array[${count}]),
               array_fill('x'::text, array[${count}]), array_fill(false, array[${count}]), array_fill(30000, array[${count}]),
-              array_fill(null::text, array[${count}]), array_fill(1, array[${count}]), '{}')`,
+              array_fill(null::text, array[${count}]), array_fill(1, array[${count}]))`,
     )
     assert.deepEqual(rows.map((row) => row.status), Array<string>(count).fill('ok'))
     return rows.map((row) => row.id!)
@@ -173,10 +173,10 @@ test('batch statements touch only the rows they name, even with plans made while
     const handed = await send(2)
     const queued = await send(3)
     const [one] = await caller.unsafe<{ id: string }[]>(
-      `select id from ${s}.pgrr_send_one('pgrr_plans_rows', 'plans.rows', 'x', false, 30000, null, 1, '{}')`,
+      `select id from ${s}.pgrr_send_one('pgrr_plans_rows', 'plans.rows', 'x', false, 30000, null, 1)`,
     )
     const claimed = await responderSession.unsafe<{ id: string }[]>(
-      `select id from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10, 0)`,
+      `select id from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10)`,
     )
     assert.deepEqual(claimed.map((row) => row.id).sort(), [...queued].sort())
     for (const ids of [handed, queued]) {

@@ -147,7 +147,7 @@ test('pgrr_send with random batches: one row per element, statuses from the cont
       let rows
       try {
         rows = await db.sql.unsafe(
-          `select ord, id::text as id, status from ${s}.pgrr_send($1, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[], '{}')`,
+          `select ord, id::text as id, status from ${s}.pgrr_send($1, $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::int[])`,
           [
             reply,
             elements.map((e) => e.channel),

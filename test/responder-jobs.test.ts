@@ -45,7 +45,7 @@ function setUp(handler: Handler, telemetry: Telemetry = {}) {
 }
 
 function row(id: string, fields: Partial<ClaimedRow> = {}): ClaimedRow {
-  return { id, seq: id, payload: `payload ${id}`, payload_json: false, headers: null, attempt: 1, remaining_ms: 30_000, queued_ms: 0, ...fields }
+  return { id, payload: `payload ${id}`, payload_json: false, headers: null, attempt: 1, remaining_ms: 30_000, queued_ms: 0, ...fields }
 }
 
 const never = () => new Promise<never>(() => {})

@@ -82,7 +82,7 @@ test('invalid channel names are rejected with a clear error by every entry point
     assert.equal(await sqlState(db.sql.unsafe(`select * from ${s}.pgrr_register($1, 'h', 1, 1)`, [channel])), 'PR007', `SQL register ${what}`)
     assert.equal(await sqlState(db.sql.unsafe(`select * from ${s}.pgrr_configure_channel($1, 10)`, [channel])), 'PR007', `SQL configure ${what}`)
     assert.equal(await sqlState(db.sql.unsafe(`select ${s}.pgrr_grant_channel($1, current_user)`, [channel])), 'PR007', `SQL grant ${what}`)
-    const [row] = await db.sql.unsafe(`select ${s}.pgrr_send(null, $1::text[], '{x}', '{f}', '{1000}', '{NULL}', '{NULL}', '{}') as sent`, [[channel]])
+    const [row] = await db.sql.unsafe(`select ${s}.pgrr_send(null, $1::text[], '{x}', '{f}', '{1000}', '{NULL}', '{NULL}') as sent`, [[channel]])
     assert.match(String(row?.sent), /invalid_channel/, `SQL pgrr_send ${what}`)
   }
   // NUL cannot reach SQL at all (PostgreSQL text cannot hold it); the TypeScript API rejects it first.
@@ -257,7 +257,7 @@ test('a reply channel PostgreSQL could not NOTIFY is refused at once, so it cann
   const s = db.quoted
   for (const replyTo of ['', 'c'.repeat(64)]) {
     assert.equal(
-      await sqlState(db.sql.unsafe(`select * from ${s}.pgrr_send($1, '{x}', '{x}', '{f}', '{1000}', '{NULL}', '{NULL}', '{}')`, [replyTo])),
+      await sqlState(db.sql.unsafe(`select * from ${s}.pgrr_send($1, '{x}', '{x}', '{f}', '{1000}', '{NULL}', '{NULL}')`, [replyTo])),
       '22023',
       `reply_to of ${replyTo.length} bytes`,
     )

@@ -125,7 +125,7 @@ test('the recommended setup: a non-superuser owner, roles made by an administrat
   const [{ superuser }] = (await admin().unsafe(
     `select r.rolsuper as superuser from pg_proc p join pg_roles r on r.oid = p.proowner
       where p.oid = ($1::text)::regprocedure`,
-    [`${quote(schema)}.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[])`],
+    [`${quote(schema)}.pgrr_send(text, text[], text[], boolean[], int[], text[], int[])`],
   )) as unknown as [{ superuser: boolean }]
   assert.equal(superuser, false)
 })

@@ -162,7 +162,7 @@ test('each role may execute its own functions only; helpers and administration a
     [`select ${s}.request('x.none', '{}'::jsonb)`, []],
     [`select ${s}.await_reply(1)`, []],
     [`select ${s}.await_reply_json(1)`, []],
-    [`select * from ${s}.pgrr_send(null, '{x.none}', '{p}', '{f}', '{1000}', '{NULL}', '{NULL}', '{}')`, []],
+    [`select * from ${s}.pgrr_send(null, '{x.none}', '{p}', '{f}', '{1000}', '{NULL}', '{NULL}')`, []],
     [`select ${s}.pgrr_ack('{1}')`, []],
     [`select ${s}.pgrr_cancel('{1}')`, []],
     [`select * from ${s}.pgrr_fetch('{1}')`, []],
@@ -189,7 +189,6 @@ test('each role may execute its own functions only; helpers and administration a
     [`select ${s}.pgrr_ring(1, 1)`, []],
     [`select * from ${s}.pgrr_await(1, null)`, []],
     [`select ${s}.pgrr_random_id()`, []],
-    [`select ${s}.pgrr_batch_id(gen_random_uuid(), 1)`, []],
     [`select ${s}.pgrr_parse_headers('{}')`, []],
     [`select ${s}.pgrr_timeout_ms(null)`, []],
     [`select ${s}.pgrr_raise_send_status('ok', 'x')`, []],
@@ -234,9 +233,8 @@ test('a caller reads only replies to its own requests: another login can neither
   assert.deepStrictEqual([...(await bob.unsafe(`select * from ${s}.pgrr_fetch($1::bigint[])`, [[id]]))], [], 'bob fetches nothing')
   assert.deepStrictEqual([...(await bob.unsafe(`select * from ${s}.pgrr_reap($1::bigint[])`, [[id]]))], [], 'bob reaps nothing of it')
   await bob.unsafe(`select ${s}.pgrr_ack($1::bigint[]), ${s}.pgrr_cancel($1::bigint[])`, [[id]])
-  await bob.unsafe(`select * from ${s}.pgrr_send(null, '{}', '{}', '{}', '{}', '{}', '{}', $1::bigint[])`, [[id]])
   const [row] = await admin!.unsafe(`select state from ${s}.pgrr_request where id = $1`, [id])
-  assert.equal(row?.state, 'replied', 'bob\'s ack, cancel and piggy-backed ack changed nothing')
+  assert.equal(row?.state, 'replied', 'bob\'s ack and cancel changed nothing')
 
   // The same for the other login's own TypeScript client: its requests are not visible to alice either.
   const [fetched] = await alice.unsafe(`select reply from ${s}.pgrr_fetch($1::bigint[])`, [[id]])

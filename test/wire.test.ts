@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import {
-  announcedCursor,
   claimMaxBytes,
   claimStoppedAtByteCap,
   decodeCancelledIds,
@@ -103,14 +102,6 @@ test('decodeCancelledIds splits what pgrr_cancel NOTIFYs, and anything else into
   assert.deepEqual(decodeCancelledIds('a,,b'), ['a', '', 'b'])
 })
 
-test('announcedCursor claims from just below the seq announced, and from the start for anything else', () => {
-  assert.equal(announcedCursor('1'), 0)
-  assert.equal(announcedCursor('1500'), 1499)
-  assert.equal(announcedCursor(String(Number.MAX_SAFE_INTEGER)), Number.MAX_SAFE_INTEGER - 1)
-  for (const payload of ['', '0', '-5', '1.5', 'abc', 'NaN', 'Infinity', '9007199254740993', '[1]', '0x10 junk']) {
-    assert.equal(announcedCursor(payload), 0, payload)
-  }
-})
 
 test('claimStoppedAtByteCap says whether the claimed payloads reached pgrr_claim_max_bytes()', () => {
   assert.equal(claimMaxBytes, 8 * 1024 * 1024)

@@ -1,5 +1,5 @@
 // The protocol's SQL functions without the library: a bare node-postgres loop sends each request with
-// pgrr_send_one (acknowledgements riding along, as the client does) and hears the reply on its LISTEN
+// pgrr_send_one (acknowledgements gathered and sent together, as the client does) and hears the reply on its LISTEN
 // connection; the responder registers with pgrr_register, hears handoffs on its inbox and answers each with
 // pgrr_reply_one on its pipelined work session. No batching, timers, telemetry or recovery. Between
 // floor-pg and this lies the cost of the SQL; between this and pgrr-ts, the library's own Node code.
@@ -15,7 +15,7 @@ type HandoffEntry = [id: string, json: boolean, payload: string, headers: unknow
 
 const REQUEST_TIMEOUT_MS = 10_000
 /** Acknowledgements ride along with a send once the oldest is this old (the client's rule). */
-const ACK_RIDE_AFTER_MS = 10
+const ACK_AFTER_MS = 25
 
 export const peer: Peer = {
   async openCaller(config) {
@@ -46,15 +46,16 @@ export const peer: Peer = {
     await listen.query(`listen "${replyChannel}"`)
     return {
       async call(payload) {
-        let ride: string[] = []
-        if (acks.length > 0 && performance.now() - oldestAckAt >= ACK_RIDE_AFTER_MS) {
-          ride = acks
+        if (acks.length > 0 && performance.now() - oldestAckAt >= ACK_AFTER_MS) {
+          // As the client does: the outcomes read, deleted together once they have gathered a while.
+          const read = acks
           acks = []
+          await send.query({ name: 'pgrr_protocol_ack', text: statements.ack, values: [read] })
         }
         const sent = await send.query<{ id: string; status: string }>({
           name: 'pgrr_protocol_send_one',
           text: statements.sendOne,
-          values: [replyChannel, config.service, payload, false, REQUEST_TIMEOUT_MS, null, null, ride],
+          values: [replyChannel, config.service, payload, false, REQUEST_TIMEOUT_MS, null, null],
         })
         const row = sent.rows[0]
         if (row?.status !== 'ok') throw new Error(`pgrr_send_one: ${row?.status}`)

@@ -1,13 +1,14 @@
 -- 02_wire.sql: the formats of what travels in NOTIFY payloads, which the TypeScript side reads and must
 -- agree on: src/wire.ts mirrors this file, each of its decoders naming the function here it reads.
---   service channel <prefix>.s<channel id>   the lowest seq of the pending requests it announces (06_send.sql,
---                                            04_liveness.sql, 08_handoff.sql): responders claim from there
+--   service channel <prefix>.s<channel id>   empty: pending requests wait (06_send.sql, 04_liveness.sql,
+--                                            08_handoff.sql); responders with free slots claim
 --   inbox <prefix>.h<random>                 a JSON array of pgrr_handoff_entry (06_send.sql, 08_handoff.sql)
 --   control <prefix>.w<responder id>         the ids of cancelled requests, comma separated (11_caller.sql)
 --   reply channel <prefix>.c<random>         a JSON array of pgrr_reply_entry / pgrr_reply_short_entry
 --                                            (09_reply.sql), or [id, 'l'] for a request lost with its
 --                                            responder (04_liveness.sql)
--- Every NOTIFY payload stays under PostgreSQL's limit of 8000 bytes.
+-- Every NOTIFY payload stays under PostgreSQL's limit of 8000 bytes. (Several identical NOTIFYs of one
+-- transaction are folded into one: for the empty ones, that is what is meant.)
 -- The entry functions are SQL functions declared stable, like json_build_array: an SQL function is
 -- inlined into its caller's plan only when it is not declared less volatile than its body, and one that is
 -- not inlined is parsed and planned on every call.

@@ -22,7 +22,7 @@
 -- to them. Requests handed to a phantom before that end lost at their caller's next check, or are retried
 -- when retryable.
 -- Locks: shared try-locks (transaction level, or rolled back at once) on responder locks; row locks.
--- NOTIFY: a request put back in the queue, on its service channel (its seq); a lost request of a
+-- NOTIFY: a request put back in the queue, on its service channel; a lost request of a
 -- TypeScript caller, on the caller's reply channel (pgrr_lost_entry).
 
 -- Responders that are live (see above). A view, so that it is inlined into each query that picks a
@@ -98,11 +98,11 @@ begin
   for r in
     -- Two branches rather than "p_ids is null or id = any (p_ids)": in the generic plan the first probes the
     -- primary key, and the second is skipped unless p_ids is null (a sweep over every claimed request).
-    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id, q.handed
+    select q.id, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id, q.handed
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and q.id = any (p_ids)
     union all
-    select q.id, q.seq, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id, q.handed
+    select q.id, q.attempt, q.max_attempts, q.channel_id, q.reply_to, q.caller, q.responder_id, q.handed
       from :SCHEMA.pgrr_request q
      where q.state = 'claimed' and p_ids is null
   loop
@@ -128,8 +128,7 @@ begin
          set state = 'pending', responder_id = null, claimed_at = null, handed = false
        where q.id = r.id and q.state = 'claimed' and q.attempt = r.attempt and q.responder_id = r.responder_id;
       if found then
-        -- The payload is the request's seq: responders claim from there (see pgrr_claim).
-        perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+        perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, '');
         if r.caller = session_user then
           id := r.id; state := 'pending'; return next;
         end if;

@@ -11,8 +11,8 @@
 --            once the responder and the deadline have been checked again (pgrr_handoff_at_commit,
 --            08_handoff.sql). The responder declines what it has no free slot for (pgrr_decline).
 --   queue    any other request (too large; a batch larger than the picked responder's concurrency) is
---            stored pending and announced on the service channel, whose payload is the lowest seq
---            announced: responders claim from there (07_claim.sql).
+--            stored pending and announced on the service channel: responders with free slots claim
+--            (07_claim.sql).
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 -- NOTIFY: the inbox of the picked responder (a TypeScript client's handed requests, several to a NOTIFY), or
 -- the service channel (pending ones, one per channel per statement).
@@ -48,7 +48,7 @@ $$;
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 create function :SCHEMA.pgrr_send_one(
   p_reply_to text, p_channel text, p_payload text, p_json boolean, p_timeout_ms int, p_headers text,
-  p_max_attempts int, p_ack bigint[], out id bigint, out status text
+  p_max_attempts int, out id bigint, out status text
 )
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -64,18 +64,13 @@ declare
   v_inbox text;
   v_headers jsonb;
   v_message text;
-  v_seq bigint;
   v_timeout_ms constant int := greatest(coalesce(p_timeout_ms, 30000), 1);
 begin
-  -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail. Then the
-  -- acknowledgements. (pgrr_send opens with the same two steps: in a function of their own, the call
-  -- alone would add a tenth to the cost of this one, measured.)
+  -- Checked here so that no stored request can make a responder's NOTIFY, and so its reply, fail.
+  -- (pgrr_send opens with the same check: in a function of its own, the call alone would add a tenth to
+  -- the cost of this one, measured.)
   if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
     raise exception 'pgrr: invalid reply channel name (1 to 63 bytes)' using errcode = '22023';
-  end if;
-  if cardinality(p_ack) > 0 then
-    delete from :SCHEMA.pgrr_request q
-     where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
   end if;
   -- The channel and a live responder of it, picked at random.
   select c.id, c.max_payload_bytes, c.max_attempts, r.id, r.inbox
@@ -113,10 +108,9 @@ begin
           case when v_message is not null then v_responder end,
           case when v_message is not null then clock_timestamp() end,
           case when v_message is null then 0 else 1 end,
-          v_message is not null)
-  returning pgrr_request.seq into v_seq;
+          v_message is not null);
   if v_message is null then
-    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, v_seq::text);
+    perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || v_channel_id, '');
   elsif p_reply_to is not null then
     perform pg_notify(v_inbox, v_message);
   end if;
@@ -129,16 +123,14 @@ $$;
 --   KiB), invalid_headers (not a flat JSON object of strings), too_large (payload over the channel's limit);
 --   id is null unless ok.
 -- p_reply_to: the caller's NOTIFY channel (1 to 63 bytes) or null; anything else raises 22023.
--- p_ack: ids of finished requests the caller has consumed; deleted first (piggy-backed acknowledgements).
 -- p_max_attempts: clamped to 1..100. Security: requests are recorded as the session's login's (see
 -- 13_roles.sql); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 -- Handoff: a TypeScript caller's requests for one channel are handed together to a live responder of it
 -- picked at random (stored as claimed by it, see pgrr_send_one), those that fit (payloads up to 1900
 -- bytes), when they are no more than that responder's concurrency; the others are stored pending.
--- NOTIFY: for pending requests, one notification per service; its payload is the lowest seq inserted for
--- it, which lets responders start their claim there (see pgrr_claim). For handed ones, their entries on
--- the responder's inbox, several to a NOTIFY. A single request goes through pgrr_send_one.
+-- NOTIFY: for pending requests, one empty notification per service. For handed ones, their entries on the
+-- responder's inbox, several to a NOTIFY. A single request goes through pgrr_send_one.
 create function :SCHEMA.pgrr_send(
   p_reply_to text,
   p_channels text[],
@@ -146,8 +138,7 @@ create function :SCHEMA.pgrr_send(
   p_json boolean[],
   p_timeout_ms int[],
   p_headers text[],
-  p_max_attempts int[],
-  p_ack bigint[]
+  p_max_attempts int[]
 ) returns table (ord int, id bigint, status text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -161,17 +152,13 @@ begin
     ord := 1;
     select o.id, o.status into id, status
       from :SCHEMA.pgrr_send_one(p_reply_to, p_channels[1], p_payloads[1], p_json[1], p_timeout_ms[1], p_headers[1],
-                                 p_max_attempts[1], p_ack) o;
+                                 p_max_attempts[1]) o;
     return next;
     return;
   end if;
   -- As pgrr_send_one opens.
   if p_reply_to is not null and octet_length(p_reply_to) not between 1 and 63 then
     raise exception 'pgrr: invalid reply channel name (1 to 63 bytes)' using errcode = '22023';
-  end if;
-  if cardinality(p_ack) > 0 then
-    delete from :SCHEMA.pgrr_request q
-     where q.id = any (p_ack) and q.state in ('replied', 'failed', 'lost') and q.caller = session_user;
   end if;
 
   return query
@@ -207,9 +194,8 @@ begin
            case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 1900 then
              :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
            end as entry
-      from (select pg_catalog.gen_random_uuid() as seed) r,
-           checked c,
-           lateral (select case when c.status = 'ok' then :SCHEMA.pgrr_batch_id(r.seed, c.ord) end as id) x
+      from checked c,
+           lateral (select case when c.status = 'ok' then :SCHEMA.pgrr_random_id() end as id) x
   ),
   planned as materialized (
     -- A channel's candidates are handed to its responder when they are no more than its concurrency (a
@@ -231,11 +217,11 @@ begin
            case when p.handed then 1 else 0 end,
            p.handed
       from planned p
-    returning channel_id, seq, handed
+    returning channel_id, handed
   ),
   woken as materialized (
-    select pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || w.channel_id, w.seq::text)
-      from (select i.channel_id, min(i.seq) as seq from inserted i where not i.handed group by i.channel_id) w
+    select pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || w.channel_id, '')
+      from (select distinct i.channel_id from inserted i where not i.handed) w
   ),
   -- Handed requests, as arrays of entries on their responder's inbox: at most 2000 bytes an entry, packed
   -- by running size into NOTIFYs of at most 5800 + 2000 bytes.
@@ -292,7 +278,7 @@ declare
 begin
   -- An assignment, not a SELECT … FROM the function: plpgsql evaluates it as an expression, without the
   -- query's executor start-up and the tuplestore of a function scan (30 µs of a 290 µs request() here).
-  v_sent := :SCHEMA.pgrr_send_one(null, channel, payload, false, :SCHEMA.pgrr_timeout_ms(timeout), headers::text, null, null);
+  v_sent := :SCHEMA.pgrr_send_one(null, channel, payload, false, :SCHEMA.pgrr_timeout_ms(timeout), headers::text, null);
   if v_sent.status is distinct from 'ok' then
     perform :SCHEMA.pgrr_raise_send_status(v_sent.status, channel);
   end if;
@@ -312,7 +298,7 @@ declare
   v_sent record;
 begin
   -- An assignment, as in request(channel, text, …).
-  v_sent := :SCHEMA.pgrr_send_one(null, channel, payload::text, true, :SCHEMA.pgrr_timeout_ms(timeout), headers::text, null, null);
+  v_sent := :SCHEMA.pgrr_send_one(null, channel, payload::text, true, :SCHEMA.pgrr_timeout_ms(timeout), headers::text, null);
   if v_sent.status is distinct from 'ok' then
     perform :SCHEMA.pgrr_raise_send_status(v_sent.status, channel);
   end if;

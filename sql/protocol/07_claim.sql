@@ -14,21 +14,16 @@ create function :SCHEMA.pgrr_hold_request_lock(p_id bigint) returns boolean
 language sql volatile
 as $$ select pg_catalog.pg_try_advisory_lock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(p_id)) $$;
 
--- pgrr_claim(responder, channel, limit, after_seq): take up to limit pending requests of the channel with a
--- seq above after_seq, oldest first,
--- and at most pgrr_claim_max_bytes() of payloads (rows are added while the payloads before them sum to
+-- pgrr_claim(responder, channel, limit): take up to limit pending requests of the channel, oldest first, and
+-- at most pgrr_claim_max_bytes() of payloads (rows are added while the payloads before them sum to
 -- less than that, so always at least one): a backlog of huge payloads cannot make one claim exhaust the
 -- responder's memory. Raises 42501 unless this session registered the responder, for this channel.
 -- FOR UPDATE SKIP LOCKED lets competing responders claim concurrently without waiting on each other; each
 -- claimed row of an SQL caller gets its request lock (session level, exclusive) inside this same
--- transaction, so the lock is held before anyone can see the row as claimed. Returns the remaining time to the deadline and the
--- time spent waiting since the request was made, both in ms, and each row's seq.
--- after_seq is the responder's cursor: every NOTIFY of new pending requests carries the lowest seq it
--- announces, and the responder claims from there, so the index scan starts past the entries of requests
--- already claimed (dead, but kept while any transaction might still see them). A slow poll claims from 0
--- and so finds anything a cursor could have skipped (a request whose NOTIFY was lost).
-create function :SCHEMA.pgrr_claim(p_responder int, p_channel_id int, p_limit int, p_after_seq bigint default 0)
-returns table (id bigint, seq bigint, payload text, payload_json boolean, headers jsonb, attempt int,
+-- transaction, so the lock is held before anyone can see the row as claimed. Returns the remaining time
+-- to the deadline and the time spent waiting since the request was made, both in ms.
+create function :SCHEMA.pgrr_claim(p_responder int, p_channel_id int, p_limit int)
+returns table (id bigint, payload text, payload_json boolean, headers jsonb, attempt int,
                remaining_ms int, queued_ms int, locked boolean)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -51,7 +46,7 @@ begin
     -- octet_length reads the stored size: a large payload is not detoasted to be measured.
     select q.id, q.ctid as tid, q.seq, octet_length(q.payload) as bytes
       from :SCHEMA.pgrr_request q
-     where q.channel_id = p_channel_id and q.responder_id is null and q.state = 'pending' and q.seq > p_after_seq
+     where q.channel_id = p_channel_id and q.responder_id is null and q.state = 'pending'
        and q.deadline > clock_timestamp()
      order by q.seq
      limit p_limit
@@ -73,7 +68,7 @@ begin
          attempt = q.attempt + 1
     from picked
    where q.ctid = picked.tid and q.id = picked.id
-  returning q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
+  returning q.id, q.payload, q.payload_json, q.headers, q.attempt,
             greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int as remaining_ms,
             greatest(0, floor(extract(epoch from clock_timestamp() - q.created_at) * 1000))::int as queued_ms,
             -- Only an SQL caller waits on the lock; a TypeScript caller hears of its reply by NOTIFY.
@@ -81,7 +76,7 @@ begin
             q.reply_to is null as sql_caller
   loop
     if r.locked then
-      id := r.id; seq := r.seq; payload := r.payload; payload_json := r.payload_json; headers := r.headers;
+      id := r.id; payload := r.payload; payload_json := r.payload_json; headers := r.headers;
       attempt := r.attempt; remaining_ms := r.remaining_ms; queued_ms := r.queued_ms; locked := true;
       v_ring := v_ring or r.sql_caller;
       return next;

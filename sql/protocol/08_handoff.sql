@@ -6,8 +6,8 @@
 -- says whether it is still in hand (04_liveness.sql). Its SQL awaiter waits on the responder's reply bells
 -- (03_bells.sql).
 -- Locks: row locks, in id order (as pgrr_cancel and pgrr_reply take them). NOTIFY: an SQL caller's handed
--- request, on its responder's inbox at the commit that made it; a request given back, on its service
--- channel (the lowest seq given back).
+-- request, on its responder's inbox at the commit that made it; requests given back, on their service
+-- channel.
 
 -- pgrr_handoff_at_commit(): the trigger that hands an SQL caller's request over when the transaction that
 -- made it commits. request() stores it as handed to a live responder it picked, as a TypeScript client's is,
@@ -32,7 +32,7 @@ declare
   v_message text;
 begin
   -- As it is now: this transaction may have cancelled or consumed it since.
-  select q.id, q.seq, q.channel_id, q.responder_id, q.payload, q.payload_json, q.headers, q.deadline into r
+  select q.id, q.channel_id, q.responder_id, q.payload, q.payload_json, q.headers, q.deadline into r
     from :SCHEMA.pgrr_request q
    where q.id = new.id and q.state = 'claimed' and q.handed;
   if not found then
@@ -50,7 +50,7 @@ begin
   update :SCHEMA.pgrr_request q
      set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1, handed = false
    where q.id = r.id;
-  perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+  perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, '');
   return null;
 end
 $$;
@@ -65,7 +65,7 @@ create constraint trigger pgrr_handoff_at_commit after insert on :SCHEMA.pgrr_re
 -- their NOTIFY went out while its LISTEN session was away. Raises 42501 unless this session registered
 -- the responder.
 create function :SCHEMA.pgrr_handed(p_responder int)
-returns table (id bigint, seq bigint, payload text, payload_json boolean, headers jsonb, attempt int,
+returns table (id bigint, payload text, payload_json boolean, headers jsonb, attempt int,
                remaining_ms int, queued_ms int)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -77,7 +77,7 @@ begin
     raise exception 'pgrr: responder % was not registered by this session', p_responder using errcode = '42501';
   end if;
   return query
-  select q.id, q.seq, q.payload, q.payload_json, q.headers, q.attempt,
+  select q.id, q.payload, q.payload_json, q.headers, q.attempt,
          greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
          0
     from :SCHEMA.pgrr_request q
@@ -117,16 +117,16 @@ begin
        where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed'
       returning q.channel_id, q.seq, q.reply_to
     )
-    select g.channel_id, min(g.seq) as seq, null::int as lane from given g group by g.channel_id
+    select distinct g.channel_id, null::int as lane from given g
     -- SQL awaiters of these requests wait on this responder's reply bells: ring their lanes, so that they
     -- see at once that the request waits in the table again.
     union all
-    select distinct null::int, null::bigint, :SCHEMA.pgrr_reply_lane(g.seq) from given g where g.reply_to is null
+    select distinct null::int, :SCHEMA.pgrr_reply_lane(g.seq) from given g where g.reply_to is null
   loop
     if r.lane is not null then
       perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
     else
-      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, r.seq::text);
+      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || r.channel_id, '');
     end if;
   end loop;
 end

@@ -22,8 +22,8 @@
 --   A request's id is its secret: 62 random bits from gen_random_uuid() (a cryptographic generator), so
 --   that another session of the same login cannot guess the id of a request it did not make. Claims are
 --   ordered by a separate sequential column (seq); request locks are keyed on the id (01_keys.sql).
---   Requests of another login are invisible: await_reply, pgrr_fetch, pgrr_ack, pgrr_cancel and the
---   acknowledgements of pgrr_send act only on the caller's own requests; an id of another login is
+--   Requests of another login are invisible: await_reply, pgrr_fetch, pgrr_ack and pgrr_cancel act only
+--   on the caller's own requests; an id of another login is
 --   'unknown' (PR005), the same as a wrong one, so ids cannot be probed across logins either.
 --   Responders serve only channels granted to them (05_registration.sql), a responder id is usable only by
 --   the session that registered it, and pgrr_reply writes only outcomes of that responder's requests, so a
@@ -68,8 +68,8 @@ begin
   execute format(
     'grant execute on function %1$s.request(text, text, interval, jsonb), %1$s.request(text, jsonb, interval, jsonb), '
     '%1$s.await_reply(bigint, interval), %1$s.await_reply_json(bigint, interval), %1$s.await_reply_full(bigint, interval), '
-    '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[], bigint[]), '
-    '%1$s.pgrr_send_one(text, text, text, boolean, int, text, int, bigint[]), %1$s.pgrr_ack(bigint[]), '
+    '%1$s.pgrr_send(text, text[], text[], boolean[], int[], text[], int[]), '
+    '%1$s.pgrr_send_one(text, text, text, boolean, int, text, int), %1$s.pgrr_ack(bigint[]), '
     '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'caller') on conflict do nothing;
@@ -89,7 +89,7 @@ begin
   execute format('grant select on table %1$s.pgrr_migration, %1$s.pgrr_protocol to %2$I', s, p_role);
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
-    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_renew(int), %1$s.pgrr_claim(int, int, int, bigint), '
+    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_renew(int), %1$s.pgrr_claim(int, int, int), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '

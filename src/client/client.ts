@@ -30,7 +30,7 @@ import type { ClientContext, PoolQuery } from './context.ts'
 import type { PendingRequest, Settlement } from './pending-request.ts'
 import { RecoveryCheck } from './recovery-check.ts'
 import { ReplyMux } from './reply-mux.ts'
-import { ackFlushMs, Sends } from './send.ts'
+import { Sends } from './send.ts'
 
 /**
  * Opens a client: verifies the schema is migrated and opens the LISTEN connection.
@@ -91,8 +91,7 @@ export class Client {
     this.#pool = createPool(options, integerOption(options.poolSize ?? 4, 'poolSize', 1000))
     this.#prepareStatements = options.prepare ?? true
     this.#listener = new Listener(options)
-    // Acknowledgements ride along with a send once they have gathered for a while (each send that carries
-    // some runs one more statement, so one in many does); otherwise they go on their own.
+    // Acknowledgements gather for a while and go in one statement: nothing waits on them.
     this.#acks = new BatchQueue((ids) => this.#runQuietly(this.#statements.ack, [ids]), { maxBatch: 5000, delayMs: ackFlushMs })
     this.#cancels = new BatchQueue((ids) => this.#runQuietly(this.#statements.cancel, [ids]), { maxBatch: 2000 })
     const statements = this.#statements
@@ -106,7 +105,6 @@ export class Client {
       telemetry: this.#telemetry,
       query,
       replyChannel: () => this.#replyChannel,
-      acks: this.#acks,
       cancels: this.#cancels,
       mux,
       settle,
@@ -390,6 +388,9 @@ export class Client {
 
 /** Largest header map, as JSON: what pgrr_send accepts (06_send.sql). */
 const maxHeaderBytes = 65536
+
+/** How long acknowledgements gather before they are sent, in one statement. */
+const ackFlushMs = 25
 
 function encodeHeaders(headers: Record<string, string> | undefined): string | null {
   if (headers === undefined) return null

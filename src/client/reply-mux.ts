@@ -31,7 +31,8 @@ export interface ReplyMuxOptions {
   readonly logger: Logger
   readonly query: PoolQuery
   /** Ids whose outcome was read, to delete. */
-  readonly acks: BatchQueue<string>
+  /** Where the ids of outcomes read go, to be acknowledged (deleted) in a later statement. */
+  readonly acks: Pick<BatchQueue<string>, 'push'>
   readonly settle: Settle
 }
 

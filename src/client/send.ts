@@ -1,7 +1,7 @@
 /**
  * Sending (06_send.sql): every request queued in a turn of the event loop goes in one statement
  * (pgrr_send, or pgrr_send_one for a lone one), which stores them and hands them to responders or announces
- * them. Acknowledgements of outcomes read ride along with a send once they have gathered for a while.
+ * them.
  */
 import { BatchQueue } from '../batch-queue.ts'
 import { toPgrrError } from '../database-error.ts'
@@ -11,14 +11,6 @@ import type { Telemetry } from '../telemetry.ts'
 import type { PoolQuery } from './context.ts'
 import { remainingMs, type PendingRequest, type Settle } from './pending-request.ts'
 import type { ReplyMux } from './reply-mux.ts'
-
-/** Acknowledgements older than this ride along with the next send. */
-const ackRideAfterMs = 10
-/**
- * Acknowledgements that no send took by then are sent on their own: the delay of the client's queue of
- * acknowledgements. Each send that carries some runs one more statement, so one in many does.
- */
-export const ackFlushMs = 25
 
 interface SendRow {
   ord: number
@@ -32,8 +24,6 @@ export interface SendsOptions {
   readonly query: PoolQuery
   /** The client's reply channel, where the outcomes of its requests are NOTIFYed. */
   readonly replyChannel: () => string
-  /** Acknowledgements waiting: a send takes those that have waited long enough. */
-  readonly acks: BatchQueue<string>
   /** Requests to cancel: those that ended while being sent. */
   readonly cancels: BatchQueue<string>
   /** Where a request sent waits for its outcome. */
@@ -66,10 +56,9 @@ export class Sends {
   }
 
   async #flush(batch: PendingRequest[]): Promise<void> {
-    const { statements, query, acks, settle } = this.#options
+    const { statements, query, settle } = this.#options
     const live = batch.filter((pending) => !pending.settled)
     if (live.length === 0) return
-    const acked = acks.take(undefined, ackRideAfterMs)
     const replyChannel = this.#options.replyChannel()
     let rows: SendRow[]
     try {
@@ -84,7 +73,6 @@ export class Sends {
           remainingMs(pending),
           pending.headers,
           pending.maxAttempts,
-          acked,
         ])
         rows = row === undefined ? [] : [{ ...row, ord: 1 }]
       } else {
@@ -96,13 +84,10 @@ export class Sends {
           live.map(remainingMs),
           live.map((p) => p.headers),
           live.map((p) => p.maxAttempts),
-          acked,
         ])
       }
     } catch (error) {
-      // The outcome of the insert is unknown: each request ends here, with a typed error. The
-      // acknowledgements it carried were rolled back with it: they go out again.
-      for (const id of acked) acks.push(id)
+      // The outcome of the insert is unknown: each request ends here, with a typed error.
       const typed = toPgrrError(error)
       for (const pending of live) settle(pending, typed)
       return

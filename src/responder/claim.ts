@@ -3,7 +3,7 @@
  * one claim at a time. A NOTIFY on the service channel, a finished handler while a backlog remains, a
  * reconnect, or the slow poll triggers the next claim.
  */
-import { announcedCursor, claimStoppedAtByteCap } from '../wire.ts'
+import { claimStoppedAtByteCap } from '../wire.ts'
 import type { ClaimedRow, Jobs } from './jobs.ts'
 import type { Registration, ResponderContext } from './registration.ts'
 
@@ -28,9 +28,6 @@ export class ClaimLoop {
   /** Slots the running claim may fill. */
   #claimingLimit = 0
   #claimAgain = false
-  /** Claim cursor: claims look at pending requests with a seq above it (see pgrr_claim). */
-  #afterSeq = 0
-  #lowestAnnounced: number | undefined
   #backlog = false
 
   constructor(options: ClaimLoopOptions) {
@@ -45,23 +42,6 @@ export class ClaimLoop {
     return this.#claiming ? this.#claimingLimit : 0
   }
 
-  /** A new registration: claims start from the start of the queue. */
-  reset(): void {
-    this.#afterSeq = 0
-    this.#lowestAnnounced = undefined
-  }
-
-  /** A NOTIFY announced pending requests from seq `payload` on: claim from there. */
-  announced(payload: string): void {
-    this.#lowerCursor(announcedCursor(payload))
-    this.wake()
-  }
-
-  /** Claims from the start of the queue: for the poll and after a reconnect, when hints may be lost. */
-  rescan(): void {
-    this.#lowerCursor(0)
-    this.wake()
-  }
 
   /** A handler finished: its slot is free for the backlog, if there is one. */
   jobFinished(): void {
@@ -84,32 +64,20 @@ export class ClaimLoop {
     void this.#claim(session, free)
   }
 
-  /**
-   * The claim cursor (see pgrr_claim): every pending request has a seq above it, or was announced. A
-   * lowering that arrives while a claim runs is applied after that claim moved the cursor forward.
-   */
-  #lowerCursor(afterSeq: number): void {
-    if (this.#claiming) this.#lowestAnnounced = Math.min(this.#lowestAnnounced ?? afterSeq, afterSeq)
-    else this.#afterSeq = Math.min(this.#afterSeq, afterSeq)
-  }
-
   async #claim(session: Registration, limit: number): Promise<void> {
     const { channel, concurrency, statements, jobs, telemetry } = this.#options
     this.#claiming = true
     this.#claimingLimit = limit
     this.#claimAgain = false
     try {
-      const rows = await this.#options.query<ClaimedRow>(statements.claim, [session.responderId, session.channelId, limit, this.#afterSeq])
-      // Past the last claimed row; a full batch means more may follow it, a short one that nothing
-      // visible does (anything later is announced, or found by the next rescan).
-      for (const row of rows) this.#afterSeq = Math.max(this.#afterSeq, Number(row.seq))
-      if (this.#lowestAnnounced !== undefined) this.#afterSeq = Math.min(this.#afterSeq, this.#lowestAnnounced)
-      this.#lowestAnnounced = undefined
+      const rows = await this.#options.query<ClaimedRow>(statements.claim, [session.responderId, session.channelId, limit])
       // Rows claimed by a session that has since died were released with it.
       if (session.generation !== this.#options.generation()) rows.length = 0
       if (rows.length > 0) telemetry.claimed?.(channel, rows.length)
       // start() never throws: each request gets an outcome, and the others run.
       for (const row of rows) jobs.start(row, session.generation, false)
+      // A full batch means more may be pending; a short one, that nothing visible is (anything later is
+      // announced, or found by the slow poll).
       this.#backlog = rows.length === limit || claimStoppedAtByteCap(rows)
     } catch (error) {
       this.#options.logger.warn({ err: error }, 'claim failed')

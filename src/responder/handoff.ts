@@ -60,7 +60,7 @@ export class Handoffs {
     // Handed to a registration that is gone: its requests went with its session (they are reaped).
     if (session === undefined || generation !== session.generation) return
     for (const [id, json, payload, headers, timeoutMs] of entries) {
-      this.#take({ id, seq: '0', payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
+      this.#take({ id, payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
     }
   }
 

@@ -24,7 +24,6 @@ import {
 /** A request as pgrr_claim and pgrr_handed return it, or as a handoff brings it: what a job starts from. */
 export interface ClaimedRow {
   id: string
-  seq: string
   payload: string
   payload_json: boolean
   headers: Record<string, string> | null

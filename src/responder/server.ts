@@ -166,11 +166,11 @@ export class Server {
     // Requests may have been handed over between the registration's commit and the LISTEN on the inbox.
     void this.#handoffs.recover()
     this.#removeReconnectHook = this.#context.listener.onReconnect(() => {
-      this.#claims.rescan()
+      this.#claims.wake()
       // A request handed over while the LISTEN session was away: its NOTIFY is lost.
       void this.#handoffs.recover()
     })
-    this.#pollTimer = setInterval(() => this.#claims.rescan(), this.#pollIntervalMs)
+    this.#pollTimer = setInterval(() => this.#claims.wake(), this.#pollIntervalMs)
     this.#pollTimer.unref()
     this.#sweepTimer = setInterval(() => this.#housekeeping.tick(), this.#sweepIntervalMs)
     this.#sweepTimer.unref()
@@ -257,8 +257,6 @@ export class Server {
       onEnd: () => {
         if (work === this.#work) this.#workLost()
       },
-      // Replies, claims and declines follow each other without a round trip in between.
-      pipeline: true,
     })
     let row
     try {
@@ -272,7 +270,7 @@ export class Server {
     let unlisten: Unlisteners
     try {
       unlisten = {
-        service: await listener.listen(row.service_channel, (payload) => this.#claims.announced(payload)),
+        service: await listener.listen(row.service_channel, () => this.#claims.wake()),
         control: await listener.listen(row.control_channel, (payload) => this.#jobs.cancel(decodeCancelledIds(payload))),
         inbox: await listener.listen(row.inbox_channel, (payload) => this.#handoffs.handedOff(payload, generation)),
       }
@@ -294,7 +292,6 @@ export class Server {
       controlChannel: row.control_channel,
       generation: ++this.#generation,
     }
-    this.#claims.reset()
     this.#unlisten = unlisten
   }
 
