@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
+import postgres from 'postgres'
 import {
   CancelledError,
   InvalidOptionError,
@@ -19,7 +20,7 @@ import {
 } from '../src/index.ts'
 import { killAll, LineProcess } from './fixtures/failure-process.ts'
 import type { ScatterResponderConfig } from './fixtures/scatter-responder.ts'
-import { clientFor, deferred, rejection, serverFor, useTestSchema, waitFor } from './helpers.ts'
+import { clientFor, databaseUrl, deferred, rejection, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('scatter')
 after(killAll)
@@ -222,4 +223,35 @@ test('SQL callers: request_all returns one id per live responder, each awaited w
   assert.equal((noResponders as Error & { code?: string }).code, 'PR001')
   const badMax = await rejection(db.sql.unsafe(`select * from ${db.quoted}.request_all($1, 'x', max => 0)`, [channel]))
   assert.equal((badMax as Error & { code?: string }).code, '22023')
+})
+
+test('the protocol keeps an addressed request its responder\'s: given back it ends lost, and an SQL caller\'s whose responder left before the commit too', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  // A responder made of a session of its own: it registers, is handed a request, and gives it back.
+  // Sessions of their own (the schema's admin connection has two, for the reads below).
+  const sessions = postgres(databaseUrl(), { max: 2, onnotice: () => {} })
+  t.after(() => sessions.end({ timeout: 5 }))
+  const responder = await sessions.reserve()
+  t.after(() => responder.release())
+  const [registered] = await responder.unsafe<{ responder_id: number }[]>(`select responder_id from ${s}.pgrr_register('scatter.protocol', 'test', 0, 1)`)
+  const responderId = registered!.responder_id
+  const [sent] = await db.sql.unsafe<{ id: string; status: string }[]>(
+    `select id::text, status from ${s}.pgrr_send_all('pgrr_scatter_test_replies', 'scatter.protocol', 'x', false, 10000, null, null, 'all')`,
+  )
+  assert.equal(sent?.status, 'ok')
+  await responder.unsafe(`select ${s}.pgrr_decline($1, array[$2::bigint])`, [responderId, sent!.id])
+  const [declined] = await db.sql.unsafe(`select state, responder_id from ${s}.pgrr_request where id = $1`, [sent!.id])
+  assert.deepEqual({ ...declined }, { state: 'lost', responder_id: responderId })
+
+  // An SQL caller's request_all in a transaction whose responder unregisters before the commit: lost, never queued.
+  const caller = await sessions.reserve()
+  t.after(() => caller.release())
+  await caller.unsafe('begin')
+  const [row] = await caller.unsafe<{ id: string }[]>(`select id::text from ${s}.request_all('scatter.protocol', 'y')`)
+  await responder.unsafe(`select ${s}.pgrr_unregister($1)`, [responderId])
+  await caller.unsafe('commit')
+  const [stored] = await db.sql.unsafe(`select state, responder_id from ${s}.pgrr_request where id = $1`, [row!.id])
+  assert.deepEqual({ ...stored }, { state: 'lost', responder_id: responderId })
+  const lost = await rejection(caller.unsafe(`select ${s}.await_reply($1::bigint)`, [row!.id]))
+  assert.equal((lost as Error & { code?: string }).code, 'PR004')
 })
