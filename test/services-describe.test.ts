@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import * as v from 'valibot'
 import { z } from 'zod'
 import { defineService, InvalidOptionError, NoRespondersError, type HandlerContext } from '../src/index.ts'
 import { clientFor, deferred, rejection, serverFor, useTestSchema, waitFor } from './helpers.ts'
@@ -44,6 +45,13 @@ test('description, version and JSON Schemas are written with the registration an
   assert.equal(requestSchema.type, 'object')
   assert.deepEqual(requestSchema.properties?.text, { type: 'string' })
   assert.equal((zod?.replySchema as { type?: string }).type, 'object')
+
+  // A validator that cannot describe itself (valibot without its converter): served without schemas.
+  const plainValibot = defineService({ name: 'svc.valibot', request: v.string() })
+  const valibotServer = await plainValibot.serve(client, (text) => text, { version: '0.1.0' })
+  const [valibot] = await client.services('svc.valibot')
+  assert.deepEqual([valibot?.version, valibot?.requestSchema, valibot?.replySchema], ['0.1.0', undefined, undefined])
+  await valibotServer.close()
 
   const every = await client.services()
   assert.deepEqual(every.map((responder) => responder.channel), ['svc.plain', 'svc.typed'])
