@@ -99,4 +99,12 @@ export interface ServeOptions {
   sweepIntervalMs?: number
   /** `drain()` waits this long for running handlers, then aborts them. @default 30000 */
   drainTimeoutMs?: number
+  /** What the service does, for `pgrr info` and `client.services()`. */
+  description?: string
+  /** The service's version, for `pgrr info` and `client.services()`. */
+  version?: string
+  /** JSON Schema of the request payload, for `pgrr info` (typed services fill it in when their validator can). */
+  requestSchema?: unknown
+  /** JSON Schema of the reply, for `pgrr info` (typed services fill it in when their validator can). */
+  replySchema?: unknown
 }

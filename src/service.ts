@@ -29,6 +29,8 @@ export interface StandardSchemaV1<Input = unknown, Output = Input> {
     readonly vendor: string
     readonly validate: (value: unknown) => StandardResult<Output> | Promise<StandardResult<Output>>
     readonly types?: { readonly input: Input; readonly output: Output }
+    /** Standard JSON Schema (https://standardschema.dev): what a validator that can describe itself offers. */
+    readonly jsonSchema?: { readonly input: (options: { readonly target: string }) => Record<string, unknown> }
   }
 }
 
@@ -98,8 +100,14 @@ export function defineService<Request = unknown, Reply = unknown, Payload = Requ
         await validateOrRethrow(replySchema, reply, `reply from ${name}`, 'INVALID_REPLY')
         return reply
       }
-      if (isClient(clientOrOptions)) return clientOrOptions.serve(name, wrapped, options)
-      return serve(clientOrOptions, name, wrapped, options)
+      // What travels is each schema's input: that is what `pgrr info` shows, when the validator can say it.
+      const described: ServeOptions = {
+        ...definedSchema('requestSchema', requestSchema),
+        ...definedSchema('replySchema', replySchema),
+        ...options,
+      }
+      if (isClient(clientOrOptions)) return clientOrOptions.serve(name, wrapped, described)
+      return serve(clientOrOptions, name, wrapped, described)
     },
   }
 }
@@ -133,6 +141,21 @@ function toIssue(issue: { message: string; path?: readonly (PropertyKey | { key:
 
 function formatIssue(issue: ValidationIssue): string {
   return issue.path.length > 0 ? `${issue.path.map(String).join('.')}: ${issue.message}` : issue.message
+}
+
+/**
+ * `{ [key]: JSON Schema of what `schema` accepts }` when its validator implements Standard JSON Schema (zod 4
+ * does; valibot and others need a converter of their own: pass `requestSchema`/`replySchema` to `serve()`).
+ */
+function definedSchema(key: 'requestSchema' | 'replySchema', schema: StandardSchemaV1<unknown, unknown> | undefined): ServeOptions {
+  const convert = schema?.['~standard'].jsonSchema?.input
+  if (typeof convert !== 'function') return {}
+  try {
+    return { [key]: convert({ target: 'draft-2020-12' }) }
+  } catch {
+    // "May throw if conversion is not supported" (a transform, a custom check): the service is served without it.
+    return {}
+  }
 }
 
 function isClient(value: Client | ClientOptions): value is Client {

@@ -25,9 +25,15 @@ export function renderStatements(schema: string) {
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
     renew: `select ${s}.pgrr_renew($1::int)`,
     claim: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int)`,
-    handed: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_handed($1::int)`,
+    handed: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms, kind from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
     reply: `select notified, late::text[] as late from ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
     replyOne: `select ${s}.pgrr_reply_one($1::int, $2::bigint, $3::bool, $4::text, $5::bool, $6::text, $7::text) as outcome`,
+    // Scatter-gather and services that describe themselves (15_scatter.sql, 16_services.sql).
+    sendAll: `select responder_id, host, pid, id, status from ${s}.pgrr_send_all($1::text, $2::text, $3::text, $4::bool, $5::int, $6::text, $7::int, $8::text)`,
+    registerDescribed: `select r.responder_id, r.channel_id, r.service_channel, r.control_channel, r.inbox_channel, ${s}.pgrr_describe(r.responder_id, $5::jsonb)
+      from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int) r`,
+    renewWithStats: `select ${s}.pgrr_renew($1::int), ${s}.pgrr_report_stats($1::int, $2::jsonb)`,
+    services: `select channel, responder_id, host, pid, concurrency, started_at, accepting, info, stats, stats_at, now from ${s}.pgrr_services($1::text)`,
   }
 }

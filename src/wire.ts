@@ -9,16 +9,23 @@
 export type Headers = Record<string, string>
 
 /**
- * One request handed to a responder (pgrr_handoff_entry): id, whether the payload is JSON, payload, headers
- * (or null), and the time left in ms when it was sent.
+ * What a request addressed to one responder is (pgrr_addressed_entry, sql/protocol/15_scatter.sql): 'all',
+ * a request of a scatter-gather that the handler runs; 'ping', answered by the responder itself.
  */
-export type HandoffEntry = [id: string, json: boolean, payload: string, headers: Headers | null, timeoutMs: number]
+export type AddressedKind = 'all' | 'ping'
 
-/** Whether `value` is a pgrr_handoff_entry. */
+/**
+ * One request handed to a responder (pgrr_handoff_entry): id, whether the payload is JSON, payload, headers
+ * (or null), and the time left in ms when it was sent; a request addressed to it (pgrr_addressed_entry)
+ * has its kind last.
+ */
+export type HandoffEntry = [id: string, json: boolean, payload: string, headers: Headers | null, timeoutMs: number, kind?: AddressedKind]
+
+/** Whether `value` is a pgrr_handoff_entry or a pgrr_addressed_entry. */
 export function isHandoffEntry(value: unknown): value is HandoffEntry {
   return (
     Array.isArray(value) &&
-    value.length === 5 &&
+    (value.length === 5 || (value.length === 6 && (value[5] === 'all' || value[5] === 'ping'))) &&
     typeof value[0] === 'string' &&
     typeof value[1] === 'boolean' &&
     typeof value[2] === 'string' &&

@@ -2,7 +2,8 @@
 -- agree on: src/wire.ts mirrors this file, each of its decoders naming the function here it reads.
 --   service channel <prefix>.s<channel id>   empty: pending requests wait (06_send.sql, 04_liveness.sql,
 --                                            08_handoff.sql); responders with free slots claim
---   inbox <prefix>.h<random>                 a JSON array of pgrr_handoff_entry (06_send.sql, 08_handoff.sql)
+--   inbox <prefix>.h<random>                 a JSON array of pgrr_handoff_entry (06_send.sql, 08_handoff.sql),
+--                                            or of one pgrr_addressed_entry (15_scatter.sql)
 --   control <prefix>.w<responder id>         the ids of cancelled requests, comma separated (11_caller.sql)
 --   reply channel <prefix>.c<random>         a JSON array of pgrr_reply_entry / pgrr_reply_short_entry
 --                                            (09_reply.sql), or [id, 'l'] for a request lost with its

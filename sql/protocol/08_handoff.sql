@@ -57,16 +57,17 @@ $$;
 
 create constraint trigger pgrr_handoff_at_commit after insert on :SCHEMA.pgrr_request
   deferrable initially deferred for each row
-  when (new.handed and new.reply_to is null)
+  when (new.handed and new.reply_to is null and new.kind is null)
   execute function :SCHEMA.pgrr_handoff_at_commit();
 
 -- pgrr_handed(responder): the requests handed to this responder (see pgrr_send) that are still in its
--- hands, with what pgrr_claim returns for a claimed one. The responder runs those it has not heard of:
+-- hands, with what pgrr_claim returns for a claimed one, and the kind of those addressed to it
+-- (15_scatter.sql). The responder runs those it has not heard of:
 -- their NOTIFY went out while its LISTEN session was away. Raises 42501 unless this session registered
 -- the responder.
 create function :SCHEMA.pgrr_handed(p_responder int)
 returns table (id bigint, payload text, payload_json boolean, headers jsonb, attempt int,
-               remaining_ms int, queued_ms int)
+               remaining_ms int, queued_ms int, kind text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -79,7 +80,7 @@ begin
   return query
   select q.id, q.payload, q.payload_json, q.headers, q.attempt,
          greatest(0, ceil(extract(epoch from q.deadline - clock_timestamp()) * 1000))::int,
-         0
+         0, q.kind
     from :SCHEMA.pgrr_request q
    where q.responder_id = p_responder and q.handed and q.state = 'claimed';
 end
@@ -88,7 +89,8 @@ $$;
 -- pgrr_decline(responder, ids): gives back requests handed to this responder that it will not run (no
 -- free slot, or it is stopping): they become pending again, as if never handed, and the service channel
 -- is notified so that any responder claims them (and the reply bells of their lanes ring, for SQL
--- awaiters); those the caller cancelled meanwhile are deleted.
+-- awaiters); those the caller cancelled meanwhile are deleted; those addressed to this responder
+-- (15_scatter.sql) end lost.
 -- Raises 42501 unless this session registered the responder; ids not handed to it are ignored. Row
 -- locks in id order, as pgrr_cancel and pgrr_reply take them.
 create function :SCHEMA.pgrr_decline(p_responder int, p_ids bigint[]) returns void
@@ -110,11 +112,24 @@ begin
      for update;
   delete from :SCHEMA.pgrr_request q
    where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'cancelled';
+  -- A request addressed to this responder (15_scatter.sql) is never queued for another: it ends lost.
+  for r in
+    update :SCHEMA.pgrr_request q
+       set state = 'lost', finished_at = clock_timestamp()
+     where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed' and q.kind is not null
+    returning q.id, q.reply_to, q.seq
+  loop
+    if r.reply_to is not null then
+      perform pg_notify(r.reply_to, '[' || :SCHEMA.pgrr_lost_entry(r.id) || ']');
+    else
+      perform :SCHEMA.pgrr_ring_reply(p_responder, :SCHEMA.pgrr_reply_lane(r.seq));
+    end if;
+  end loop;
   for r in
     with given as materialized (
       update :SCHEMA.pgrr_request q
          set state = 'pending', responder_id = null, claimed_at = null, attempt = q.attempt - 1, handed = false
-       where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed'
+       where q.id = any (p_ids) and q.responder_id = p_responder and q.handed and q.state = 'claimed' and q.kind is null
       returning q.channel_id, q.seq, q.reply_to
     )
     select distinct g.channel_id, null::int as lane from given g

@@ -72,6 +72,11 @@ begin
     '%1$s.pgrr_send_one(text, text, text, boolean, int, text, int), %1$s.pgrr_ack(bigint[]), '
     '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
+  -- Scatter-gather and the services' descriptions (15_scatter.sql, 16_services.sql).
+  execute format(
+    'grant execute on function %1$s.request_all(text, text, interval, jsonb, int), %1$s.request_all(text, jsonb, interval, jsonb, int), '
+    '%1$s.pgrr_send_all(text, text, text, boolean, int, text, int, text), %1$s.pgrr_services(text) '
+    'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'caller') on conflict do nothing;
 end
 $$;
@@ -94,6 +99,10 @@ begin
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
     '%1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
+    'to %2$I', s, p_role);
+  -- Services that describe themselves (16_services.sql).
+  execute format(
+    'grant execute on function %1$s.pgrr_describe(int, jsonb), %1$s.pgrr_report_stats(int, jsonb), %1$s.pgrr_services(text) '
     'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'responder') on conflict do nothing;
 end

@@ -12,9 +12,12 @@ import { classify, exitCodes, exitCodeTable, UsageError } from './exit-codes.ts'
 import { migrateCommand } from './migrate.ts'
 import { requestCommand } from './request.ts'
 import { serveCommand } from './serve.ts'
+import { infoCommand, pingCommand, statsCommand } from './services.ts'
 import { statusCommand } from './status.ts'
 
-const commands: readonly Command[] = [migrateCommand, serveCommand, requestCommand, statusCommand, demoCommand, benchCommand]
+const commands: readonly Command[] = [
+  migrateCommand, serveCommand, requestCommand, statusCommand, pingCommand, infoCommand, statsCommand, demoCommand, benchCommand,
+]
 
 function usage(): string {
   const width = Math.max(...commands.map((command) => command.name.length))

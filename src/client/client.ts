@@ -30,7 +30,9 @@ import type { ClientContext, PoolQuery } from './context.ts'
 import type { PendingRequest, Settlement } from './pending-request.ts'
 import { RecoveryCheck } from './recovery-check.ts'
 import { ReplyMux } from './reply-mux.ts'
+import { requestAll, type RequestAllOptions, type RequestAllResult, type ScatterContext } from './scatter.ts'
 import { Sends } from './send.ts'
+import { ping, readServices, type PingOptions, type PingResult, type ServiceResponder } from './services.ts'
 
 /**
  * Opens a client: verifies the schema is migrated and opens the LISTEN connection.
@@ -218,6 +220,56 @@ export class Client {
     })
   }
 
+  /**
+   * Scatter-gather: sends `payload` to every live responder of `channel` (or to `options.max` of them), each
+   * request addressed to its responder alone, and yields `{ responder, reply, headers }` or
+   * `{ responder, error }` as each answers. The iteration ends when all have answered, or at the deadline
+   * (`timeoutMs`, for all of them), when those that have not are yielded with a `TimeoutError`. The requests
+   * are sent when the iteration starts. A responder that dies ends its own with `ResponderLostError`; none is
+   * ever run by another responder. Breaking out of the loop cancels those not yet answered; aborting
+   * `signal` does too, and the iteration then throws `CancelledError`. Throws `NoRespondersError` when no
+   * responder is live, `InvalidOptionError` (a `max` out of 1 to 10,000), and what `request()` throws for a
+   * bad channel or payload (`PayloadTooLargeError` above about 7,900 bytes with its headers: each request
+   * travels inside its NOTIFY). Not counted in `maxInFlight`.
+   */
+  requestAll<Reply = unknown>(channel: string, payload: unknown, options: RequestAllOptions = {}): AsyncGenerator<RequestAllResult<Reply>, void, undefined> {
+    return requestAll<Reply>(this.#scatterContext(), channel, payload, options)
+  }
+
+  /**
+   * Pings every live responder of `channel`: each answers itself, without its handler and whatever its
+   * handlers are doing. Resolves with each one's round trip (or error), in the order they answered.
+   */
+  ping(channel: string, options: PingOptions = {}): Promise<PingResult[]> {
+    return ping(this.#scatterContext(), channel, options)
+  }
+
+  /**
+   * The live responders of `channel` (of every channel when omitted) as they describe themselves:
+   * description, version, JSON Schemas, host, pid, concurrency, start, and their handler statistics.
+   */
+  services(channel?: string): Promise<ServiceResponder[]> {
+    if (this.#closed) return Promise.reject(new ClosedError('the client is closed'))
+    return readServices((text, values) => this.#query(text, values), this.#statements, channel)
+  }
+
+  #scatterContext(): ScatterContext {
+    return {
+      statements: this.#statements,
+      query: (text, values) => this.#query(text, values),
+      replyChannel: () => this.#replyChannel,
+      defaultTimeoutMs: this.#defaultTimeoutMs,
+      closed: () => this.#closed,
+      encodeHeaders,
+      track: (pending) => {
+        this.#unsettled.add(pending)
+        this.#mux.add(pending.id!, pending)
+        this.#check.ensure()
+      },
+      giveUp: (pending, error) => this.#giveUp(pending, error),
+    }
+  }
+
   /** Starts a responder for `channel` sharing this client's LISTEN connection. See {@link Server}. */
   async serve<Payload = unknown, Reply = unknown>(
     channel: string,
@@ -392,7 +444,7 @@ const maxHeaderBytes = 65536
 /** How long acknowledgements gather before they are sent, in one statement. */
 const ackFlushMs = 25
 
-function encodeHeaders(headers: Record<string, string> | undefined): string | null {
+export function encodeHeaders(headers: Record<string, string> | undefined): string | null {
   if (headers === undefined) return null
   for (const [key, value] of Object.entries(headers)) {
     if (typeof value !== 'string') throw new InvalidOptionError(`header ${JSON.stringify(key)} must be a string`)

@@ -112,7 +112,7 @@ export class Sends {
 }
 
 /** The error of a request pgrr_send refused, by the status it gave. */
-function sendStatusError(status: string, channel: string): PgrrError {
+export function sendStatusError(status: string, channel: string): PgrrError {
   switch (status) {
     case 'no_responders':
       return new NoRespondersError(channel)

@@ -8,6 +8,7 @@
 import { BatchQueue } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
 import { decodeHandoffs } from '../wire.ts'
+import type { AddressedRequests } from './addressed.ts'
 import type { ClaimedRow, Jobs } from './jobs.ts'
 import type { Registration, ResponderContext, ServerState } from './registration.ts'
 
@@ -17,6 +18,8 @@ const recoveredMemoryMs = 60_000
 export interface HandoffsOptions extends ResponderContext {
   readonly concurrency: number
   readonly jobs: Jobs
+  /** Where requests addressed to this responder go (15_scatter.sql): never given back. */
+  readonly addressed: AddressedRequests
   readonly state: () => ServerState
   /** Slots the running claim may fill, 0 when none runs. */
   readonly claimReserved: () => number
@@ -59,8 +62,8 @@ export class Handoffs {
     const session = this.#options.registration()
     // Handed to a registration that is gone: its requests went with its session (they are reaped).
     if (session === undefined || generation !== session.generation) return
-    for (const [id, json, payload, headers, timeoutMs] of entries) {
-      this.#take({ id, payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0 }, session)
+    for (const [id, json, payload, headers, timeoutMs, kind] of entries) {
+      this.#take({ id, payload, payload_json: json, headers, attempt: 1, remaining_ms: timeoutMs, queued_ms: 0, kind }, session)
     }
   }
 
@@ -118,6 +121,12 @@ export class Handoffs {
   #take(row: ClaimedRow, session: Registration, recovered = false): void {
     const { jobs, concurrency } = this.#options
     if (jobs.has(row.id) || this.#handedDone.has(row.id) || this.#recovered.has(row.id) || this.#declining.has(row.id)) return
+    if (row.kind === 'all' || row.kind === 'ping') {
+      if (this.#options.addressed.has(row.id)) return
+      if (recovered) this.#recovered.set(row.id, Date.now() + recoveredMemoryMs)
+      this.#options.addressed.take(row, row.kind, session)
+      return
+    }
     const state = this.#options.state()
     const reserved = this.#options.claimReserved()
     if (state === 'running' && reserved > 0 && jobs.size + reserved >= concurrency) {

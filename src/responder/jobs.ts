@@ -5,6 +5,7 @@
  */
 import { CancelledError, responderDeadlineCode, TimeoutError } from '../errors.ts'
 import { decodePayload } from '../payload.ts'
+import type { AddressedKind } from '../wire.ts'
 import { RateWindow } from '../rate-window.ts'
 import type { Logger } from '../logger.ts'
 import type { HandlerObservation, Telemetry } from '../telemetry.ts'
@@ -30,6 +31,8 @@ export interface ClaimedRow {
   attempt: number
   remaining_ms: number
   queued_ms: number
+  /** Addressed to this responder (pgrr_handed, sql/protocol/15_scatter.sql); absent or null otherwise. */
+  kind?: AddressedKind | null
 }
 
 /** One request being handled. */
@@ -51,6 +54,8 @@ export interface Job {
   deadlineAt: number
   /** The time it had left when it started, as the request said. */
   remainingMs: number
+  /** When it started (performance.now() milliseconds): its handler time is counted from here. */
+  startedAt: number
   done: boolean
   observation?: HandlerObservation
   replyHeaders?: Record<string, string>
@@ -166,7 +171,7 @@ export class Jobs {
     if (row.remaining_ms <= 0) {
       // Past its deadline before it could start (a handoff that arrived late, a request recovered late):
       // never started, answered as its deadline's timeout.
-      const job: Job = { id: row.id, attempt: row.attempt, generation, handed, done: false, deadlineAt: 0, remainingMs: row.remaining_ms }
+      const job: Job = { id: row.id, attempt: row.attempt, generation, handed, done: false, deadlineAt: 0, remainingMs: row.remaining_ms, startedAt: performance.now() }
       this.#jobs.set(row.id, job)
       return this.#finish(job, deadlineOutcome(row.remaining_ms))
     }
@@ -179,6 +184,7 @@ export class Jobs {
       done: false,
       deadlineAt: performance.now() + delayMs,
       remainingMs: row.remaining_ms,
+      startedAt: performance.now(),
     }
     this.#jobs.set(row.id, job)
     if (job.deadlineAt < this.#deadlineTimerAt) this.#armDeadlines(delayMs)

@@ -5,6 +5,7 @@
  * holds the responder lock, says it is not dead.
  */
 import type { ResponderContext } from './registration.ts'
+import type { ServiceStats } from './service-stats.ts'
 
 /** How often the lease is renewed: a third of its length, so that a late timer or two never lets it lapse. */
 const renewEveryMs = 500
@@ -13,6 +14,8 @@ export interface LeaseOptions extends ResponderContext {
   /** Whether there is work to keep the lease for (running or draining: retryable requests it holds are
    * taken back when its lease runs out). */
   readonly active: () => boolean
+  /** Handler statistics to write with the renewal when they changed (16_services.sql). */
+  readonly stats?: ServiceStats
 }
 
 export class Lease {
@@ -41,7 +44,14 @@ export class Lease {
     if (this.#renewing || registration === undefined || !this.#options.active()) return
     this.#renewing = true
     try {
-      await this.#options.query(this.#options.statements.renew, [registration.responderId])
+      // Statistics ride on the renewal, in the same statement, when they changed since the last one.
+      const stats = this.#options.stats?.unwritten()
+      if (stats === undefined) {
+        await this.#options.query(this.#options.statements.renew, [registration.responderId])
+      } else {
+        await this.#options.query(this.#options.statements.renewWithStats, [registration.responderId, stats.json])
+        this.#options.stats?.written(stats.version)
+      }
     } catch (error) {
       this.#options.logger.debug({ err: error }, 'lease renewal failed')
     } finally {

@@ -57,7 +57,11 @@ export async function register(
   channel: string,
   host: string,
   concurrency: number,
+  info: string | null = null,
 ): Promise<RegisteredRow> {
-  const rows = await query(work, statements.register, [channel, host, process.pid, concurrency])
+  // What the responder says it is (16_services.sql) goes in the same statement: live, it is described.
+  const rows = info === null
+    ? await query(work, statements.register, [channel, host, process.pid, concurrency])
+    : await query(work, statements.registerDescribed, [channel, host, process.pid, concurrency, info])
   return rows[0] as unknown as RegisteredRow
 }

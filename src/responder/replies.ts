@@ -38,7 +38,7 @@ export class Replies {
   }
 
   /** Queues the outcome of `job` for writing. */
-  push(job: Job, result: Result): void {
+  push(job: Pick<Job, 'id' | 'generation' | 'handed'>, result: Result): void {
     this.#queue.push({
       id: job.id,
       generation: job.generation,

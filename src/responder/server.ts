@@ -21,6 +21,7 @@ import { ClosedError, ConnectionError } from '../errors.ts'
 import { durationOption, integerOption } from '../option-values.ts'
 import type { ServeOptions } from '../options.ts'
 import { decodeCancelledIds } from '../wire.ts'
+import { AddressedRequests } from './addressed.ts'
 import { ClaimLoop } from './claim.ts'
 import type { Handler, Result } from './handler.ts'
 import { Handoffs } from './handoff.ts'
@@ -29,6 +30,8 @@ import { Lease } from './lease.ts'
 import { Jobs, type Job } from './jobs.ts'
 import { register, type Registration, type ResponderContext, type ServerState } from './registration.ts'
 import { Replies } from './replies.ts'
+import { encodeServiceInfo } from './service-info.ts'
+import { ServiceStats } from './service-stats.ts'
 
 export type { ServerState } from './registration.ts'
 
@@ -56,6 +59,10 @@ export class Server {
   readonly #replies: Replies
   readonly #housekeeping: Housekeeping
   readonly #lease: Lease
+  /** Requests addressed to this responder (scatter-gather, ping), and what it says of itself. */
+  readonly #addressed: AddressedRequests
+  readonly #info: string | null
+  readonly #stats = new ServiceStats()
   /** The dedicated session; undefined between a loss and the next registration. */
   #work: Session | undefined
   #state: ServerState = 'starting'
@@ -80,6 +87,7 @@ export class Server {
     this.#pollIntervalMs = durationOption(options.pollIntervalMs ?? 2000, 'pollIntervalMs')
     this.#sweepIntervalMs = durationOption(options.sweepIntervalMs ?? 5000, 'sweepIntervalMs')
     this.#drainTimeoutMs = durationOption(options.drainTimeoutMs ?? 30000, 'drainTimeoutMs')
+    this.#info = encodeServiceInfo(options)
     this.#onClosed = onClosed
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve))
     // What the parts are given of the state this server owns: read through these functions, never kept.
@@ -107,16 +115,28 @@ export class Server {
       concurrency,
       jobs,
       claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
-      settled: () => this.#handoffs.claimSettled(),
+      settled: () => {
+        this.#handoffs.claimSettled()
+        this.#addressed.startNext()
+      },
       failed: (session) => {
         this.#handoffs.claimFailed()
         if (session.generation === this.#generation) this.#recycleWork()
       },
     })
+    this.#addressed = new AddressedRequests({
+      ...shared,
+      concurrency,
+      jobs,
+      state: () => this.#state,
+      claimReserved: () => this.#claims.reserved,
+      reply: (job, result) => this.#replies.push(job, result),
+    })
     this.#handoffs = new Handoffs({
       ...shared,
       concurrency,
       jobs,
+      addressed: this.#addressed,
       recycle,
       state: () => this.#state,
       claimReserved: () => this.#claims.reserved,
@@ -129,7 +149,7 @@ export class Server {
       running: () => this.#state === 'running',
       counters: () => jobs.counters(),
     })
-    this.#lease = new Lease({ ...shared, active: () => this.#state === 'running' || this.#state === 'draining' })
+    this.#lease = new Lease({ ...shared, stats: this.#stats, active: () => this.#state === 'running' || this.#state === 'draining' })
   }
 
   /** Current lifecycle state. */
@@ -240,6 +260,7 @@ export class Server {
     this.#removeReconnectHook?.()
     await this.#stopListening()
     this.#jobs.abandonAll(new ClosedError('the responder closed'))
+    this.#addressed.clear()
     this.#session = undefined
     const work = this.#work
     this.#work = undefined
@@ -261,7 +282,7 @@ export class Server {
     let row
     try {
       await work.connect()
-      row = await register(work, statements, this.channel, host, this.#concurrency)
+      row = await register(work, statements, this.channel, host, this.#concurrency, this.#info)
     } catch (error) {
       await endSession(work)
       throw toPgrrError(error)
@@ -271,7 +292,11 @@ export class Server {
     try {
       unlisten = {
         service: await listener.listen(row.service_channel, () => this.#claims.wake()),
-        control: await listener.listen(row.control_channel, (payload) => this.#jobs.cancel(decodeCancelledIds(payload))),
+        control: await listener.listen(row.control_channel, (payload) => {
+          const ids = decodeCancelledIds(payload)
+          this.#jobs.cancel(ids)
+          this.#addressed.cancel(ids)
+        }),
         inbox: await listener.listen(row.inbox_channel, (payload) => this.#handoffs.handedOff(payload, generation)),
       }
     } catch (error) {
@@ -313,11 +338,14 @@ export class Server {
   /** A job ended with an outcome. */
   #jobFinished(job: Job, result: Result): void {
     this.#housekeeping.handled()
+    this.#stats.record(performance.now() - job.startedAt, result)
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
       if (job.handed) this.#handoffs.replying(job.id)
       this.#replies.push(job, result)
     }
+    // Its slot goes first to a request addressed to this responder that waits for one (it has nowhere else to go).
+    this.#addressed.startNext()
     this.#claims.jobFinished()
     // Someone (a drain) waits for the last handler and its reply.
     if (this.#jobs.size === 0 && this.#idleWaiters.length > 0) void this.#whenIdle().then(() => this.#notifyIdle())
@@ -347,6 +375,7 @@ export class Server {
     this.#session = undefined
     this.#work = undefined
     this.#jobs.abandonAll(new ConnectionError('the responder lost its database session'))
+    this.#addressed.clear()
     if (wasDraining) {
       this.#notifyIdle()
       return
