@@ -277,9 +277,11 @@ describe('serve and request', () => {
   })
 
   test('--timeout on a slow handler exits 4', { timeout }, async () => {
-    const result = await pgrr(['request', 'greet', 'slow:30000', '--timeout', '200', '--schema', schema])
+    // Long enough that the CLI has connected and sent before it runs out, also on a loaded machine (otherwise
+    // the message says it was still connecting: another path).
+    const result = await pgrr(['request', 'greet', 'slow:30000', '--timeout', '5000', '--schema', schema])
     assertExit(result, 4)
-    assert.match(result.stderr, /^pgrr: no reply within 200 ms\n$/)
+    assert.match(result.stderr, /^pgrr: no reply within 5000 ms\n$/)
   })
 
   test('SIGINT while waiting cancels the request and exits 9', { timeout }, async () => {
