@@ -72,6 +72,13 @@ begin
     '%1$s.pgrr_send_one(text, text, text, boolean, int, text, int), %1$s.pgrr_ack(bigint[]), '
     '%1$s.pgrr_cancel(bigint[]), %1$s.pgrr_fetch(bigint[]), %1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
     'to %2$I', s, p_role);
+  -- Streamed replies (14_stream.sql).
+  execute format(
+    'grant execute on function %1$s.request_stream(text, text, interval, jsonb, int), '
+    '%1$s.request_stream(text, jsonb, interval, jsonb, int), %1$s.await_part(bigint, interval), '
+    '%1$s.pgrr_stream_open(text, text, text, text, boolean, int, text, int), %1$s.pgrr_stream_ack(bigint[], int[], int[]), '
+    '%1$s.pgrr_stream_fetch(bigint, int), %1$s.pgrr_stream_finish(bigint, int, boolean) '
+    'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'caller') on conflict do nothing;
 end
 $$;
@@ -94,6 +101,10 @@ begin
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
     '%1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '
+    'to %2$I', s, p_role);
+  -- Streamed replies (14_stream.sql).
+  execute format(
+    'grant execute on function %1$s.pgrr_stream_send(int, bigint[], text[], boolean[]), %1$s.pgrr_stream_credit(int, bigint[]) '
     'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'responder') on conflict do nothing;
 end

@@ -29,6 +29,8 @@ import { Lease } from './lease.ts'
 import { Jobs, type Job } from './jobs.ts'
 import { register, type Registration, type ResponderContext, type ServerState } from './registration.ts'
 import { Replies } from './replies.ts'
+import { StreamSender } from './stream.ts'
+import { renderStreamStatements } from '../stream-statements.ts'
 
 export type { ServerState } from './registration.ts'
 
@@ -56,6 +58,7 @@ export class Server {
   readonly #replies: Replies
   readonly #housekeeping: Housekeeping
   readonly #lease: Lease
+  readonly #streams: StreamSender
   /** The dedicated session; undefined between a loss and the next registration. */
   #work: Session | undefined
   #state: ServerState = 'starting'
@@ -94,12 +97,18 @@ export class Server {
     }
     const concurrency = this.#concurrency
     const recycle = () => this.#recycleWork()
+    this.#streams = new StreamSender({
+      ...shared,
+      streamStatements: renderStreamStatements(context.schema),
+      extend: (id, remainingMs) => this.#jobs.extend(id, remainingMs),
+    })
     const jobs = new Jobs({
       channel,
       handler,
       telemetry: context.telemetry,
       logger: context.logger,
       finished: (job, result) => this.#jobFinished(job, result),
+      streams: this.#streams,
     })
     this.#jobs = jobs
     this.#claims = new ClaimLoop({
@@ -235,6 +244,7 @@ export class Server {
     clearInterval(this.#pollTimer)
     clearInterval(this.#sweepTimer)
     this.#lease.stop()
+    this.#streams.stop()
     clearTimeout(this.#retryTimer)
     this.#jobs.stopDeadlines()
     this.#removeReconnectHook?.()
@@ -271,7 +281,10 @@ export class Server {
     try {
       unlisten = {
         service: await listener.listen(row.service_channel, () => this.#claims.wake()),
-        control: await listener.listen(row.control_channel, (payload) => this.#jobs.cancel(decodeCancelledIds(payload))),
+        // Cancellations, and the credits of streamed replies (src/responder/stream.ts).
+        control: await listener.listen(row.control_channel, (payload) => {
+          if (!this.#streams.credit(payload)) this.#jobs.cancel(decodeCancelledIds(payload))
+        }),
         inbox: await listener.listen(row.inbox_channel, (payload) => this.#handoffs.handedOff(payload, generation)),
       }
     } catch (error) {

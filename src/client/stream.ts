@@ -1,0 +1,468 @@
+/**
+ * Streamed replies, the caller's side (sql/protocol/14_stream.sql): `client.requestStream()` is a request
+ * (sent with pgrr_stream_open, settled by the client as any other: reply, error, timeout, cancellation,
+ * responder lost) whose parts arrive before its outcome, on the client's part channel (one per client,
+ * LISTENed on while a stream is open), small ones inside the NOTIFY and large ones read from the table.
+ * The reader takes them in order, each once; what it consumed is acknowledged (pgrr_stream_ack) every
+ * half window, which gives the handler room for more. Once the outcome is known, the parts not yet
+ * received are read and the stream deleted (pgrr_stream_finish): then the iteration ends with the reply,
+ * or throws the error, after the last part.
+ */
+import { randomBytes } from 'node:crypto'
+import { BatchQueue } from '../batch-queue.ts'
+import { toPgrrError } from '../database-error.ts'
+import { CancelledError, ClosedError, ConnectionError, InvalidPayloadError, type PgrrError } from '../errors.ts'
+import type { Listener } from '../listener.ts'
+import type { Logger } from '../logger.ts'
+import { durationOption, integerOption } from '../option-values.ts'
+import type { RequestOptions } from '../options.ts'
+import { decodePayload } from '../payload.ts'
+import type { StreamStatements } from '../stream-statements.ts'
+import { decodeParts, type PartEntry } from '../stream-wire.ts'
+import type { PoolQuery } from './context.ts'
+import type { PendingRequest, StreamSpec } from './pending-request.ts'
+
+/** Options of `client.requestStream()`. A stream is always at most once: a retry would repeat its parts. */
+export interface RequestStreamOptions extends Omit<RequestOptions, 'maxAttempts'> {
+  /**
+   * Most parts the handler may have sent that this reader has not consumed yet: beyond, the handler's
+   * `ctx.send()` waits. Bounds what a slow reader holds in memory. @default 64
+   */
+  maxInFlight?: number
+  /**
+   * Each part the reader takes pushes the deadline to at least this long from then: a stream may run past
+   * `timeoutMs` as long as parts keep coming. The extension is sent with the acknowledgements, at most
+   * four times per `idleTimeoutMs`, so the deadline may come up to a quarter of it sooner. @default none:
+   * `timeoutMs` covers the whole stream
+   */
+  idleTimeoutMs?: number
+}
+
+/** What a stream uses of its client (see Client.requestStream). */
+export interface StreamHost {
+  readonly statements: StreamStatements
+  readonly query: PoolQuery
+  readonly logger: Logger
+  readonly parts: StreamParts
+  /** LISTEN does not deliver (a transaction pooler): streams cannot run. */
+  readonly polling: boolean
+  begin(
+    channel: string,
+    payload: unknown,
+    options: RequestOptions,
+    resolve: (value: unknown) => void,
+    reject: (error: Error) => void,
+    setup: (pending: PendingRequest) => void,
+  ): PendingRequest | undefined
+  giveUp(pending: PendingRequest, error: PgrrError): void
+  /** The client stops waiting `timeoutMs` from now (and no sooner). */
+  rearm(pending: PendingRequest, timeoutMs: number): void
+}
+
+/** A part as stored: its text and whether it is JSON; null while only announced (read it from the table). */
+type StoredPart = { text: string; json: boolean } | null
+
+interface PartRow {
+  n: number
+  part: string
+  part_json: boolean
+}
+
+/**
+ * A streamed reply: an async iterable of its parts, in order, each once. The iteration ends with the final
+ * reply (also `reply`), or throws its error (`RemoteError`, `ResponderLostError` after the parts the
+ * responder wrote, `TimeoutError`, `CancelledError`, and the errors of `request()`). Breaking out of the
+ * loop cancels the handler. Iterate it once.
+ */
+export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIterableIterator<Part> {
+  /** The final reply, once every part was received; rejects with the stream's error. */
+  readonly reply: Promise<Reply>
+  readonly #host: StreamHost
+  readonly #maxInFlight: number
+  readonly #idleTimeoutMs: number | undefined
+  #pending: PendingRequest | undefined
+  #id: string | undefined
+  readonly #parts = new Map<number, StoredPart>()
+  /** Parts 1 to #contiguous have arrived with their text. */
+  #contiguous = 0
+  #highest = 0
+  #yielded = 0
+  #acked = 0
+  /** Until when the deadline was last extended (performance.now()). */
+  #extendedTo = 0
+  /** The request's outcome is known: the stream is being finished. */
+  #ending = false
+  /** Finished: every part is in #parts, this is what follows them. */
+  #outcome: { value: unknown } | { error: Error } | undefined
+  /** The reader is done (broke out, or read the end). */
+  #stopped = false
+  #wake: (() => void) | undefined
+  #fetching = false
+  #fetchAgain = false
+  #listening = false
+  #resolveReply!: (value: Reply) => void
+  #rejectReply!: (error: Error) => void
+
+  /** @internal Use `client.requestStream()`. */
+  constructor(host: StreamHost, channel: string, payload: unknown, options: RequestStreamOptions) {
+    this.#host = host
+    this.reply = new Promise<Reply>((resolve, reject) => {
+      this.#resolveReply = resolve
+      this.#rejectReply = reject
+    })
+    // Read through the iteration too: unobserved here, it must not count as an unhandled rejection.
+    this.reply.catch(() => undefined)
+    let maxInFlight = 64
+    let idleTimeoutMs: number | undefined
+    try {
+      maxInFlight = integerOption(options.maxInFlight ?? 64, 'maxInFlight', 100_000)
+      idleTimeoutMs = options.idleTimeoutMs === undefined ? undefined : durationOption(options.idleTimeoutMs, 'idleTimeoutMs')
+      if (host.polling) throw new ConnectionError('streamed replies need LISTEN (a transaction pooler does not deliver it): set sessionConnectionString')
+    } catch (error) {
+      this.#maxInFlight = maxInFlight
+      this.#end({ error: toPgrrError(error) })
+      return
+    }
+    this.#maxInFlight = maxInFlight
+    this.#idleTimeoutMs = idleTimeoutMs
+    const { maxInFlight: _window, idleTimeoutMs: _idle, ...requestOptions } = options
+    void this.#start(channel, payload, requestOptions)
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  async next(): Promise<IteratorResult<Part, Reply>> {
+    for (;;) {
+      if (this.#stopped) return { done: true, value: undefined as Reply }
+      const part = this.#parts.get(this.#yielded + 1)
+      if (part != null) {
+        this.#parts.delete(this.#yielded + 1)
+        this.#yielded++
+        this.#consumed()
+        let value: unknown
+        try {
+          value = decodePayload(part.text, part.json)
+        } catch (error) {
+          throw new InvalidPayloadError('a part is not valid JSON', { cause: error })
+        }
+        return { done: false, value: value as Part }
+      }
+      const outcome = this.#outcome
+      if (outcome !== undefined) {
+        this.#stopped = true
+        if ('error' in outcome) throw outcome.error
+        return { done: true, value: outcome.value as Reply }
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve))
+    }
+  }
+
+  /** The reader stops (a `break` out of `for await`): the handler is cancelled, the stream deleted. */
+  async return(): Promise<IteratorResult<Part, Reply>> {
+    this.#stop()
+    return { done: true, value: undefined as Reply }
+  }
+
+  async throw(error?: unknown): Promise<IteratorResult<Part, Reply>> {
+    this.#stop()
+    throw error
+  }
+
+  /** @internal A part entry for this stream arrived on the part channel. */
+  onEntry(entry: PartEntry): void {
+    const n = entry[2]
+    if (this.#ending || n <= this.#contiguous || this.#parts.get(n) != null) return
+    this.#parts.set(n, entry.length === 5 ? { text: entry[4] as string, json: entry[3] as boolean } : null)
+    this.#highest = Math.max(this.#highest, n)
+    this.#advance()
+    // A part too large for its NOTIFY, or a gap (a NOTIFY missed): read them from the table.
+    if (this.#highest > this.#contiguous) this.fetch()
+    this.#wake?.()
+  }
+
+  /** @internal Reads the parts after those received from the table (a reconnect may have lost NOTIFYs). */
+  fetch(): void {
+    const id = this.#id
+    if (id === undefined || this.#ending) return
+    if (this.#fetching) {
+      this.#fetchAgain = true
+      return
+    }
+    this.#fetching = true
+    void this.#host
+      .query<PartRow>(this.#host.statements.fetch, [id, this.#contiguous])
+      .then((rows) => this.#merge(rows))
+      .catch((error: unknown) => this.#host.logger.warn({ err: error, id }, 'reading stream parts failed; read again with the next part'))
+      .finally(() => {
+        this.#fetching = false
+        if (this.#fetchAgain) {
+          this.#fetchAgain = false
+          this.fetch()
+        }
+      })
+  }
+
+  async #start(channel: string, payload: unknown, options: RequestOptions): Promise<void> {
+    try {
+      // Parts may come as soon as the request is sent: the part channel is listened on first.
+      await this.#host.parts.acquire()
+      this.#listening = true
+    } catch (error) {
+      return this.#end({ error: toPgrrError(error) })
+    }
+    if (this.#stopped) return this.#end({ error: new CancelledError('the stream was closed by its reader') })
+    const spec: StreamSpec = {
+      open: (pending, replyChannel, timeoutMs) => this.#open(pending, replyChannel, timeoutMs),
+      opened: (id) => this.#opened(id),
+    }
+    this.#pending = this.#host.begin(
+      channel,
+      payload,
+      options,
+      (value) => void this.#settled({ value }),
+      (error) => void this.#settled({ error: toPgrrError(error) }),
+      (pending) => {
+        pending.stream = spec
+      },
+    )
+  }
+
+  async #open(pending: PendingRequest, replyChannel: string, timeoutMs: number): Promise<{ id: string | null; status: string }> {
+    const [row] = await this.#host.query<{ id: string | null; status: string }>(this.#host.statements.open, [
+      replyChannel,
+      this.#host.parts.channel,
+      pending.channel,
+      pending.payload,
+      pending.json,
+      timeoutMs,
+      pending.headers,
+      this.#maxInFlight,
+    ])
+    return row ?? { id: null, status: 'unknown' }
+  }
+
+  #opened(id: string): void {
+    this.#id = id
+    // Given up on before its id was known: what was stored goes.
+    if (this.#ending) return void this.#delete(id, true)
+    this.#host.parts.register(id, this)
+  }
+
+  /** The request's outcome: after the parts the responder wrote, unless the reader gave up. */
+  async #settled(outcome: { value: unknown } | { error: Error }): Promise<void> {
+    if (this.#ending) return
+    this.#ending = true
+    const id = this.#id
+    const givenUp = this.#stopped || ('error' in outcome && (outcome.error instanceof CancelledError || outcome.error instanceof ClosedError))
+    if (id === undefined || givenUp) {
+      this.#parts.clear()
+      if (id !== undefined) void this.#delete(id, true)
+      return this.#end(outcome)
+    }
+    try {
+      const rows = await this.#host.query<PartRow>(this.#host.statements.finish, [id, this.#contiguous, false])
+      this.#merge(rows)
+    } catch (error) {
+      // Parts may be missing: the reply cannot be given as the stream's end.
+      return this.#end({ error: toPgrrError(error) })
+    }
+    this.#end(outcome)
+  }
+
+  #end(outcome: { value: unknown } | { error: Error }): void {
+    if (this.#outcome !== undefined) return
+    this.#ending = true
+    this.#outcome = outcome
+    if ('error' in outcome) this.#rejectReply(outcome.error)
+    else this.#resolveReply(outcome.value as Reply)
+    if (this.#id !== undefined) this.#host.parts.unregister(this.#id)
+    if (this.#listening) {
+      this.#listening = false
+      this.#host.parts.release()
+    }
+    this.#wake?.()
+  }
+
+  #stop(): void {
+    if (this.#stopped) return
+    this.#stopped = true
+    this.#parts.clear()
+    const pending = this.#pending
+    if (pending !== undefined && !pending.settled) this.#host.giveUp(pending, new CancelledError('the stream was closed by its reader'))
+  }
+
+  /** Deletes the stream (pgrr_stream_finish), cancelling its request when `cancel`. Best effort. */
+  async #delete(id: string, cancel: boolean): Promise<void> {
+    try {
+      await this.#host.query(this.#host.statements.finish, [id, 0, cancel])
+    } catch (error) {
+      // Swept once its request is gone and its deadline past.
+      this.#host.logger.debug({ err: error, id }, 'deleting a stream failed')
+    }
+  }
+
+  #merge(rows: PartRow[]): void {
+    for (const row of rows) {
+      if (row.n > this.#contiguous && this.#parts.get(row.n) == null) this.#parts.set(row.n, { text: row.part, json: row.part_json })
+      this.#highest = Math.max(this.#highest, row.n)
+    }
+    this.#advance()
+    this.#wake?.()
+  }
+
+  #advance(): void {
+    while (this.#parts.get(this.#contiguous + 1) != null || this.#contiguous + 1 <= this.#yielded) this.#contiguous++
+  }
+
+  /** A part was taken: acknowledged every half window, and the deadline pushed on (idleTimeoutMs). */
+  #consumed(): void {
+    const id = this.#id
+    const pending = this.#pending
+    if (this.#ending || id === undefined || pending === undefined) return
+    let extendMs: number | null = null
+    const idle = this.#idleTimeoutMs
+    if (idle !== undefined) {
+      const now = performance.now()
+      if (now + idle - this.#extendedTo >= idle / 4) {
+        this.#extendedTo = now + idle
+        extendMs = idle
+        this.#host.rearm(pending, idle)
+      }
+    }
+    if (extendMs !== null || this.#yielded - this.#acked >= Math.max(1, Math.floor(this.#maxInFlight / 2))) {
+      this.#acked = this.#yielded
+      this.#host.parts.ack(id, this.#yielded, extendMs)
+    }
+  }
+}
+
+/** A stream, as its part channel sees it. */
+interface PartReceiver {
+  onEntry(entry: PartEntry): void
+  fetch(): void
+}
+
+/** A stream's acknowledgement (pgrr_stream_ack). */
+interface Ack {
+  id: string
+  consumed: number
+  extendMs: number | null
+}
+
+/** How long parts that arrived before their stream's id are kept. */
+const earlyMemoryMs = 60_000
+
+/**
+ * The part channel of one client: `<prefix>.t<64 random bits>`, LISTENed on while a stream is open; the
+ * parts of each stream by id; and the acknowledgements, several streams' to a statement.
+ */
+export class StreamParts {
+  readonly #listener: Listener
+  readonly #logger: Logger
+  readonly #replyChannel: () => string
+  readonly #query: PoolQuery
+  readonly #statements: StreamStatements
+  readonly #streams = new Map<string, PartReceiver>()
+  /** Parts that arrived before their stream's id (the send and the NOTIFY travel on different sessions). */
+  readonly #early = new Map<string, { entries: PartEntry[]; at: number }>()
+  readonly #acks: BatchQueue<Ack>
+  #channel: string | undefined
+  #users = 0
+  #listening: Promise<() => Promise<void>> | undefined
+
+  constructor(listener: Listener, logger: Logger, replyChannel: () => string, query: PoolQuery, statements: StreamStatements) {
+    this.#listener = listener
+    this.#logger = logger
+    this.#replyChannel = replyChannel
+    this.#query = query
+    this.#statements = statements
+    this.#acks = new BatchQueue((acks) => this.#flushAcks(acks), { maxBatch: 1000 })
+    // NOTIFYs sent while the LISTEN session was away are lost: every open stream reads its parts again.
+    listener.onReconnect(() => {
+      for (const stream of this.#streams.values()) stream.fetch()
+    })
+  }
+
+  /** The part channel: the reply channel's prefix (`<prefix>.c<random>`), `.t`, 64 random bits. */
+  get channel(): string {
+    if (this.#channel === undefined) {
+      const reply = this.#replyChannel()
+      this.#channel = `${reply.slice(0, reply.lastIndexOf('.'))}.t${randomBytes(8).toString('hex')}`
+    }
+    return this.#channel
+  }
+
+  /** A stream opens: the part channel is listened on once this resolves. */
+  async acquire(): Promise<void> {
+    this.#users++
+    // A handler of its own each time: the listener keeps the channel while any is registered.
+    const listening = (this.#listening ??= this.#listener.listen(this.channel, (payload) => this.#onParts(payload)))
+    try {
+      await listening
+    } catch (error) {
+      this.#users--
+      if (this.#listening === listening) this.#listening = undefined
+      throw error
+    }
+  }
+
+  /** A stream closed: the last one stops the LISTEN. */
+  release(): void {
+    if (--this.#users > 0) return
+    const listening = this.#listening
+    this.#listening = undefined
+    void listening?.then((unlisten) => unlisten()).catch(() => undefined)
+  }
+
+  register(id: string, stream: PartReceiver): void {
+    this.#streams.set(id, stream)
+    const early = this.#early.get(id)
+    if (early === undefined) return
+    this.#early.delete(id)
+    for (const entry of early.entries) stream.onEntry(entry)
+  }
+
+  unregister(id: string): void {
+    this.#streams.delete(id)
+  }
+
+  ack(id: string, consumed: number, extendMs: number | null): void {
+    this.#acks.push({ id, consumed, extendMs })
+  }
+
+  #onParts(payload: string): void {
+    const decoded = decodeParts(payload)
+    if (decoded === undefined || decoded.malformed > 0) this.#logger.error({ bytes: payload.length }, 'ignored malformed stream parts')
+    const now = Date.now()
+    for (const [id, early] of this.#early) if (early.at < now - earlyMemoryMs) this.#early.delete(id)
+    for (const entry of decoded?.entries ?? []) {
+      const stream = this.#streams.get(entry[0])
+      if (stream !== undefined) stream.onEntry(entry)
+      else {
+        const early = this.#early.get(entry[0]) ?? { entries: [], at: now }
+        early.entries.push(entry)
+        this.#early.set(entry[0], early)
+      }
+    }
+  }
+
+  async #flushAcks(acks: Ack[]): Promise<void> {
+    const byId = new Map<string, Ack>()
+    for (const ack of acks) {
+      const seen = byId.get(ack.id)
+      byId.set(ack.id, seen === undefined ? ack : { id: ack.id, consumed: Math.max(seen.consumed, ack.consumed), extendMs: ack.extendMs ?? seen.extendMs })
+    }
+    const merged = [...byId.values()]
+    try {
+      await this.#query(this.#statements.ack, [merged.map((ack) => ack.id), merged.map((ack) => ack.consumed), merged.map((ack) => ack.extendMs)])
+    } catch (error) {
+      // Without it the handler may wait for room forever: tried again while the stream is open.
+      this.#logger.warn({ err: error }, 'acknowledging stream parts failed; trying again in a second')
+      setTimeout(() => {
+        for (const ack of merged) if (this.#streams.has(ack.id)) this.#acks.push(ack)
+      }, 1000).unref()
+    }
+  }
+}
