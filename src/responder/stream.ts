@@ -10,7 +10,7 @@
  */
 import { BatchQueue } from '../batch-queue.ts'
 import { toPgrrError } from '../database-error.ts'
-import { ConnectionError, InvalidPayloadError, PayloadTooLargeError, StreamClosedError, TimeoutError, type PgrrError } from '../errors.ts'
+import { CancelledError, ConnectionError, InvalidPayloadError, PayloadTooLargeError, StreamClosedError, TimeoutError, type PgrrError } from '../errors.ts'
 import { encodePayload } from '../payload.ts'
 import type { StreamStatements } from '../stream-statements.ts'
 import { decodeCredit } from '../stream-wire.ts'
@@ -298,7 +298,8 @@ export class StreamSender {
       case 'not_stream':
         return (state.closed = new StreamClosedError('the caller asked for one reply (request()), not a stream (requestStream())'))
       default:
-        return (state.closed = new StreamClosedError('the request is no longer in this responder\'s hands (cancelled, or lost)'))
+        // 'gone': a stream is never retried, so it left this responder's hands by its caller's cancellation.
+        return (state.closed = new CancelledError('the caller cancelled the stream'))
     }
   }
 }
