@@ -45,12 +45,14 @@ as $$ select pg_catalog.json_build_array(p_id::text, 'p', p_n)::text $$;
 
 -- A credit on a responder's control channel (see above): c<id>:<consumed>:<ms left before the deadline>.
 -- Never confused with a cancellation on the same channel, which is a list of ids (digits and commas).
-create function :SCHEMA.pgrr_credit_entry(p_id bigint, p_consumed int, p_deadline timestamptz) returns text
+create function :SCHEMA.pgrr_credit_entry(p_id bigint, p_consumed int, p_remaining_ms bigint) returns text
 language sql stable
-as $$
-  select 'c' || p_id::text || ':' || p_consumed::text || ':'
-         || greatest(ceil(extract(epoch from p_deadline - pg_catalog.clock_timestamp()) * 1000), 0)::bigint::text
-$$;
+as $$ select 'c' || p_id::text || ':' || p_consumed::text || ':' || greatest(p_remaining_ms, 0)::text $$;
+
+-- Milliseconds from now to a deadline (0 once past), as credits and pgrr_stream_credit tell them.
+create function :SCHEMA.pgrr_ms_until(p_deadline timestamptz) returns bigint
+language sql volatile
+as $$ select greatest(ceil(extract(epoch from p_deadline - pg_catalog.clock_timestamp()) * 1000), 0)::bigint $$;
 
 -- pgrr_stream_open(reply_to, part_to, channel, payload, json, timeout_ms, headers, max_in_flight): a
 -- TypeScript caller's streamed request: pgrr_send_one (same statuses, same handoff), at most once, and its
@@ -251,8 +253,7 @@ set plan_cache_mode = force_generic_plan
 as $$
 begin
   return query
-  select s.id, s.consumed,
-         greatest(ceil(extract(epoch from q.deadline - pg_catalog.clock_timestamp()) * 1000), 0)::bigint
+  select s.id, s.consumed, :SCHEMA.pgrr_ms_until(q.deadline)
     from :SCHEMA.pgrr_stream s
     join :SCHEMA.pgrr_request q on q.id = s.id
     join :SCHEMA.pgrr_responder w on w.id = q.responder_id
@@ -298,7 +299,7 @@ begin
     continue when not found;
     delete from :SCHEMA.pgrr_stream_part p where p.request_id = r.id and p.n <= v_consumed;
     if v_state = 'claimed' then
-      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.w' || v_responder, :SCHEMA.pgrr_credit_entry(r.id, v_consumed, v_deadline));
+      perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.w' || v_responder, :SCHEMA.pgrr_credit_entry(r.id, v_consumed, :SCHEMA.pgrr_ms_until(v_deadline)));
     end if;
   end loop;
 end
@@ -440,7 +441,7 @@ begin
         update :SCHEMA.pgrr_stream s set consumed = r.consumed + 1 where s.id = v_id;
         if r.state = 'claimed' then
           perform pg_notify(:SCHEMA.pgrr_notify_prefix() || '.w' || r.responder_id,
-                            :SCHEMA.pgrr_credit_entry(v_id, r.consumed + 1, r.deadline));
+                            :SCHEMA.pgrr_credit_entry(v_id, r.consumed + 1, :SCHEMA.pgrr_ms_until(r.deadline)));
         end if;
         part := v_part.part;
         is_final := false;
