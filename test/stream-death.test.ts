@@ -26,7 +26,7 @@ test('SIGKILL mid-stream: the TypeScript caller gets the parts written before, t
   const responder = await startStreamResponder(channel)
   const client = await clientFor(t, db)
   // 5 parts, then the handler waits; the window (8) is not the limit here.
-  const stream = client.requestStream<{ n: number }>(channel, { count: 5 }, { timeoutMs: 30_000, maxInFlight: 8 })
+  const stream = client.requestStream<{ n: number }>(channel, { count: 5 }, { timeoutMs: 30_000, maxPartsInFlight: 8 })
   const iterator = stream[Symbol.asyncIterator]()
   const first = await iterator.next()
   assert.deepEqual(first.value, { n: 1 })

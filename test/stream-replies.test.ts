@@ -38,7 +38,7 @@ test('parts arrive in order, each once, then the final reply: 20 streams of 300 
   const client = await clientFor(t, db)
   const count = 300
   const read = async (channel: string) => {
-    const stream = client.requestStream(channel, count, { timeoutMs: 60_000, maxInFlight: 16 })
+    const stream = client.requestStream(channel, count, { timeoutMs: 60_000, maxPartsInFlight: 16 })
     const parts: unknown[] = []
     for await (const part of stream) parts.push(part)
     return { parts, reply: await stream.reply }
@@ -56,7 +56,7 @@ test('parts arrive in order, each once, then the final reply: 20 streams of 300 
   await nothingLeft()
 })
 
-test('backpressure: a reader that takes nothing holds the handler at maxInFlight parts; each part it takes lets more go', { timeout: 60_000 }, async (t) => {
+test('backpressure: a reader that takes nothing holds the handler at maxPartsInFlight parts; each part it takes lets more go', { timeout: 60_000 }, async (t) => {
   let written = 0
   const progress: (() => void)[] = []
   await serverFor(t, db, 'stream.slow', async (_payload: unknown, ctx: HandlerContext) => {
@@ -73,7 +73,7 @@ test('backpressure: a reader that takes nothing holds the handler at maxInFlight
       check()
     })
   const client = await clientFor(t, db)
-  const stream = client.requestStream('stream.slow', null, { timeoutMs: 30_000, maxInFlight: 8 })
+  const stream = client.requestStream('stream.slow', null, { timeoutMs: 30_000, maxPartsInFlight: 8 })
   await wroteAtLeast(8)
   // The ninth send waits for a credit: the database holds 8 parts nobody consumed. (Nothing to wait on for
   // an event that must not happen: its absence is checked after a database round trip that shows the
@@ -111,7 +111,7 @@ test('breaking out of the loop cancels the handler (its signal fires, its waitin
     }
   })
   const client = await clientFor(t, db)
-  const stream = client.requestStream('stream.cancel', null, { timeoutMs: 30_000, maxInFlight: 4 })
+  const stream = client.requestStream('stream.cancel', null, { timeoutMs: 30_000, maxPartsInFlight: 4 })
   const seen: unknown[] = []
   for await (const part of stream) {
     seen.push(part)

@@ -98,3 +98,26 @@ test('await_part of a plain request returns its reply as the final part; an unkn
   await assert.rejects(sql.unsafe(`select * from ${db.quoted}.await_part(42)`), { code: 'PR005' })
   await assert.rejects(sql.unsafe(`select ${db.quoted}.request_stream('sql.plain', 'x', null, null, 0)`), { code: '22023' })
 })
+
+test('a stream whose caller went away is swept with its request: no part is left behind', { timeout: 30_000 }, async (t) => {
+  let sent = 0
+  await serverFor(t, db, 'sql.abandoned', async (_payload: unknown, ctx: HandlerContext) => {
+    for (;;) {
+      await ctx.send('x')
+      sent++
+    }
+  })
+  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  t.after(() => sql.end({ timeout: 1 }))
+  // Nobody reads it: the handler fills the window (2) and waits, until the deadline ends it.
+  await sql.unsafe(`select ${db.quoted}.request_stream('sql.abandoned', 'x', interval '300 milliseconds', null, 2)`)
+  await waitFor(async () => {
+    const [row] = await db.sql.unsafe(`select state from ${db.quoted}.pgrr_request`)
+    return row?.state === 'failed'
+  }, { message: 'the request ended at its deadline' })
+  assert.equal(sent, 2)
+  assert.ok((await left()) > 0)
+  // The sweep, with no grace (responders run it with 5 s).
+  await db.sql.unsafe(`select ${db.quoted}.pgrr_sweep_older_than(interval '0')`)
+  assert.equal(await left(), 0)
+})

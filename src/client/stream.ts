@@ -28,7 +28,7 @@ export interface RequestStreamOptions extends Omit<RequestOptions, 'maxAttempts'
    * Most parts the handler may have sent that this reader has not consumed yet: beyond, the handler's
    * `ctx.send()` waits. Bounds what a slow reader holds in memory. @default 64
    */
-  maxInFlight?: number
+  maxPartsInFlight?: number
   /**
    * Each part the reader takes pushes the deadline to at least this long from then: a stream may run past
    * `timeoutMs` as long as parts keep coming. The extension is sent with the acknowledgements, at most
@@ -78,7 +78,7 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
   /** The final reply, once every part was received; rejects with the stream's error. */
   readonly reply: Promise<Reply>
   readonly #host: StreamHost
-  readonly #maxInFlight: number
+  readonly #maxPartsInFlight: number
   readonly #idleTimeoutMs: number | undefined
   #pending: PendingRequest | undefined
   #id: string | undefined
@@ -112,20 +112,20 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
     })
     // Read through the iteration too: unobserved here, it must not count as an unhandled rejection.
     this.reply.catch(() => undefined)
-    let maxInFlight = 64
+    let maxPartsInFlight = 64
     let idleTimeoutMs: number | undefined
     try {
-      maxInFlight = integerOption(options.maxInFlight ?? 64, 'maxInFlight', 100_000)
+      maxPartsInFlight = integerOption(options.maxPartsInFlight ?? 64, 'maxPartsInFlight', 100_000)
       idleTimeoutMs = options.idleTimeoutMs === undefined ? undefined : durationOption(options.idleTimeoutMs, 'idleTimeoutMs')
       if (host.polling) throw new ConnectionError('streamed replies need LISTEN (a transaction pooler does not deliver it): set sessionConnectionString')
     } catch (error) {
-      this.#maxInFlight = maxInFlight
+      this.#maxPartsInFlight = maxPartsInFlight
       this.#end({ error: toPgrrError(error) })
       return
     }
-    this.#maxInFlight = maxInFlight
+    this.#maxPartsInFlight = maxPartsInFlight
     this.#idleTimeoutMs = idleTimeoutMs
-    const { maxInFlight: _window, idleTimeoutMs: _idle, ...requestOptions } = options
+    const { maxPartsInFlight: _window, idleTimeoutMs: _idle, ...requestOptions } = options
     void this.#start(channel, payload, requestOptions)
   }
 
@@ -238,7 +238,7 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
       pending.json,
       timeoutMs,
       pending.headers,
-      this.#maxInFlight,
+      this.#maxPartsInFlight,
     ])
     return row ?? { id: null, status: 'unknown' }
   }
@@ -331,7 +331,7 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
         this.#host.rearm(pending, idle)
       }
     }
-    if (extendMs !== null || this.#yielded - this.#acked >= Math.max(1, Math.floor(this.#maxInFlight / 2))) {
+    if (extendMs !== null || this.#yielded - this.#acked >= Math.max(1, Math.floor(this.#maxPartsInFlight / 2))) {
       this.#acked = this.#yielded
       this.#host.parts.ack(id, this.#yielded, extendMs)
     }
