@@ -213,11 +213,12 @@ export class Jobs {
       get signal() {
         return signalOf(job)
       },
-      send: (part) => {
-        if (job.done) return Promise.reject(new StreamClosedError('the final reply was already sent: no part may follow it'))
-        if (this.#streams === undefined) return Promise.reject(new StreamClosedError('this responder cannot send parts'))
-        return this.#streams.send(job.id, job.generation, part, () => signalOf(job))
-      },
+      send: (part) => enqueue(part).then(({ written }) => written),
+    }
+    const enqueue = (part: unknown) => {
+      if (job.done) return Promise.reject(new StreamClosedError('the final reply was already sent: no part may follow it'))
+      if (this.#streams === undefined) return Promise.reject(new StreamClosedError('this responder cannot send parts'))
+      return this.#streams.enqueue(job.id, job.generation, part, () => signalOf(job))
     }
     job.replyHeaders = context.replyHeaders
     job.observation = this.#telemetry.handlerStarted?.({
@@ -231,7 +232,7 @@ export class Jobs {
     try {
       result = job.observation === undefined ? this.#handler(payload, context) : job.observation.run(() => this.#handler(payload, context))
       // An async generator: its values are the parts, its return value the reply (src/responder/stream.ts).
-      if (this.#streams !== undefined) result = this.#streams.drive(result, context.send)
+      if (this.#streams !== undefined) result = this.#streams.drive(job.id, result, enqueue)
     } catch (error) {
       return this.#failed(job, error)
     }

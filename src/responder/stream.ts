@@ -79,10 +79,11 @@ export class StreamSender {
   }
 
   /**
-   * `ctx.send(part)` of job `id` (registration `generation`): resolves once the part is written; waits
-   * while the caller's window is full. `signal` is the handler's: its abort ends the wait.
+   * Queues a part of job `id` (registration `generation`) once the caller's window has room for it (the
+   * wait ends with the handler's `signal`); `written` then settles once it is written. `ctx.send(part)`
+   * resolves with `written`.
    */
-  async send(id: string, generation: number, part: unknown, signal: () => AbortSignal): Promise<void> {
+  async enqueue(id: string, generation: number, part: unknown, signal: () => AbortSignal): Promise<{ written: Promise<void> }> {
     const { text, json } = encodePayload(part, 'part')
     let state = this.#streams.get(id)
     if (state === undefined) {
@@ -96,7 +97,7 @@ export class StreamSender {
     if (state.closed !== undefined) throw state.closed
     state.queued++
     const current = state
-    return new Promise<void>((resolve, reject) => this.#writes.push({ state: current, text, json, resolve, reject }))
+    return { written: new Promise<void>((resolve, reject) => this.#writes.push({ state: current, text, json, resolve, reject })) }
   }
 
   /**
@@ -134,22 +135,33 @@ export class StreamSender {
   }
 
   /**
-   * Drives a handler that is an async generator: each value it yields is sent (an error sending it is
-   * thrown into it, at that yield), its return value is the reply. Anything else is returned as it is.
+   * Drives the handler of job `id` when it is an async generator: each value it yields is queued as a part
+   * (`enqueue`) and the generator resumed without waiting for the write, so that parts yielded in a row go
+   * several to a statement (the window still holds it back). A part that cannot be sent is thrown into it
+   * at a later yield (at once when it cannot be queued); its return value is the reply, once every part is
+   * written (or the error of one that could not be, not thrown into it yet). Anything else is returned as
+   * it is.
    */
-  drive(result: unknown, send: (part: unknown) => Promise<void>): unknown {
+  drive(id: string, result: unknown, enqueue: (part: unknown) => Promise<{ written: Promise<void> }>): unknown {
     if (!isAsyncGenerator(result)) return result
     return (async () => {
+      const failures: unknown[] = []
       let step = await result.next()
       while (step.done !== true) {
+        let error: unknown
         try {
-          await send(step.value)
-        } catch (error) {
-          step = await result.throw(error)
-          continue
+          const { written } = await enqueue(step.value)
+          written.catch((failure: unknown) => failures.push(failure))
+        } catch (failure) {
+          error = failure
         }
-        step = await result.next()
+        if (error === undefined && failures.length > 0) error = failures.shift()
+        step = error === undefined ? await result.next() : await result.throw(error)
       }
+      await this.outstanding(id)
+      // Let the rejections of the last writes land.
+      await Promise.resolve()
+      if (failures.length > 0) throw failures[0]
       return step.value
     })()
   }
