@@ -6,10 +6,12 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import { test } from 'node:test'
 import postgres from 'postgres'
 import type { HandlerContext } from '../src/index.ts'
-import { databaseUrl, serverFor, useTestSchema, waitFor } from './helpers.ts'
+import { databaseUrl, repoRoot, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('stream_sql')
 
@@ -60,21 +62,11 @@ test('the psql loop of docs/streams.md prints every part, then the reply', { tim
     for (const word of prompt.split(' ')) yield word
     return `${prompt.split(' ').length} words`
   })
-  const script = `set search_path = ${db.quoted};
-do $$
-declare
-  v_id bigint := request_stream('sql.tokens', 'one two three');
-  r record;
-begin
-  commit;  -- the request goes out at commit
-  loop
-    select * into r from await_part(v_id);
-    raise notice '%', r.part;
-    commit;  -- the part consumed is credited to the responder
-    exit when r.is_final;
-  end loop;
-end
-$$;`
+  // The loop of docs/streams.md, on this test's channel.
+  const docs = await readFile(path.join(repoRoot, 'docs', 'streams.md'), 'utf8')
+  const loop = /<!-- stream-sql-example[^>]*-->\n```sql\n([\s\S]*?)```/.exec(docs)?.[1]
+  assert.ok(loop !== undefined, 'the loop of docs/streams.md')
+  const script = `set search_path = ${db.quoted};\n${loop.replace("'tokens'", "'sql.tokens'").replace("'Tell me a story'", "'one two three'")}`
   // From a file (here stdin), not -c: psql sends -c's statements as one transaction, where DO cannot COMMIT.
   // Not spawnSync: the responder runs in this process.
   const child = spawn('psql', [databaseUrl(), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-'], { stdio: ['pipe', 'pipe', 'pipe'] })
