@@ -56,6 +56,26 @@ test('parts arrive in order, each once, then the final reply: 20 streams of 300 
   await nothingLeft()
 })
 
+test('order holds when the window refuses parts: 30 generator streams of 200 parts with windows of 1 to 3 parts', { timeout: 120_000 }, async (t) => {
+  // A generator's parts are queued without waiting for their writes, so parts are refused for want of room
+  // (or while the reader's acknowledgement holds the stream's row) while later ones are on their way: they
+  // must still be written in order.
+  await serverFor(t, db, 'stream.narrow', async function* (count: number) {
+    for (let i = 1; i <= count; i++) yield i
+    return 'done'
+  }, { concurrency: 30 })
+  const client = await clientFor(t, db)
+  const read = async (window: number) => {
+    const stream = client.requestStream('stream.narrow', 200, { timeoutMs: 60_000, maxPartsInFlight: window })
+    const parts: unknown[] = []
+    for await (const part of stream) parts.push(part)
+    return parts
+  }
+  const results = await Promise.all(Array.from({ length: 30 }, (_, k) => read(1 + (k % 3))))
+  for (const parts of results) assert.deepEqual(parts, Array.from({ length: 200 }, (_, i) => i + 1))
+  await nothingLeft()
+})
+
 test('backpressure: a reader that takes nothing holds the handler at maxPartsInFlight parts; each part it takes lets more go', { timeout: 60_000 }, async (t) => {
   let written = 0
   const progress: (() => void)[] = []

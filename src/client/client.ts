@@ -31,7 +31,8 @@ import type { PendingRequest, Settlement } from './pending-request.ts'
 import { RecoveryCheck } from './recovery-check.ts'
 import { ReplyMux } from './reply-mux.ts'
 import { Sends } from './send.ts'
-import { RequestStream, StreamParts, type RequestStreamOptions, type StreamHost } from './stream.ts'
+import { RequestStream, type RequestStreamOptions, type StreamHost } from './stream.ts'
+import { StreamParts } from './stream-parts.ts'
 import { renderStreamStatements } from '../stream-statements.ts'
 
 /**

@@ -35,10 +35,16 @@ interface StreamState {
   consumed: number
   /** Its max_in_flight, known once the first part was written. */
   window: number | undefined
-  /** Parts queued or refused for want of room, not yet written or failed. */
+  /** Parts queued or being written, not yet written or failed. */
   queued: number
-  /** Parts refused for want of room ('window', 'busy'), in order: sent again at the next credit. */
-  blocked: PartWrite[]
+  /**
+   * Parts queued and not yet sent, in order: the next statement takes them all. Those refused for want of
+   * room ('window', 'busy') go back to its front, in order, and wait for a credit (`blocked`).
+   */
+  pending: PartWrite[]
+  blocked: boolean
+  /** In the write queue. */
+  scheduled: boolean
   /** Sends waiting for room. */
   waiters: Set<() => void>
   /** Credits heard so far: one heard while a write was under way may be older news than its answer. */
@@ -70,12 +76,13 @@ interface SendRow {
 export class StreamSender {
   readonly #options: StreamSenderOptions
   readonly #streams = new Map<string, StreamState>()
-  readonly #writes: BatchQueue<PartWrite>
+  /** Streams with parts to send, several streams' parts to a statement. */
+  readonly #writes: BatchQueue<StreamState>
   #pollTimer: NodeJS.Timeout | undefined
 
   constructor(options: StreamSenderOptions) {
     this.#options = options
-    this.#writes = new BatchQueue((batch) => this.#flush(batch), { maxBatch: 500 })
+    this.#writes = new BatchQueue((states) => this.#flush(states), { maxBatch: 100 })
   }
 
   /**
@@ -87,7 +94,7 @@ export class StreamSender {
     const { text, json } = encodePayload(part, 'part')
     let state = this.#streams.get(id)
     if (state === undefined) {
-      state = { id, generation, sent: 0, consumed: 0, window: undefined, queued: 0, blocked: [], waiters: new Set(), credits: 0, closed: undefined, drained: undefined, resolveDrained: undefined }
+      state = { id, generation, sent: 0, consumed: 0, window: undefined, queued: 0, pending: [], blocked: false, scheduled: false, waiters: new Set(), credits: 0, closed: undefined, drained: undefined, resolveDrained: undefined }
       this.#streams.set(id, state)
     }
     while (!hasRoom(state)) {
@@ -97,7 +104,9 @@ export class StreamSender {
     if (state.closed !== undefined) throw state.closed
     state.queued++
     const current = state
-    return { written: new Promise<void>((resolve, reject) => this.#writes.push({ state: current, text, json, resolve, reject })) }
+    const written = new Promise<void>((resolve, reject) => current.pending.push({ state: current, text, json, resolve, reject }))
+    this.#schedule(state)
+    return { written }
   }
 
   /**
@@ -117,7 +126,7 @@ export class StreamSender {
     if (state === undefined) return
     this.#streams.delete(id)
     state.closed ??= reason
-    for (const write of state.blocked.splice(0)) write.reject(reason)
+    for (const write of state.pending.splice(0)) write.reject(reason)
     state.queued = 0
     state.resolveDrained?.()
     for (const wake of state.waiters) wake()
@@ -203,8 +212,16 @@ export class StreamSender {
 
   /** There may be room now: parts refused for want of it go again, in order, then the waiting sends. */
   #release(state: StreamState): void {
-    for (const write of state.blocked.splice(0)) this.#writes.push(write)
+    state.blocked = false
+    this.#schedule(state)
     for (const wake of state.waiters) wake()
+  }
+
+  /** Puts a stream with parts to send in the write queue, unless it is there or waits for a credit. */
+  #schedule(state: StreamState): void {
+    if (state.scheduled || state.blocked || state.pending.length === 0) return
+    state.scheduled = true
+    this.#writes.push(state)
   }
 
   /** Reads the credits every second while a send waits for one (their NOTIFY is a hint). */
@@ -215,7 +232,7 @@ export class StreamSender {
   }
 
   async #readCredits(): Promise<void> {
-    const waiting = [...this.#streams.values()].filter((state) => state.waiters.size > 0 || state.blocked.length > 0)
+    const waiting = [...this.#streams.values()].filter((state) => state.waiters.size > 0 || state.blocked)
     const session = this.#options.registration()
     if (waiting.length === 0) return this.stop()
     if (session === undefined) return
@@ -230,16 +247,17 @@ export class StreamSender {
     }
   }
 
-  async #flush(batch: PartWrite[]): Promise<void> {
+  async #flush(states: StreamState[]): Promise<void> {
     const session = this.#options.registration()
     const writes: PartWrite[] = []
-    for (const write of batch) {
-      const { state } = write
-      if (state.closed !== undefined) this.#settle(write, state.closed)
-      else if (session === undefined || state.generation !== session.generation) this.#settle(write, new ConnectionError('the responder lost its database session'))
-      // Behind a part waiting for room: it waits too, so that none overtakes another.
-      else if (state.blocked.length > 0) state.blocked.push(write)
-      else writes.push(write)
+    for (const state of states) {
+      state.scheduled = false
+      if (state.blocked) continue
+      const parts = state.pending.splice(0)
+      if (state.closed !== undefined) for (const write of parts) this.#settle(write, state.closed)
+      else if (session === undefined || state.generation !== session.generation) {
+        for (const write of parts) this.#settle(write, new ConnectionError('the responder lost its database session'))
+      } else writes.push(...parts)
     }
     if (writes.length === 0 || session === undefined) return
     const credits = new Map(writes.map((write) => [write.state, write.state.credits]))
@@ -256,30 +274,41 @@ export class StreamSender {
       for (const write of writes) this.#settle(write, typed)
       return
     }
+    // Parts refused for want of room, by stream, in order (pgrr_stream_send refuses every part of a stream
+    // after one it refused, so none was written past them).
+    const refused = new Map<StreamState, PartWrite[]>()
     for (const row of rows) {
       const write = writes[row.ord - 1]
       if (write === undefined) continue
       const { state } = write
       if (row.max_in_flight !== null) state.window = row.max_in_flight
       if (row.consumed !== null && row.consumed > state.consumed) state.consumed = row.consumed
-      switch (row.status) {
-        case 'ok':
-          state.sent = row.n ?? state.sent + 1
-          this.#settle(write)
-          break
-        case 'window':
-        case 'busy':
-          // Sent again at the next credit (or its read), before any part sent after it; at once when a
-          // credit came while this write was under way (it may have been read before the refusal).
-          state.blocked.push(write)
-          this.#pollCredits()
-          if (credits.get(state) !== state.credits) queueMicrotask(() => this.#release(state))
-          break
-        default:
-          this.#settle(write, this.#refusal(row.status, state))
+      if (row.status === 'window' || row.status === 'busy') {
+        const list = refused.get(state) ?? []
+        list.push(write)
+        refused.set(state, list)
+        continue
+      }
+      if (row.status === 'ok') {
+        state.sent = row.n ?? state.sent + 1
+        this.#settle(write)
+      } else {
+        this.#settle(write, this.#refusal(row.status, state))
       }
       // What this told may have made room for sends waiting.
-      if (row.status !== 'window' && row.status !== 'busy') for (const wake of state.waiters) wake()
+      for (const wake of state.waiters) wake()
+    }
+    for (const [state, list] of refused) {
+      if (state.closed !== undefined) {
+        for (const write of list) this.#settle(write, state.closed)
+        continue
+      }
+      // Sent again, before the parts queued since, at the next credit (or its read); at once when a credit
+      // came while this statement ran (it may have been read before the refusal).
+      state.pending.unshift(...list)
+      state.blocked = true
+      this.#pollCredits()
+      if (credits.get(state) !== state.credits) this.#release(state)
     }
   }
 
@@ -320,7 +349,7 @@ export class StreamSender {
 function hasRoom(state: StreamState): boolean {
   if (state.closed !== undefined) return true
   if (state.window === undefined) return state.queued === 0
-  return state.blocked.length === 0 && state.sent + state.queued < state.consumed + state.window
+  return !state.blocked && state.sent + state.queued < state.consumed + state.window
 }
 
 function isAsyncGenerator(value: unknown): value is AsyncGenerator<unknown, unknown, undefined> {
