@@ -242,3 +242,23 @@ test('the handler\'s error ends the stream after its parts; with idleTimeoutMs a
   assert.ok((await rejection(bounded.reply)) instanceof TimeoutError)
   await nothingLeft()
 })
+
+test('bad options: maxPartsInFlight out of range, idleTimeoutMs not a duration: InvalidOptionError from the iteration, nothing sent', { timeout: 30_000 }, async (t) => {
+  let calls = 0
+  await serverFor(t, db, 'stream.options', async function* () {
+    calls++
+    yield 1
+    return 'never asked'
+  })
+  const client = await clientFor(t, db)
+  for (const options of [{ maxPartsInFlight: 0 }, { maxPartsInFlight: 100_001 }, { maxPartsInFlight: 1.5 }, { idleTimeoutMs: -1 }]) {
+    const stream = client.requestStream('stream.options', null, options)
+    const error = await rejection((async () => {
+      for await (const _part of stream) assert.fail('a part arrived')
+    })())
+    assert.equal((error as { code?: string }).code, 'INVALID_OPTION', `${JSON.stringify(options)}: ${String(error)}`)
+    assert.equal((await rejection(stream.reply)).code, 'INVALID_OPTION')
+  }
+  assert.equal(calls, 0)
+  await nothingLeft()
+})
