@@ -94,7 +94,8 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
   #outcome: { value: unknown } | { error: Error } | undefined
   /** The reader is done (broke out, or read the end). */
   #stopped = false
-  #wake: (() => void) | undefined
+  /** Calls of next() waiting for a part or the end (one, unless next() is called again before it settles). */
+  readonly #waiting = new Set<() => void>()
   #fetching = false
   #fetchAgain = false
   #listening = false
@@ -153,7 +154,7 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
         if ('error' in outcome) throw outcome.error
         return { done: true, value: outcome.value as Reply }
       }
-      await new Promise<void>((resolve) => (this.#wake = resolve))
+      await new Promise<void>((resolve) => this.#waiting.add(resolve))
     }
   }
 
@@ -177,7 +178,7 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
     this.#advance()
     // A part too large for its NOTIFY, or a gap (a NOTIFY missed): read them from the table.
     if (this.#highest > this.#contiguous) this.fetch()
-    this.#wake?.()
+    this.#wake()
   }
 
   /** @internal Reads the parts after those received from the table (a reconnect may have lost NOTIFYs). */
@@ -280,7 +281,7 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
       this.#listening = false
       this.#host.parts.release()
     }
-    this.#wake?.()
+    this.#wake()
   }
 
   #stop(): void {
@@ -307,7 +308,13 @@ export class RequestStream<Part = unknown, Reply = unknown> implements AsyncIter
       this.#highest = Math.max(this.#highest, row.n)
     }
     this.#advance()
-    this.#wake?.()
+    this.#wake()
+  }
+
+  #wake(): void {
+    const waiting = [...this.#waiting]
+    this.#waiting.clear()
+    for (const resolve of waiting) resolve()
   }
 
   #advance(): void {
