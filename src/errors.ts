@@ -25,6 +25,7 @@ export type PgrrErrorCode =
   | 'INVALID_OPTION'
   | 'VALIDATION'
   | 'MISSING_DEPENDENCY'
+  | 'STREAM_CLOSED'
 
 /** Base class of every error this library raises on purpose. */
 export class PgrrError extends Error {
@@ -171,6 +172,17 @@ export class ValidationError extends PgrrError {
 export class MissingDependencyError extends PgrrError {
   constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
     super('MISSING_DEPENDENCY', message, options)
+  }
+}
+
+/**
+ * A handler's `ctx.send()` of a part that no stream can take: its final reply was sent, the caller asked
+ * for one reply (`request()`, not `requestStream()`), or the request is no longer this responder's. The
+ * part is not sent; the handler may carry on.
+ */
+export class StreamClosedError extends PgrrError {
+  constructor(message: string) {
+    super('STREAM_CLOSED', message)
   }
 }
 

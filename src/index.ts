@@ -8,6 +8,7 @@
  * ```
  */
 export { connect, Client } from './client/client.ts'
+export type { RequestStream, RequestStreamOptions } from './client/stream.ts'
 export { Server } from './responder/server.ts'
 export { serve } from './serve.ts'
 export { defineService } from './service.ts'

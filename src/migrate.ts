@@ -66,7 +66,7 @@ export interface MigrateResult {
  * The functions and views of a protocol in a schema: the names it owns (`pgrr_*`, and the SQL API's own).
  * What an upgrade drops before it installs the new protocol, and what is revoked from PUBLIC after.
  */
-const apiFunctionNames = ['request', 'await_reply', 'await_reply_json', 'await_reply_full', 'request_all']
+const apiFunctionNames = ['request', 'await_reply', 'await_reply_json', 'await_reply_full', 'request_all', 'request_stream', 'await_part']
 const protocolFunctionsQuery = (schemaLiteral: string) => `
   select p.proname as name, pg_catalog.pg_get_function_identity_arguments(p.oid) as arguments, p.prokind
     from pg_catalog.pg_proc p

@@ -171,6 +171,8 @@ begin
      and (q.state not in ('claimed', 'cancelled') or q.responder_id is null
           or :SCHEMA.pgrr_responder_gone(q.responder_id, false));
   get diagnostics v_count = row_count;
+  -- The streams of requests gone (and their parts), by the same grace (14_stream.sql).
+  perform :SCHEMA.pgrr_stream_sweep(p_grace);
   delete from :SCHEMA.pgrr_responder r where :SCHEMA.pgrr_responder_gone(r.id, false);
   return v_count;
 end

@@ -77,6 +77,13 @@ begin
     'grant execute on function %1$s.request_all(text, text, interval, jsonb, int), %1$s.request_all(text, jsonb, interval, jsonb, int), '
     '%1$s.pgrr_send_all(text, text, text, boolean, int, text, int, text), %1$s.pgrr_services(text) '
     'to %2$I', s, p_role);
+  -- Streamed replies (14_stream.sql).
+  execute format(
+    'grant execute on function %1$s.request_stream(text, text, interval, jsonb, int), '
+    '%1$s.request_stream(text, jsonb, interval, jsonb, int), %1$s.await_part(bigint, interval), '
+    '%1$s.pgrr_stream_open(text, text, text, text, boolean, int, text, int), %1$s.pgrr_stream_ack(bigint[], int[], int[]), '
+    '%1$s.pgrr_stream_fetch(bigint, int), %1$s.pgrr_stream_finish(bigint, int, boolean) '
+    'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'caller') on conflict do nothing;
 end
 $$;
@@ -103,6 +110,10 @@ begin
   -- Services that describe themselves (16_services.sql).
   execute format(
     'grant execute on function %1$s.pgrr_describe(int, jsonb), %1$s.pgrr_report_stats(int, jsonb), %1$s.pgrr_services(text) '
+    'to %2$I', s, p_role);
+  -- Streamed replies (14_stream.sql).
+  execute format(
+    'grant execute on function %1$s.pgrr_stream_send(int, bigint[], text[], boolean[]), %1$s.pgrr_stream_credit(int, bigint[]) '
     'to %2$I', s, p_role);
   insert into :SCHEMA.pgrr_role (role, kind) values ((select a.oid from pg_roles a where a.rolname = p_role)::regrole, 'responder') on conflict do nothing;
 end

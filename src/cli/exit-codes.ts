@@ -54,6 +54,7 @@ const byLibraryCode: Record<PgrrErrorCode, ExitCode> = {
   SAME_TRANSACTION: exitCodes.error,
   VALIDATION: exitCodes.invalidInput,
   MISSING_DEPENDENCY: exitCodes.error,
+  STREAM_CLOSED: exitCodes.error,
 }
 
 /** Raised by commands for problems of their own: a message for stderr and the exit code. */

@@ -30,6 +30,8 @@ Options:
   --json                 parse <payload> as JSON and print the reply as JSON (a number out of the range of
                          a double is refused, exit code 10)
   --header <k=v>         a header for the handler (ctx.headers); repeatable
+  --stream               ask for a streamed reply: print each part as it arrives, one line each (like
+                         the reply), then the final reply; --timeout then covers the whole stream
 ${databaseOptionsHelp}
 ${commonOptionsHelp}
 
@@ -42,6 +44,7 @@ const options = {
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   header: { type: 'string', multiple: true },
+  stream: { type: 'boolean' },
 } as const
 
 export const requestCommand: Command = {
@@ -79,11 +82,23 @@ export const requestCommand: Command = {
       client = await connectWithin({ ...connection, poolSize: 1 }, cancel.signal, timeoutMs)
       const remainingMs = Math.ceil(timeoutMs - (performance.now() - startedAt))
       if (remainingMs < 1) throw new TimeoutError(timeoutMs)
-      const reply = await client.request(channel, payload, { timeoutMs: remainingMs, headers, signal: cancel.signal }).catch((error: unknown) => {
+      const line = (value: unknown) => (typeof value === 'string' && !values.json ? `${value}\n` : `${JSON.stringify(value)}\n`)
+      const requestOptions = { timeoutMs: remainingMs, headers, signal: cancel.signal }
+      let reply: unknown
+      try {
+        if (values.stream) {
+          // Each part is printed as it arrives (streams.md), then the final reply.
+          const stream = client.requestStream(channel, payload, requestOptions)
+          for await (const part of stream) await writeOut(line(part))
+          reply = await stream.reply
+        } else {
+          reply = await client.request(channel, payload, requestOptions)
+        }
+      } catch (error) {
         // Said with the --timeout given, not with what was left of it after connecting.
         throw error instanceof TimeoutError ? new TimeoutError(timeoutMs) : error
-      })
-      await writeOut(typeof reply === 'string' && !values.json ? `${reply}\n` : `${JSON.stringify(reply)}\n`)
+      }
+      await writeOut(line(reply))
       return exitCodes.ok
     } finally {
       // Closing also sends the cancellation of a request given up on, so it is awaited.

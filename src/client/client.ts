@@ -33,6 +33,9 @@ import { ReplyMux } from './reply-mux.ts'
 import { requestAll, type RequestAllOptions, type RequestAllResult, type ScatterContext } from './scatter.ts'
 import { Sends } from './send.ts'
 import { ping, readServices, type PingOptions, type PingResult, type ServiceResponder } from './services.ts'
+import { RequestStream, type RequestStreamOptions, type StreamHost } from './stream.ts'
+import { StreamParts } from './stream-parts.ts'
+import { renderStreamStatements } from '../stream-statements.ts'
 
 /**
  * Opens a client: verifies the schema is migrated and opens the LISTEN connection.
@@ -77,6 +80,8 @@ export class Client {
   readonly #mux: ReplyMux
   readonly #check: RecoveryCheck
   #polling = false
+  /** What streamed requests use of this client, made at the first one. */
+  #streamHost: StreamHost | undefined
 
   /** Use {@link connect}. */
   constructor(options: ClientOptions) {
@@ -200,23 +205,9 @@ export class Client {
 
   #request<Result>(channel: string, payload: unknown, options: RequestOptions, withHeaders: boolean): Promise<Result> {
     return new Promise<Result>((resolve, reject) => {
-      if (this.#closed) return reject(new ClosedError('the client is closed'))
-      let pending: PendingRequest
-      try {
-        pending = this.#prepare(channel, payload, options, resolve as (value: unknown) => void, reject)
-      } catch (error) {
-        return reject(error)
-      }
-      pending.withHeaders = withHeaders
-      // Refused before it started: through #settle, so that telemetry sees the end of what it saw begin.
-      if (options.signal?.aborted) return this.#settle(pending, abortError(options.signal))
-      if (this.#inFlight >= this.#maxInFlight && this.#overflow === 'reject') {
-        return this.#settle(pending, new TooManyRequestsError(this.#maxInFlight))
-      }
-      this.#arm(pending)
-      this.#unsettled.add(pending)
-      if (this.#inFlight < this.#maxInFlight) this.#admit(pending)
-      else this.#slotWaiters.push(pending)
+      this.#begin(channel, payload, options, resolve as (value: unknown) => void, reject, (pending) => {
+        pending.withHeaders = withHeaders
+      })
     })
   }
 
@@ -268,6 +259,69 @@ export class Client {
       },
       giveUp: (pending, error) => this.#giveUp(pending, error),
     }
+  }
+
+  /**
+   * Sends `payload` to one responder of `channel`, whose handler streams its reply (`ctx.send(part)`, or an
+   * async generator): iterate the parts with `for await`, in order, each once; the final reply is the
+   * stream's `reply`, and the iteration ends with it (or throws its error). Breaking out of the loop, or
+   * the signal, cancels the handler. See {@link RequestStream} and docs/streams.md.
+   */
+  requestStream<Part = unknown, Reply = unknown>(channel: string, payload: unknown, options: RequestStreamOptions = {}): RequestStream<Part, Reply> {
+    this.#streamHost ??= this.#makeStreamHost()
+    return new RequestStream<Part, Reply>(this.#streamHost, channel, payload, options)
+  }
+
+  /** What streamed requests use of this client (src/client/stream.ts). */
+  #makeStreamHost(): StreamHost {
+    const statements = renderStreamStatements(this.#schema)
+    const query: PoolQuery = (text, values) => this.#query(text, values)
+    return {
+      statements,
+      query,
+      logger: this.#logger,
+      polling: this.#polling,
+      parts: new StreamParts(this.#listener, this.#logger, () => this.#replyChannel, query, statements),
+      begin: (channel, payload, options, resolve, reject, setup) => this.#begin(channel, payload, options, resolve, reject, setup),
+      giveUp: (pending, error) => this.#giveUp(pending, error),
+      rearm: (pending, timeoutMs) => {
+        if (pending.settled) return
+        clearTimeout(pending.timer)
+        pending.timer = setTimeout(() => this.#giveUp(pending, new TimeoutError(timeoutMs, `no part within ${timeoutMs} ms`)), timeoutMs)
+      },
+    }
+  }
+
+  /**
+   * Starts a request: the request, or undefined when it ended at once (through `reject`). `setup` sees it
+   * before anything else does.
+   */
+  #begin(
+    channel: string,
+    payload: unknown,
+    options: RequestOptions,
+    resolve: (value: unknown) => void,
+    reject: (error: Error) => void,
+    setup: (pending: PendingRequest) => void,
+  ): PendingRequest | undefined {
+    if (this.#closed) return void reject(new ClosedError('the client is closed'))
+    let pending: PendingRequest
+    try {
+      pending = this.#prepare(channel, payload, options, resolve, reject)
+    } catch (error) {
+      return void reject(error as Error)
+    }
+    setup(pending)
+    // Refused before it started: through #settle, so that telemetry sees the end of what it saw begin.
+    if (options.signal?.aborted) return void this.#settle(pending, abortError(options.signal))
+    if (this.#inFlight >= this.#maxInFlight && this.#overflow === 'reject') {
+      return void this.#settle(pending, new TooManyRequestsError(this.#maxInFlight))
+    }
+    this.#arm(pending)
+    this.#unsettled.add(pending)
+    if (this.#inFlight < this.#maxInFlight) this.#admit(pending)
+    else this.#slotWaiters.push(pending)
+    return pending
   }
 
   /** Starts a responder for `channel` sharing this client's LISTEN connection. See {@link Server}. */

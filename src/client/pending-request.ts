@@ -23,6 +23,15 @@ export interface PendingRequest {
   observation?: RequestObservation
   /** Resolve with `{ reply, headers }` rather than the reply alone. */
   withHeaders?: boolean
+  /** A streamed request (src/client/stream.ts): how it is sent, and who is told its id. */
+  stream?: StreamSpec
+}
+
+/** How a streamed request is sent (pgrr_stream_open rather than pgrr_send), and who is told its id. */
+export interface StreamSpec {
+  open(pending: PendingRequest, replyChannel: string, timeoutMs: number): Promise<{ id: string | null; status: string }>
+  /** pgrr_stream_open returned the request's id (also when the request was given up meanwhile). */
+  opened(id: string): void
 }
 
 /** How a request ends: an error, or the value its promise resolves with. */

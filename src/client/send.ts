@@ -56,13 +56,26 @@ export class Sends {
   }
 
   async #flush(batch: PendingRequest[]): Promise<void> {
-    const { statements, query, settle } = this.#options
     const live = batch.filter((pending) => !pending.settled)
     if (live.length === 0) return
+    // Streamed requests each go in a statement of their own (pgrr_stream_open, src/client/stream.ts).
+    const streams = live.filter((pending) => pending.stream !== undefined)
+    await Promise.all([
+      streams.length === live.length ? undefined : this.#send(streams.length === 0 ? live : live.filter((pending) => pending.stream === undefined)),
+      ...streams.map((pending) => this.#send([pending])),
+    ])
+  }
+
+  async #send(live: PendingRequest[]): Promise<void> {
+    const { statements, query, settle } = this.#options
     const replyChannel = this.#options.replyChannel()
     let rows: SendRow[]
     try {
-      if (live.length === 1) {
+      const stream = live.length === 1 ? live[0]?.stream : undefined
+      if (stream !== undefined) {
+        const row = await stream.open(live[0]!, replyChannel, remainingMs(live[0]!))
+        rows = [{ ...row, ord: 1 }]
+      } else if (live.length === 1) {
         // One request: the scalar statement, cheaper than the batch for it (see pgrr_send_one).
         const [pending] = live as [PendingRequest]
         const [row] = await query<Omit<SendRow, 'ord'>>(statements.sendOne, [
@@ -101,6 +114,7 @@ export class Sends {
         continue
       }
       pending.id = row.id
+      pending.stream?.opened(row.id)
       if (pending.settled) {
         // It timed out or was aborted while being inserted.
         this.#options.cancels.push(row.id)

@@ -25,17 +25,27 @@ export interface HandlerContext {
   readonly replyHeaders: Record<string, string>
   /** Fires when the caller cancels or gives up, the deadline passes, or the server closes. */
   readonly signal: AbortSignal
+  /**
+   * Sends a part of a streamed reply, before the final reply (a string, or any JSON value), to a caller
+   * that asked for a stream (`client.requestStream()`, SQL `request_stream()`). Resolves once the part is
+   * written; waits while the caller has `maxInFlight` parts it has not consumed yet. Rejects with
+   * `StreamClosedError` (not a stream, or the final reply was sent), `PayloadTooLargeError` (over the
+   * channel's limit: the part is not sent, the stream goes on), `InvalidPayloadError`, or the signal's
+   * reason. See docs/streams.md.
+   */
+  send(part: unknown): Promise<void>
 }
 
 /**
  * Handles one request: returns (or resolves with) the reply, a string or any JSON value. Throwing sends an
  * error reply: the caller gets a `RemoteError` with the error's `message` and its `code` when that is a
- * string (else `'HANDLER_ERROR'`).
+ * string (else `'HANDLER_ERROR'`). An async generator streams: each value it yields is a part
+ * (`ctx.send`), its return value the reply.
  */
 export type Handler<Payload = unknown, Reply = unknown> = (
   payload: Payload,
   context: HandlerContext,
-) => Reply | Promise<Reply>
+) => Reply | Promise<Reply> | AsyncGenerator<unknown, Reply, undefined>
 
 /** What a handler's end says, before it is addressed to its request (the arguments of pgrr_reply). */
 export interface Result {

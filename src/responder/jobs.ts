@@ -3,7 +3,7 @@
  * Handlers run outside any transaction; every job ends exactly once, with an outcome (handed to `finished`,
  * which writes it) or abandoned (its request is released with the session). Also the responder's counters.
  */
-import { CancelledError, responderDeadlineCode, TimeoutError } from '../errors.ts'
+import { CancelledError, responderDeadlineCode, StreamClosedError, TimeoutError } from '../errors.ts'
 import { decodePayload } from '../payload.ts'
 import type { AddressedKind } from '../wire.ts'
 import { RateWindow } from '../rate-window.ts'
@@ -21,6 +21,7 @@ import {
   type HandlerContext,
   type Result,
 } from './handler.ts'
+import type { StreamSender } from './stream.ts'
 
 /** A request as pgrr_claim and pgrr_handed return it, or as a handoff brings it: what a job starts from. */
 export interface ClaimedRow {
@@ -78,6 +79,8 @@ export interface JobsOptions {
   readonly logger: Logger
   /** A job ended with an outcome (once per job; it is no longer counted as running). */
   readonly finished: (job: Job, result: Result) => void
+  /** Streamed replies (`ctx.send`, async generator handlers); without it a handler cannot send parts. */
+  readonly streams?: StreamSender
 }
 
 /** Node's longest timer; setTimeout() fires a longer (or non-positive) delay after 1 ms, and so do deadlines. */
@@ -90,6 +93,7 @@ export class Jobs {
   readonly #telemetry: Telemetry
   readonly #logger: Logger
   readonly #finished: (job: Job, result: Result) => void
+  readonly #streams: StreamSender | undefined
   readonly #jobs = new Map<string, Job>()
   /**
    * One timer for the deadlines of all running jobs, armed for the earliest one and left armed when that
@@ -112,6 +116,7 @@ export class Jobs {
     this.#telemetry = options.telemetry
     this.#logger = options.logger
     this.#finished = options.finished
+    this.#streams = options.streams
   }
 
   /** Handlers running now. */
@@ -153,6 +158,16 @@ export class Jobs {
       const job = this.#jobs.get(id)
       if (job !== undefined) abortJob(job, new CancelledError('the caller cancelled the request'))
     }
+  }
+
+  /**
+   * The caller of request `id` pushed its deadline later (a streamed reply's idle timeout): it is now
+   * `remainingMs` from now, unless that is earlier than it was.
+   */
+  extend(id: string, remainingMs: number): void {
+    const job = this.#jobs.get(id)
+    if (job === undefined || job.done) return
+    job.deadlineAt = Math.max(job.deadlineAt, performance.now() + Math.min(remainingMs, maxTimerMs))
   }
 
   /** Ends every job without a reply (their requests are released with the session), aborting each. */
@@ -204,6 +219,12 @@ export class Jobs {
       get signal() {
         return signalOf(job)
       },
+      send: (part) => enqueue(part).then(({ written }) => written),
+    }
+    const enqueue = (part: unknown) => {
+      if (job.done) return Promise.reject(new StreamClosedError('the final reply was already sent: no part may follow it'))
+      if (this.#streams === undefined) return Promise.reject(new StreamClosedError('this responder cannot send parts'))
+      return this.#streams.enqueue(job.id, job.generation, part, () => signalOf(job))
     }
     job.replyHeaders = context.replyHeaders
     job.observation = this.#telemetry.handlerStarted?.({
@@ -216,6 +237,8 @@ export class Jobs {
     let result: unknown
     try {
       result = job.observation === undefined ? this.#handler(payload, context) : job.observation.run(() => this.#handler(payload, context))
+      // An async generator: its values are the parts, its return value the reply (src/responder/stream.ts).
+      if (this.#streams !== undefined) result = this.#streams.drive(job.id, result, enqueue)
     } catch (error) {
       return this.#failed(job, error)
     }
@@ -273,8 +296,12 @@ export class Jobs {
 
   #finish(job: Job, handlerResult: Result): void {
     if (job.done) return
+    // Parts the handler sent go before its reply (not when the deadline ends it: nothing more may go then).
+    const parts = handlerResult.code === responderDeadlineCode ? undefined : this.#streams?.outstanding(job.id)
+    if (parts !== undefined) return void parts.then(() => this.#finish(job, handlerResult))
     job.done = true
     this.#jobs.delete(job.id)
+    this.#streams?.end(job.id, new StreamClosedError('the final reply was already sent: no part may follow it'))
     let result = handlerResult
     if (result.code !== responderDeadlineCode && performance.now() > job.deadlineAt) {
       // Finished after its deadline, which the timer could not tell: the event loop was blocked (a CPU-bound
@@ -307,6 +334,7 @@ export class Jobs {
     if (job.done) return
     job.done = true
     this.#jobs.delete(job.id)
+    this.#streams?.end(job.id, new StreamClosedError(`the responder stopped handling the request: ${reason.message}`))
     job.observation?.end((reason as { code?: string }).code ?? 'ERROR', reason)
     abortJob(job, reason)
   }

@@ -32,6 +32,8 @@ import { register, type Registration, type ResponderContext, type ServerState } 
 import { Replies } from './replies.ts'
 import { encodeServiceInfo } from './service-info.ts'
 import { ServiceStats } from './service-stats.ts'
+import { StreamSender } from './stream.ts'
+import { renderStreamStatements } from '../stream-statements.ts'
 
 export type { ServerState } from './registration.ts'
 
@@ -63,6 +65,7 @@ export class Server {
   readonly #addressed: AddressedRequests
   readonly #info: string | null
   readonly #stats = new ServiceStats()
+  readonly #streams: StreamSender
   /** The dedicated session; undefined between a loss and the next registration. */
   #work: Session | undefined
   #state: ServerState = 'starting'
@@ -102,12 +105,18 @@ export class Server {
     }
     const concurrency = this.#concurrency
     const recycle = () => this.#recycleWork()
+    this.#streams = new StreamSender({
+      ...shared,
+      streamStatements: renderStreamStatements(context.schema),
+      extend: (id, remainingMs) => this.#jobs.extend(id, remainingMs),
+    })
     const jobs = new Jobs({
       channel,
       handler,
       telemetry: context.telemetry,
       logger: context.logger,
       finished: (job, result) => this.#jobFinished(job, result),
+      streams: this.#streams,
     })
     this.#jobs = jobs
     this.#claims = new ClaimLoop({
@@ -255,6 +264,7 @@ export class Server {
     clearInterval(this.#pollTimer)
     clearInterval(this.#sweepTimer)
     this.#lease.stop()
+    this.#streams.stop()
     clearTimeout(this.#retryTimer)
     this.#jobs.stopDeadlines()
     this.#removeReconnectHook?.()
@@ -292,7 +302,9 @@ export class Server {
     try {
       unlisten = {
         service: await listener.listen(row.service_channel, () => this.#claims.wake()),
+        // Cancellations, and the credits of streamed replies (src/responder/stream.ts).
         control: await listener.listen(row.control_channel, (payload) => {
+          if (this.#streams.credit(payload)) return
           const ids = decodeCancelledIds(payload)
           this.#jobs.cancel(ids)
           this.#addressed.cancel(ids)
