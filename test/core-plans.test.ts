@@ -121,9 +121,10 @@ test('every SQL-language helper that takes arguments is inlined into its caller,
     jsonb: 'v.j',
     uuid: 'v.u',
     'timestamp with time zone': 'v.z',
+    interval: 'v.iv',
   }
   await session.unsafe(`set track_functions = 'all'`)
-  await session.unsafe(`create temporary table pgrr_plans_args as select 1 as i, 1::bigint as b, 'x'::text as t, false as f, null::jsonb as j, gen_random_uuid() as u, now() as z`)
+  await session.unsafe(`create temporary table pgrr_plans_args as select 1 as i, 1::bigint as b, 'x'::text as t, false as f, null::jsonb as j, gen_random_uuid() as u, now() as z, interval '1 second' as iv`)
   for (const { name, types } of helpers) {
     const args = types.map((type) => column[type] ?? assert.fail(`no sample value for ${type} (${name})`))
     await session.unsafe(`select ${db.quoted}.${name}(${args.join(', ')}) from pgrr_plans_args v`)

@@ -7,7 +7,7 @@
  * then on the request lock. What must hold: the awaiter really blocks on a lock (it does not poll), wakes
  * when the reply commits, and still gets every reply when a hostile session squats on the bells, or when
  * many awaiters share one responder; a handoff never reaches a responder before the commit, nor one gone by
- * then.
+ * then, nor at all once the transaction that made it cancelled it.
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
@@ -193,6 +193,34 @@ test('a request made in a transaction is handed over at its commit, and not befo
   await marker.promise
   assert.equal(heard.length, 1, 'one handoff, at the commit')
   assert.equal(JSON.parse(heard[0]!)[0][0], id)
+})
+
+test('a request cancelled in the transaction that made it is not handed over at its commit', async (t) => {
+  const channel = 'sqlhand.cancelled'
+  const s = db.quoted
+  const server = await serverFor(t, db, channel, (payload: string) => `ran ${payload}`)
+  const [{ inbox }] = (await db.sql.unsafe(`select inbox from ${s}.pgrr_responder where id = $1`, [server.responderId!])) as unknown as [{ inbox: string }]
+  const heard: string[] = []
+  const marker = deferred()
+  const listening = await db.sql.listen(inbox, (payload) => {
+    if (payload === '[]') marker.resolve()
+    else heard.push(payload)
+  })
+  t.after(() => listening.unlisten())
+  const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
+  t.after(() => caller.end({ timeout: 1 }))
+  const id = await caller.begin(async (tx) => {
+    const [row] = await tx.unsafe(`select ${s}.request($1::text, 'given up'::text)::text as id`, [channel])
+    await tx.unsafe(`select ${s}.pgrr_cancel(array[$1::bigint])`, [row!.id])
+    return String(row!.id)
+  })
+  // Sent after the caller's commit: when it arrives, a handoff of that commit would have arrived before it.
+  await db.sql`select pg_notify(${inbox}, '[]')`
+  await marker.promise
+  assert.deepStrictEqual(heard, [], 'no handoff at the commit')
+  const [stored] = await db.sql.unsafe(`select state from ${s}.pgrr_request where id = $1`, [id])
+  assert.equal(stored?.state, 'cancelled')
+  await assert.rejects(caller.unsafe(`select ${s}.await_reply($1::bigint)`, [id]), { code: 'PR009' })
 })
 
 test('the responder a request was handed to is gone by the commit: the request goes to the queue, another answers it', async (t) => {
