@@ -264,6 +264,18 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   try {
+    if (parsed.kind === 'fleet') {
+      const { runFleet, formatFleet } = await import('./scenarios/fleet.ts')
+      const report = await runFleet(parsed.options, parsed.fleet, { signal: controller.signal, command })
+      process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatFleet(report)}\n`)
+      return report.scenarios.fleet.rows.some((row) => row.errors > 0 || row.skipped?.startsWith('failed')) ? 1 : 0
+    }
+    if (parsed.kind === 'cotenancy') {
+      const { runCotenancy, formatCotenancy } = await import('./scenarios/cotenancy.ts')
+      const report = await runCotenancy(parsed.options, parsed.cotenancy, { signal: controller.signal, command })
+      process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatCotenancy(report)}\n`)
+      return report.scenarios.cotenancy.rows.some((row) => (row.load?.errors ?? 0) > 0) ? 1 : 0
+    }
     if (parsed.kind === 'long') {
       const { runLongRun, formatLongRun, longRunExitCode } = await import('./long-run.ts')
       const report = await runLongRun(parsed.options, { signal: controller.signal, command })
