@@ -266,7 +266,7 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
   try {
     if (parsed.kind === 'fleet') {
       const { runFleet, formatFleet } = await import('./scenarios/fleet.ts')
-      const report = await runFleet(parsed.options, parsed.fleet, { signal: controller.signal, command })
+      const report = await runFleet(parsed.options, parsed.fleet, runBench, { signal: controller.signal, command })
       process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatFleet(report)}\n`)
       return report.scenarios.fleet.rows.some((row) => row.errors > 0 || row.skipped?.startsWith('failed')) ? 1 : 0
     }

@@ -17,7 +17,7 @@ import type { BenchOptions, FleetKind, FleetOptions } from '../options.ts'
 import { median } from '../percentile.ts'
 import { ProgressLine } from '../progress.ts'
 import type { BenchResult } from '../result.ts'
-import { runBench } from '../run.ts'
+import type { BenchRun } from '../run.ts'
 import type { FleetMemberConfig, FromFleetMember, ToFleetMember } from './fleet-member.ts'
 
 export const FLEET_SCHEMA = 'pgrr_bench_fleet'
@@ -73,9 +73,13 @@ export interface FleetReport {
   scenarios: { fleet: { rows: FleetRow[]; summary: FleetSummaryRow[] } }
 }
 
+/** The matrix runner (bench/run.ts), passed in: run.ts imports this file, and awaits at its top level. */
+export type RunMatrix = (options: BenchOptions, hooks: { signal?: AbortSignal }) => Promise<BenchRun>
+
 export async function runFleet(
   options: BenchOptions,
   fleet: FleetOptions,
+  runBench: RunMatrix,
   hooks: { signal?: AbortSignal; command?: string } = {},
 ): Promise<FleetReport> {
   const signal = hooks.signal ?? new AbortController().signal
