@@ -136,6 +136,7 @@ export async function runFleet(
     }
   } finally {
     killAllChildren()
+    await Promise.all([...members].map((child) => child.killAndWait()))
     await admin`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${MEMBER_APPLICATION_NAME}`.catch(() => undefined)
     await admin.unsafe(`drop schema if exists ${quoteIdentifier(FLEET_SCHEMA)} cascade`).catch(() => undefined)
     if (createdOther) await dropOtherDatabase(admin).catch(() => undefined)
@@ -159,6 +160,9 @@ export async function runFleet(
   }
 }
 
+/** Every idle member process alive: they are not killed with each matrix run, so the fleet kills them last. */
+const members = new Set<BenchChild<ToFleetMember, FromFleetMember>>()
+
 /** Starts `size` idle members in processes of up to ten; resolves once every one is idle. */
 async function startMembers(
   kind: FleetKind,
@@ -170,10 +174,12 @@ async function startMembers(
   const children: Array<BenchChild<ToFleetMember, FromFleetMember>> = []
   for (let first = 0; first < size; first += MEMBERS_PER_PROCESS) {
     const count = Math.min(MEMBERS_PER_PROCESS, size - first)
-    children.push(new BenchChild(`fleet ${kind}`, './scenarios/fleet-member.ts', [kind, String(count), JSON.stringify(config)], () => {}))
+    children.push(new BenchChild(`fleet ${kind}`, './scenarios/fleet-member.ts', [kind, String(count), JSON.stringify(config)], () => {}, { runScoped: false }))
   }
+  for (const child of children) members.add(child)
   const stop = async (): Promise<void> => {
     await Promise.all(children.map((child) => child.stop({ type: 'stop' }, 8000)))
+    for (const child of children) members.delete(child)
   }
   try {
     const ready = await Promise.all(children.map((child) => child.expect('ready', MEMBER_START_TIMEOUT_MS, signal)))
