@@ -33,6 +33,8 @@ export interface BenchOptions {
   phaseTimeCapMs: number
   /** Size of every request body, in bytes, for every system. @default 100 */
   payloadBytes: number
+  /** Channels the requests are spread over, each with a live responder (pgrr-ts and nats only). @default 1 */
+  channels: number
 }
 
 export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }
@@ -117,6 +119,8 @@ Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process 
   --runs n               run the whole matrix n times, one pass after the other, and report each
                          scenario's median (ratios: the median of each pass's ratio; errors: the sum)
   --payload-bytes n      size of every request body, for every system (default: ${PAYLOAD_BYTES}, at least ${MIN_PAYLOAD_BYTES})
+  --channels n           spread the requests over n channels, round robin, each served by the responder
+                         process (pgrr-ts and nats only; default: 1)
   --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
   --quick                the whole matrix in under two minutes
   --json                 one JSON object on stdout instead of the table
@@ -163,6 +167,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       runs: { type: 'string' },
       'time-cap': { type: 'string' },
       'payload-bytes': { type: 'string' },
+      channels: { type: 'string' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       'write-docs': { type: 'boolean', default: false },
@@ -185,8 +190,10 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     },
   })
   if (values.help) return { kind: 'help' }
-  if (values['payload-bytes'] !== undefined && (values.drivers || values.functions || values.long)) {
-    throw new Error('--payload-bytes: only for the matrix (not with --drivers, --functions or --long)')
+  for (const flag of ['payload-bytes', 'channels'] as const) {
+    if (values[flag] !== undefined && (values.drivers || values.functions || values.long)) {
+      throw new Error(`--${flag}: only for the matrix (not with --drivers, --functions or --long)`)
+    }
   }
   if (values.scenario !== undefined && values.scenario !== 'fleet' && values.scenario !== 'cotenancy') {
     throw new Error(`--scenario: unknown scenario "${values.scenario}" (known: fleet, cotenancy)`)
@@ -253,6 +260,12 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     redisUrl: values['redis-url'] ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     phaseTimeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : defaults.phaseTimeCapMs,
     payloadBytes: values['payload-bytes'] ? parsePayloadBytes(values['payload-bytes']) : PAYLOAD_BYTES,
+    channels: values.channels ? parsePositive('--channels', values.channels) : 1,
+  }
+  const spreadable: readonly string[] = ['pgrr-ts', 'nats']
+  const unspread = options.systems.filter((system) => !spreadable.includes(system))
+  if (options.channels > 1 && unspread.length > 0) {
+    throw new Error(`--channels: only pgrr-ts and nats spread their requests over channels (not ${unspread.join(', ')}): name them in --systems`)
   }
   if (cotenancy) {
     return {
