@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
-import type { Client } from '../src/index.ts'
+import { connect, InvalidOptionError, type Client } from '../src/index.ts'
 import type { Logger } from '../src/logger.ts'
 import { clientFor, deferred, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
@@ -92,4 +92,10 @@ test('after the LISTEN session was terminated while idle, the next request gets 
   assert.equal(await client.request('rl.reconnect', 'two', { timeoutMs: 20_000 }), 'TWO')
   await waitFor(() => client.context.listener.connected, { message: 'the LISTEN connection is back' })
   assert.equal(await client.request('rl.reconnect', 'three', { timeoutMs: 20_000 }), 'THREE')
+})
+
+test('replyListenIdleMs out of range is refused before anything connects', async () => {
+  for (const replyListenIdleMs of [0, -1, Number.NaN, 2 ** 31]) {
+    await assert.rejects(connect({ ...db.options, replyListenIdleMs }), InvalidOptionError, String(replyListenIdleMs))
+  }
 })
