@@ -38,15 +38,21 @@ export class BenchChild<ToChild extends { type: string }, FromChild extends { ty
   private readonly exited: Promise<void>
   private stderrTail = ''
 
-  /** `onProgress` receives 'progress' messages, which are never queued for `next()`. */
-  constructor(label: string, script: string, args: string[], onProgress: (message: FromChild) => void) {
+  /**
+   * `onProgress` receives 'progress' messages, which are never queued for `next()`. A child that is not
+   * `runScoped` outlives the end of a matrix run (killAllChildren): its owner stops it (the fleet's idle
+   * processes, which span several runs); it still exits when this process goes.
+   */
+  constructor(label: string, script: string, args: string[], onProgress: (message: FromChild) => void, { runScoped = true } = {}) {
     this.label = label
     const repoRoot = fileURLToPath(new URL('..', import.meta.url))
     this.process = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(script, import.meta.url)), ...args], {
       cwd: repoRoot,
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     })
-    liveChildren.add(this.process)
+    if (runScoped) liveChildren.add(this.process)
+    // A send racing the child's exit fails with EPIPE, reported here rather than thrown.
+    this.process.on('error', () => {})
     this.process.stderr?.setEncoding('utf8')
     this.process.stderr?.on('data', (chunk: string) => {
       this.stderrTail = (this.stderrTail + chunk).slice(-STDERR_TAIL_CHARS)

@@ -33,6 +33,8 @@ export interface BenchOptions {
   phaseTimeCapMs: number
   /** Size of every request body, in bytes, for every system. @default 100 */
   payloadBytes: number
+  /** Channels the requests are spread over, each with a live responder (pgrr-ts and nats only). @default 1 */
+  channels: number
 }
 
 export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }
@@ -65,6 +67,45 @@ export interface FunctionOptions {
 
 export const FUNCTION_DEFAULTS = { rounds: 5, calls: 300, batch: 50 }
 
+/**
+ * What the idle processes of the fleet scenario (bench/scenarios/fleet.ts) are: pgrr clients that sent one
+ * request (`clients`), the same keeping their LISTEN as every client did before 0.2 (`clients-listening`),
+ * responders of another channel (`responders`), and those in another database (`responders-other-db`).
+ */
+export const FLEET_KINDS = ['clients', 'clients-listening', 'responders', 'responders-other-db'] as const
+export type FleetKind = (typeof FLEET_KINDS)[number]
+
+/** Options of `--scenario fleet`: the matrix options, plus the idle processes kept beside the pair. */
+export interface FleetOptions {
+  /** Idle processes beside the measured pair; 0 is the reference. @default [0, 10, 50] */
+  sizes: number[]
+  /** @default ['clients', 'clients-listening', 'responders'] */
+  kinds: FleetKind[]
+}
+
+/** Options of `--scenario cotenancy` (bench/scenarios/cotenancy.ts). */
+export interface CotenancyOptions {
+  /** Requests per second beside pgbench; null: half of what pgrr-ts reaches at c=64, measured first. */
+  rate: number | null
+  /** Length of each pgbench run. @default 20 */
+  phaseSeconds: number
+  /** TPC-B scale factor. @default 10 */
+  pgbenchScale: number
+  /** pgbench clients. @default 8 */
+  pgbenchClients: number
+  /** @default $PGBENCH or /usr/lib/postgresql/15/bin/pgbench */
+  pgbenchPath: string
+}
+
+export const COTENANCY_DEFAULTS = { systems: ['pgrr-ts', 'nats'] as SystemName[], phaseSeconds: 20, pgbenchScale: 10, pgbenchClients: 8 }
+
+export const FLEET_DEFAULTS = {
+  systems: ['pgrr-ts', 'floor-notify', 'nats'] as SystemName[],
+  concurrency: [1, 64],
+  sizes: [0, 10, 50],
+  kinds: ['clients', 'clients-listening', 'responders'] as FleetKind[],
+}
+
 export const USAGE = `Usage: node --import tsx bench/run.ts [options]
 
 Runs request-reply side by side: the Postgres floors, pgrr (TypeScript and SQL callers), the proof of
@@ -78,6 +119,8 @@ Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process 
   --runs n               run the whole matrix n times, one pass after the other, and report each
                          scenario's median (ratios: the median of each pass's ratio; errors: the sum)
   --payload-bytes n      size of every request body, for every system (default: ${PAYLOAD_BYTES}, at least ${MIN_PAYLOAD_BYTES})
+  --channels n           spread the requests over n channels, round robin, each served by the responder
+                         process (pgrr-ts and nats only; default: 1)
   --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
   --quick                the whole matrix in under two minutes
   --json                 one JSON object on stdout instead of the table
@@ -91,6 +134,15 @@ Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process 
                          size of the request table, errors; takes --count (default: ${LONG_DEFAULTS.count}),
                          --concurrency (one value, default: ${LONG_DEFAULTS.concurrency}), --time-cap (whole run,
                          default: ${LONG_DEFAULTS.timeCapMs / 1000}), --json, --database-url
+  --scenario fleet       instead: the matrix beside idle processes (bench/scenarios/fleet.ts), each size
+                         in turn, every pass; defaults: --systems ${FLEET_DEFAULTS.systems.join(',')},
+                         --concurrency ${FLEET_DEFAULTS.concurrency.join(',')}; takes --fleet (sizes, default
+                         ${FLEET_DEFAULTS.sizes.join(',')}) and --fleet-kinds (${FLEET_KINDS.join(', ')};
+                         default ${FLEET_DEFAULTS.kinds.join(',')}); the JSON has them under "scenarios"
+  --scenario cotenancy   instead: pgbench (TPC-B, scale ${COTENANCY_DEFAULTS.pgbenchScale}, ${COTENANCY_DEFAULTS.pgbenchClients} clients, a database of its own)
+                         alone, then beside each of --systems (default ${COTENANCY_DEFAULTS.systems.join(',')}) serving
+                         --rate requests/s (default: half of pgrr-ts's at c=64, measured first), each
+                         for --phase-seconds (default ${COTENANCY_DEFAULTS.phaseSeconds}); --runs passes in rotating order
   -h, --help
 
 Progress goes to stderr; stdout carries only the table or the JSON.`
@@ -101,6 +153,8 @@ export type ParsedArgs =
   | { kind: 'functions'; options: FunctionOptions }
   | { kind: 'long'; options: LongRunOptions }
   | { kind: 'bench'; options: BenchOptions }
+  | { kind: 'fleet'; options: BenchOptions; fleet: FleetOptions }
+  | { kind: 'cotenancy'; options: BenchOptions; cotenancy: CotenancyOptions }
 
 export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedArgs {
   const { values } = parseArgs({
@@ -113,6 +167,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       runs: { type: 'string' },
       'time-cap': { type: 'string' },
       'payload-bytes': { type: 'string' },
+      channels: { type: 'string' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       'write-docs': { type: 'boolean', default: false },
@@ -126,12 +181,34 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       calls: { type: 'string' },
       batch: { type: 'string' },
       long: { type: 'boolean', default: false },
+      scenario: { type: 'string' },
+      fleet: { type: 'string' },
+      'fleet-kinds': { type: 'string' },
+      rate: { type: 'string' },
+      'phase-seconds': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
   if (values.help) return { kind: 'help' }
-  if (values['payload-bytes'] !== undefined && (values.drivers || values.functions || values.long)) {
-    throw new Error('--payload-bytes: only for the matrix (not with --drivers, --functions or --long)')
+  for (const flag of ['payload-bytes', 'channels'] as const) {
+    if (values[flag] !== undefined && (values.drivers || values.functions || values.long)) {
+      throw new Error(`--${flag}: only for the matrix (not with --drivers, --functions or --long)`)
+    }
+  }
+  if (values.scenario !== undefined && values.scenario !== 'fleet' && values.scenario !== 'cotenancy') {
+    throw new Error(`--scenario: unknown scenario "${values.scenario}" (known: fleet, cotenancy)`)
+  }
+  const fleetFlags = (['fleet', 'fleet-kinds'] as const).filter((flag) => values[flag] !== undefined)
+  if (values.scenario !== 'fleet' && fleetFlags.length > 0) {
+    throw new Error(`${fleetFlags.map((flag) => `--${flag}`).join(', ')}: only with --scenario fleet`)
+  }
+  const cotenancyFlags = (['rate', 'phase-seconds'] as const).filter((flag) => values[flag] !== undefined)
+  if (values.scenario !== 'cotenancy' && cotenancyFlags.length > 0) {
+    throw new Error(`${cotenancyFlags.map((flag) => `--${flag}`).join(', ')}: only with --scenario cotenancy`)
+  }
+  if (values.scenario !== undefined) {
+    const refused = (['drivers', 'functions', 'long', 'write-docs'] as const).filter((flag) => values[flag])
+    if (refused.length > 0) throw new Error(`--scenario: does not take ${refused.map((flag) => `--${flag}`).join(', ')}`)
   }
   const databaseUrl = values['database-url'] ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   if (values.drivers) return { kind: 'drivers', databaseUrl }
@@ -162,24 +239,78 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   }
 
   const defaults = values.quick ? QUICK_DEFAULTS : FULL_DEFAULTS
+  const fleet = values.scenario === 'fleet'
+  const cotenancy = values.scenario === 'cotenancy'
+  const defaultSystems = fleet ? FLEET_DEFAULTS.systems : cotenancy ? COTENANCY_DEFAULTS.systems : DEFAULT_SYSTEMS
+  const options: BenchOptions = {
+    systems: values.systems ? parseSystems(values.systems) : [...defaultSystems],
+    concurrency: values.concurrency
+      ? parsePositiveList('--concurrency', values.concurrency)
+      : fleet
+        ? [...FLEET_DEFAULTS.concurrency]
+        : [1, 16, 64],
+    count: values.count ? parsePositive('--count', values.count) : defaults.count,
+    runs: values.runs ? parsePositive('--runs', values.runs) : 1,
+    quick: values.quick,
+    json: values.json,
+    writeDocs: values['write-docs'],
+    databaseUrl,
+    natsUrl: values['nats-url'] ?? env.NATS_URL ?? 'nats://127.0.0.1:4222',
+    amqpUrl: values['amqp-url'] ?? env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+    redisUrl: values['redis-url'] ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    phaseTimeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : defaults.phaseTimeCapMs,
+    payloadBytes: values['payload-bytes'] ? parsePayloadBytes(values['payload-bytes']) : PAYLOAD_BYTES,
+    channels: values.channels ? parsePositive('--channels', values.channels) : 1,
+  }
+  const spreadable: readonly string[] = ['pgrr-ts', 'nats']
+  const unspread = options.systems.filter((system) => !spreadable.includes(system))
+  if (options.channels > 1 && unspread.length > 0) {
+    throw new Error(`--channels: only pgrr-ts and nats spread their requests over channels (not ${unspread.join(', ')}): name them in --systems`)
+  }
+  if (cotenancy) {
+    return {
+      kind: 'cotenancy',
+      options,
+      cotenancy: {
+        rate: values.rate ? parsePositive('--rate', values.rate) : null,
+        phaseSeconds: values['phase-seconds'] ? parsePositive('--phase-seconds', values['phase-seconds']) : COTENANCY_DEFAULTS.phaseSeconds,
+        pgbenchScale: COTENANCY_DEFAULTS.pgbenchScale,
+        pgbenchClients: COTENANCY_DEFAULTS.pgbenchClients,
+        pgbenchPath: env.PGBENCH ?? '/usr/lib/postgresql/15/bin/pgbench',
+      },
+    }
+  }
+  if (!fleet) return { kind: 'bench', options }
   return {
-    kind: 'bench',
-    options: {
-      systems: values.systems ? parseSystems(values.systems) : [...DEFAULT_SYSTEMS],
-      concurrency: values.concurrency ? parsePositiveList('--concurrency', values.concurrency) : [1, 16, 64],
-      count: values.count ? parsePositive('--count', values.count) : defaults.count,
-      runs: values.runs ? parsePositive('--runs', values.runs) : 1,
-      quick: values.quick,
-      json: values.json,
-      writeDocs: values['write-docs'],
-      databaseUrl,
-      natsUrl: values['nats-url'] ?? env.NATS_URL ?? 'nats://127.0.0.1:4222',
-      amqpUrl: values['amqp-url'] ?? env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
-      redisUrl: values['redis-url'] ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-      phaseTimeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : defaults.phaseTimeCapMs,
-      payloadBytes: values['payload-bytes'] ? parsePayloadBytes(values['payload-bytes']) : PAYLOAD_BYTES,
+    kind: 'fleet',
+    options,
+    fleet: {
+      sizes: values.fleet ? parseSizes(values.fleet) : [...FLEET_DEFAULTS.sizes],
+      kinds: values['fleet-kinds'] ? parseFleetKinds(values['fleet-kinds']) : [...FLEET_DEFAULTS.kinds],
     },
   }
+}
+
+/** Fleet sizes: distinct integers from 0; 0, the reference, first (added when missing). */
+function parseSizes(text: string): number[] {
+  const sizes = text.split(',').map((part) => {
+    const value = Number(part.trim())
+    if (part.trim() === '' || !Number.isInteger(value) || value < 0) throw new Error(`--fleet: expected integers from 0, got "${text}"`)
+    return value
+  })
+  if (new Set(sizes).size !== sizes.length) throw new Error(`--fleet: a size appears twice in "${text}"`)
+  return [0, ...sizes.filter((size) => size !== 0)]
+}
+
+function parseFleetKinds(text: string): FleetKind[] {
+  const kinds = text.split(',').map((kind) => kind.trim()).filter(Boolean)
+  for (const kind of kinds) {
+    if (!(FLEET_KINDS as readonly string[]).includes(kind)) {
+      throw new Error(`--fleet-kinds: unknown kind "${kind}" (known: ${FLEET_KINDS.join(', ')})`)
+    }
+  }
+  if (kinds.length === 0) throw new Error('--fleet-kinds: at least one kind')
+  return kinds as FleetKind[]
 }
 
 function parseSystems(text: string): SystemName[] {

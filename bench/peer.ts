@@ -13,6 +13,23 @@ export interface PeerConfig {
   pocSchema: string
   /** The service name (channel, subject, queue) every system routes on. */
   service: string
+  /**
+   * Channels the requests are spread over, round robin, each with the responder serving it (pgrr-ts and
+   * nats only: `--channels`); 1 means `service` alone. @default 1
+   */
+  channels?: number
+}
+
+/** The names requests go to: `service`, or `service_0` … `service_<n-1>` with several channels. */
+export function serviceNames(config: PeerConfig): string[] {
+  const count = config.channels ?? 1
+  return count <= 1 ? [config.service] : Array.from({ length: count }, (_, index) => `${config.service}_${index}`)
+}
+
+/** Picks the next of `names`, round robin. */
+export function roundRobin(names: string[]): () => string {
+  let next = 0
+  return () => names[next++ % names.length] as string
 }
 
 /** A caller connected to its system, sized for `concurrency` requests in flight. */

@@ -51,6 +51,8 @@ export interface BenchReport {
     quick: boolean
     phaseTimeCapMs: number
     payloadBytes: number
+    /** Channels the requests were spread over (--channels). */
+    channels: number
   }
   /** Conditions that make the numbers unrepresentative (another transaction pinning the xmin horizon, load). */
   warnings: string[]
@@ -82,6 +84,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
     pgrrSchema: PGRR_SCHEMA,
     pocSchema: POC_SCHEMA,
     service: SERVICE,
+    channels: options.channels,
   }
   const passes: BenchResult[][] = []
   const passCurves: LatencyCurve[][] = []
@@ -169,6 +172,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
       quick: options.quick,
       phaseTimeCapMs: options.phaseTimeCapMs,
       payloadBytes: options.payloadBytes,
+      channels: options.channels,
     },
     warnings,
     results,
@@ -211,6 +215,7 @@ function commandFor(options: BenchOptions): string {
   parts.push(`--systems ${options.systems.join(',')}`, `--concurrency ${options.concurrency.join(',')}`, `--count ${options.count}`)
   if (options.runs > 1) parts.push(`--runs ${options.runs}`)
   if (options.payloadBytes !== PAYLOAD_BYTES) parts.push(`--payload-bytes ${options.payloadBytes}`)
+  if (options.channels > 1) parts.push(`--channels ${options.channels}`)
   if (options.writeDocs) parts.push('--write-docs')
   return parts.join(' ')
 }
@@ -264,6 +269,18 @@ export async function main(argv: string[], command = `node --import tsx bench/ru
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   try {
+    if (parsed.kind === 'fleet') {
+      const { runFleet, formatFleet } = await import('./scenarios/fleet.ts')
+      const report = await runFleet(parsed.options, parsed.fleet, runBench, { signal: controller.signal, command })
+      process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatFleet(report)}\n`)
+      return report.scenarios.fleet.rows.some((row) => row.errors > 0 || row.skipped?.startsWith('failed')) ? 1 : 0
+    }
+    if (parsed.kind === 'cotenancy') {
+      const { runCotenancy, formatCotenancy } = await import('./scenarios/cotenancy.ts')
+      const report = await runCotenancy(parsed.options, parsed.cotenancy, { signal: controller.signal, command })
+      process.stdout.write(parsed.options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatCotenancy(report)}\n`)
+      return report.scenarios.cotenancy.rows.some((row) => (row.load?.errors ?? 0) > 0) ? 1 : 0
+    }
     if (parsed.kind === 'long') {
       const { runLongRun, formatLongRun, longRunExitCode } = await import('./long-run.ts')
       const report = await runLongRun(parsed.options, { signal: controller.signal, command })

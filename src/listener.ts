@@ -74,9 +74,11 @@ export class Listener {
       try {
         await query(session, `listen ${quoteIdentifier(channel)}`, [], false)
       } catch (error) {
+        // LISTEN fails on a broken session (one terminated a moment ago may not have said so yet): the
+        // handler stays, and a new session LISTENs on every channel and then runs the reconnect hooks.
         if (this.#state === 'connected' && session === this.#session) {
-          handlers.delete(handler)
-          throw new ConnectionError(`LISTEN failed: ${(error as Error).message}`, { cause: error })
+          this.#logger.warn({ err: error, channel }, 'LISTEN failed; reconnecting')
+          void endSession(session)
         }
       }
     }
@@ -97,6 +99,14 @@ export class Listener {
         clearTimeout(timer)
       }
     }
+  }
+
+  /** The channels the session LISTENs on, as the server reports them (`pg_listening_channels()`). */
+  async listeningChannels(): Promise<string[]> {
+    const session = this.#session
+    if (this.#state !== 'connected' || session === undefined) throw new ConnectionError('the LISTEN connection is not up')
+    const rows = await query<{ channel: string }>(session, 'select pg_listening_channels() as channel', [], false)
+    return rows.map((row) => row.channel)
   }
 
   /** Runs `hook` after every reconnect, once LISTEN is back on every channel. Returns its remover. */

@@ -68,6 +68,13 @@ export interface ClientOptions extends ConnectionOptions {
    * responders refuse to start there. @default 50
    */
   fallbackPollIntervalMs?: number
+  /**
+   * The client LISTENs on its reply channel only while it has requests in flight, and stops this long
+   * after the last one settled: before PostgreSQL 19 every NOTIFY of the database wakes every LISTENing
+   * session, so an idle client that kept listening would slow down every other process's requests. The
+   * next request waits for LISTEN again (one round trip). @default 5000
+   */
+  replyListenIdleMs?: number
 }
 
 /** Options of one request. */

@@ -2,7 +2,7 @@
 // subscription per connection), a queue-group subscriber that respond()s. At-most-once: no persistence.
 import { connect, StringCodec } from 'nats'
 import { transform } from '../payload.ts'
-import type { Peer } from '../peer.ts'
+import { roundRobin, serviceNames, type Peer } from '../peer.ts'
 
 const REQUEST_TIMEOUT_MS = 10_000
 const codec = StringCodec()
@@ -15,9 +15,10 @@ function servers(natsUrl: string): string {
 export const peer: Peer = {
   async openCaller(config) {
     const connection = await connect({ servers: servers(config.natsUrl), name: 'pgrr-bench-caller' })
+    const subject = roundRobin(serviceNames(config))
     return {
       async call(payload) {
-        const message = await connection.request(config.service, codec.encode(payload), { timeout: REQUEST_TIMEOUT_MS })
+        const message = await connection.request(subject(), codec.encode(payload), { timeout: REQUEST_TIMEOUT_MS })
         return codec.decode(message.data)
       },
       close: () => connection.close(),
@@ -27,13 +28,15 @@ export const peer: Peer = {
   async startResponder(config) {
     const connection = await connect({ servers: servers(config.natsUrl), name: 'pgrr-bench-responder' })
     // A queue group, so that several responders would compete for requests like pgrr's do.
-    connection.subscribe(config.service, {
-      queue: 'bench',
-      callback: (error, message) => {
-        if (error) return
-        message.respond(codec.encode(transform(codec.decode(message.data))))
-      },
-    })
+    for (const subject of serviceNames(config)) {
+      connection.subscribe(subject, {
+        queue: 'bench',
+        callback: (error, message) => {
+          if (error) return
+          message.respond(codec.encode(transform(codec.decode(message.data))))
+        },
+      })
+    }
     // The subscription exists on the server only once this round trip returns.
     await connection.flush()
     return {

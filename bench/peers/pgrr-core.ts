@@ -13,6 +13,8 @@ export interface PgrrConnectionOptions {
 
 export interface PgrrClient {
   request(service: string, payload: unknown, options?: { timeoutMs?: number }): Promise<unknown>
+  /** A responder sharing this client's LISTEN session. */
+  serve(service: string, handler: (payload: unknown, context: unknown) => Promise<unknown>, serveOptions: { concurrency: number }): Promise<PgrrServer>
   close(): Promise<void>
 }
 

@@ -2,7 +2,7 @@
 import { APPLICATION_NAME_PREFIX, withApplicationName } from '../database-url.ts'
 import { transform } from '../payload.ts'
 import { requirePgrrCore } from './pgrr-core.ts'
-import type { Peer, PeerConfig, ResponderSession } from '../peer.ts'
+import { roundRobin, serviceNames, type Peer, type PeerConfig, type ResponderSession } from '../peer.ts'
 
 /** Per-request timeout: far above any latency we expect, well below the scenario's time cap. */
 const REQUEST_TIMEOUT_MS = 10_000
@@ -17,9 +17,10 @@ export const peer: Peer = {
       schema: config.pgrrSchema,
       applicationName: `${APPLICATION_NAME_PREFIX}-pgrr-ts-caller`,
     })
+    const service = roundRobin(serviceNames(config))
     return {
       async call(payload) {
-        return (await client.request(config.service, payload, { timeoutMs: REQUEST_TIMEOUT_MS })) as string
+        return (await client.request(service(), payload, { timeoutMs: REQUEST_TIMEOUT_MS })) as string
       },
       close: () => client.close(),
     }
@@ -28,18 +29,24 @@ export const peer: Peer = {
   startResponder: startPgrrResponder,
 }
 
-/** The responder of both pgrr systems: the caller differs, the responder does not. */
+/**
+ * The responder of both pgrr systems: the caller differs, the responder does not. With several channels
+ * (`--channels`, pgrr-ts only), one client serves them all, each with the full concurrency.
+ */
 export async function startPgrrResponder(config: PeerConfig): Promise<ResponderSession> {
   const core = await requirePgrrCore()
-  const server = await core.serve(
-    {
-      connectionString: withApplicationName(config.databaseUrl, 'pgrr-responder'),
-      schema: config.pgrrSchema,
-      applicationName: `${APPLICATION_NAME_PREFIX}-pgrr-responder`,
-    },
-    config.service,
-    async (payload) => transform(String(payload)),
-    { concurrency: RESPONDER_CONCURRENCY },
-  )
-  return { close: () => server.close() }
+  const options = {
+    connectionString: withApplicationName(config.databaseUrl, 'pgrr-responder'),
+    schema: config.pgrrSchema,
+    applicationName: `${APPLICATION_NAME_PREFIX}-pgrr-responder`,
+  }
+  const handler = async (payload: unknown): Promise<string> => transform(String(payload))
+  const names = serviceNames(config)
+  if (names.length === 1) {
+    const server = await core.serve(options, config.service, handler, { concurrency: RESPONDER_CONCURRENCY })
+    return { close: () => server.close() }
+  }
+  const client = await core.connect(options)
+  for (const name of names) await client.serve(name, handler, { concurrency: RESPONDER_CONCURRENCY })
+  return { close: () => client.close() }
 }

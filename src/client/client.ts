@@ -29,6 +29,7 @@ import type { Headers } from '../wire.ts'
 import type { ClientContext, PoolQuery } from './context.ts'
 import type { PendingRequest, Settlement } from './pending-request.ts'
 import { RecoveryCheck } from './recovery-check.ts'
+import { ReplyListen } from './reply-listen.ts'
 import { ReplyMux } from './reply-mux.ts'
 import { requestAll, type RequestAllOptions, type RequestAllResult, type ScatterContext } from './scatter.ts'
 import { Sends } from './send.ts'
@@ -82,6 +83,9 @@ export class Client {
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
+  readonly #replyListenIdleMs: number
+  /** The LISTEN on the reply channel, held while requests are in flight; none in polling mode. */
+  #replyListen: ReplyListen | undefined
 
   /** Use {@link connect}. */
   constructor(options: ClientOptions) {
@@ -94,6 +98,7 @@ export class Client {
     this.#overflow = choiceOption(options.overflow ?? 'wait', 'overflow', ['wait', 'reject'])
     const checkIntervalMs = durationOption(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
     const pollIntervalMs = durationOption(options.fallbackPollIntervalMs ?? 50, 'fallbackPollIntervalMs')
+    this.#replyListenIdleMs = durationOption(options.replyListenIdleMs ?? 5000, 'replyListenIdleMs')
     this.#statements = renderStatements(this.#schema)
     this.#pool = createPool(options, integerOption(options.poolSize ?? 4, 'poolSize', 1000))
     this.#prepareStatements = options.prepare ?? true
@@ -112,6 +117,7 @@ export class Client {
       telemetry: this.#telemetry,
       query,
       replyChannel: () => this.#replyChannel,
+      listening: () => this.#replyListen?.ready(),
       cancels: this.#cancels,
       mux,
       settle,
@@ -141,7 +147,16 @@ export class Client {
       throw toPgrrError(error)
     }
     if (await this.#listenDelivers()) {
-      await this.#listener.listen(this.#replyChannel, (payload) => this.#mux.onReplies(payload))
+      // LISTEN comes with the first request, and goes once the client is idle (see reply-listen.ts).
+      this.#replyListen = new ReplyListen({
+        listener: this.#listener,
+        channel: this.#replyChannel,
+        onReplies: (payload) => this.#mux.onReplies(payload),
+        idleMs: this.#replyListenIdleMs,
+        // Every request not yet settled, scatter-gather's and streams' included.
+        idle: () => this.#unsettled.size === 0 && this.#sends.size === 0,
+        logger: this.#logger,
+      })
     } else {
       // No LISTEN on the reply channel then: through a transaction pooler it would stay registered on
       // whichever server connection ran it, and every reply NOTIFY would reach a connection nobody reads.
@@ -249,6 +264,7 @@ export class Client {
       statements: this.#statements,
       query: (text, values) => this.#query(text, values),
       replyChannel: () => this.#replyChannel,
+      listening: () => this.#replyListen?.ready(),
       defaultTimeoutMs: this.#defaultTimeoutMs,
       closed: () => this.#closed,
       encodeHeaders,
@@ -352,6 +368,7 @@ export class Client {
     if (this.#closed) return
     this.#closed = true
     this.#check.stop()
+    this.#replyListen?.close()
     await Promise.all([...this.#servers].map((server) => server.close()))
     const error = new ClosedError('the client was closed before the reply arrived')
     this.#slotWaiters.length = 0
@@ -431,6 +448,7 @@ export class Client {
     clearTimeout(pending.timer)
     if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort)
     this.#unsettled.delete(pending)
+    if (this.#unsettled.size === 0) this.#replyListen?.quiet()
     if (pending.id !== undefined) this.#mux.delete(pending.id)
     if (pending.admitted) {
       this.#inFlight--

@@ -54,6 +54,8 @@ export interface ScatterContext {
   readonly statements: Statements
   readonly query: PoolQuery
   readonly replyChannel: () => string
+  /** Resolves once the reply channel is LISTENed on (see reply-listen.ts); undefined when polling. */
+  readonly listening: () => Promise<void> | undefined
   readonly defaultTimeoutMs: number
   readonly closed: () => boolean
   /** Headers as they travel (checked as `request()` checks them). */
@@ -94,6 +96,7 @@ export async function* requestAll<Reply>(
   const startedAt = performance.now()
   let rows: SendAllRow[]
   try {
+    await context.listening()
     rows = await context.query<SendAllRow>(context.statements.sendAll, [
       context.replyChannel(), channel, encoded.text, encoded.json, timeoutMs, headers, max, kind,
     ])

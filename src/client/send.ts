@@ -24,6 +24,8 @@ export interface SendsOptions {
   readonly query: PoolQuery
   /** The client's reply channel, where the outcomes of its requests are NOTIFYed. */
   readonly replyChannel: () => string
+  /** Resolves once the reply channel is LISTENed on (see reply-listen.ts): a send waits for it. */
+  readonly listening: () => Promise<void> | undefined
   /** Requests to cancel: those that ended while being sent. */
   readonly cancels: BatchQueue<string>
   /** Where a request sent waits for its outcome. */
@@ -56,6 +58,14 @@ export class Sends {
   }
 
   async #flush(batch: PendingRequest[]): Promise<void> {
+    const { settle } = this.#options
+    try {
+      await this.#options.listening()
+    } catch (error) {
+      const typed = toPgrrError(error)
+      for (const pending of batch) settle(pending, typed)
+      return
+    }
     const live = batch.filter((pending) => !pending.settled)
     if (live.length === 0) return
     // Streamed requests each go in a statement of their own (pgrr_stream_open, src/client/stream.ts).
