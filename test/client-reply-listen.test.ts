@@ -76,6 +76,46 @@ test('requests sent while the UNLISTEN goes out all get their reply by NOTIFY', 
   }
 })
 
+test('scatter-gather and ping after idle LISTEN first, and keep the LISTEN while they wait', { timeout: 60_000 }, async (t) => {
+  const release = deferred()
+  const started = deferred()
+  await serverFor(t, db, 'rl.all', async (payload: string) => {
+    if (payload === 'hold') {
+      started.resolve()
+      await release.promise
+    }
+    return payload.toUpperCase()
+  })
+  const events = unlistenEvents()
+  // No recovery check within the test: a reply whose NOTIFY was missed would time out.
+  const client = await clientFor(t, db, { replyListenIdleMs: 1, checkIntervalMs: 600_000, logger: events.logger })
+  const unlistened = events.next()
+  assert.equal(await client.request('rl.all', 'one', { timeoutMs: 10_000 }), 'ONE')
+  await unlistened
+  assert.deepEqual(await listening(client), [], 'idle')
+
+  const answers = []
+  for await (const answer of client.requestAll('rl.all', 'all', { timeoutMs: 10_000 })) answers.push(answer)
+  assert.deepEqual(answers.map((answer) => ('reply' in answer ? answer.reply : answer.error)), ['ALL'])
+  const pings = await client.ping('rl.all', { timeoutMs: 10_000 })
+  assert.equal(pings.length, 1)
+  assert.equal(pings[0]?.error, undefined, 'the ping was answered')
+
+  // A scatter-gather alone in flight keeps the LISTEN past the idle period.
+  const gathering = (async () => {
+    const all = []
+    for await (const answer of client.requestAll('rl.all', 'hold', { timeoutMs: 20_000 })) all.push(answer)
+    return all
+  })()
+  await started.promise
+  // The absence of an UNLISTEN cannot be waited for: give it 50 idle periods of 1 ms to happen.
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal((await listening(client)).length, 1, 'still LISTENing while the scatter-gather waits')
+  release.resolve()
+  const held = await gathering
+  assert.deepEqual(held.map((answer) => ('reply' in answer ? answer.reply : answer.error)), ['HOLD'])
+})
+
 test('after the LISTEN session was terminated while idle, the next request gets its reply', { timeout: 60_000 }, async (t) => {
   await serverFor(t, db, 'rl.reconnect', async (payload: string) => payload.toUpperCase())
   const events = unlistenEvents()
