@@ -5,8 +5,10 @@
  * outcome read is acknowledged (deleted) in a later batch. A periodic check re-reads requests that have
  * waited long, which catches lost notifications and responders that died holding a request.
  *
- * This file is the client's lifecycle, admission (maxInFlight, timeouts, signals) and settling; send.ts
- * sends, reply-mux.ts applies outcomes to requests, recovery-check.ts runs the periodic check.
+ * This file is the client's lifecycle and its public methods; admission.ts admits, times out and settles
+ * requests (prepare.ts checks their options), send.ts sends, reply-mux.ts applies outcomes to requests,
+ * recovery-check.ts runs the periodic check, reply-listen.ts holds the reply channel's LISTEN while
+ * requests are in flight; scatter.ts, services.ts and stream.ts are requestAll/ping/services and streams.
  */
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
@@ -14,24 +16,25 @@ import { BatchQueue } from '../batch-queue.ts'
 import { assertChannelName } from '../channel-name.ts'
 import { createPool, endPool, query, type Pool } from '../database.ts'
 import { toPgrrError } from '../database-error.ts'
-import { CancelledError, ClosedError, InvalidOptionError, PgrrError, TimeoutError, TooManyRequestsError } from '../errors.ts'
+import { ClosedError } from '../errors.ts'
 import { Listener } from '../listener.ts'
 import { silentLogger, type Logger } from '../logger.ts'
 import { choiceOption, durationOption, integerOption } from '../option-values.ts'
 import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
-import { encodePayload } from '../payload.ts'
 import type { Handler } from '../responder/handler.ts'
 import { Server } from '../responder/server.ts'
 import { assertMigrated } from '../schema-version.ts'
 import { renderStatements, type Statements } from '../statements.ts'
-import { combineTelemetry, type RequestObservation, type Telemetry } from '../telemetry.ts'
+import { combineTelemetry, type Telemetry } from '../telemetry.ts'
 import type { Headers } from '../wire.ts'
+import { Admission } from './admission.ts'
 import type { ClientContext, PoolQuery } from './context.ts'
 import type { PendingRequest, Settlement } from './pending-request.ts'
 import { RecoveryCheck } from './recovery-check.ts'
-import { ReplyListen } from './reply-listen.ts'
+import { listenDelivers, ReplyListen } from './reply-listen.ts'
 import { ReplyMux } from './reply-mux.ts'
 import { requestAll, type RequestAllOptions, type RequestAllResult, type ScatterContext } from './scatter.ts'
+import { encodeHeaders } from './prepare.ts'
 import { Sends } from './send.ts'
 import { ping, readServices, type PingOptions, type PingResult, type ServiceResponder } from './services.ts'
 import { RequestStream, type RequestStreamOptions, type StreamHost } from './stream.ts'
@@ -64,16 +67,11 @@ export class Client {
   readonly #listener: Listener
   readonly #statements: Statements
   readonly #defaultTimeoutMs: number
-  readonly #maxInFlight: number
-  readonly #overflow: 'wait' | 'reject'
   readonly #replyChannelSuffix = randomBytes(8).toString('hex')
   #replyChannel = ''
   #closed = false
-  #inFlight = 0
-  /** Requests waiting for a slot (maxInFlight reached, overflow 'wait'), oldest first. */
-  readonly #slotWaiters: PendingRequest[] = []
-  /** Every request not yet settled: queued for a slot, being sent, or waiting for its outcome. */
-  readonly #unsettled = new Set<PendingRequest>()
+  /** Every request from its call to its outcome. */
+  readonly #requests: Admission
   readonly #servers = new Set<Server>()
   readonly #sends: Sends
   readonly #acks: BatchQueue<string>
@@ -94,8 +92,24 @@ export class Client {
     this.#logger = options.logger ?? silentLogger
     this.#telemetry = combineTelemetry([options.telemetry ?? []].flat())
     this.#defaultTimeoutMs = durationOption(options.defaultTimeoutMs ?? 30000, 'defaultTimeoutMs')
-    this.#maxInFlight = integerOption(options.maxInFlight ?? 10000, 'maxInFlight')
-    this.#overflow = choiceOption(options.overflow ?? 'wait', 'overflow', ['wait', 'reject'])
+    this.#requests = new Admission({
+      defaultTimeoutMs: this.#defaultTimeoutMs,
+      telemetry: this.#telemetry,
+      maxInFlight: integerOption(options.maxInFlight ?? 10000, 'maxInFlight'),
+      overflow: choiceOption(options.overflow ?? 'wait', 'overflow', ['wait', 'reject']),
+      closed: () => this.#closed,
+      send: (pending) => {
+        this.#sends.push(pending)
+        this.#check.ensure()
+      },
+      cancel: (id) => this.#cancels.push(id),
+      track: (id, pending) => {
+        this.#mux.add(id, pending)
+        this.#check.ensure()
+      },
+      untrack: (id) => this.#mux.delete(id),
+      quiet: () => this.#replyListen?.quiet(),
+    })
     const checkIntervalMs = durationOption(options.checkIntervalMs ?? 1000, 'checkIntervalMs')
     const pollIntervalMs = durationOption(options.fallbackPollIntervalMs ?? 50, 'fallbackPollIntervalMs')
     this.#replyListenIdleMs = durationOption(options.replyListenIdleMs ?? 5000, 'replyListenIdleMs')
@@ -109,7 +123,7 @@ export class Client {
     const statements = this.#statements
     const logger = this.#logger
     const query: PoolQuery = (text, values) => this.#query(text, values)
-    const settle = (pending: PendingRequest, outcome: Settlement) => this.#settle(pending, outcome)
+    const settle = (pending: PendingRequest, outcome: Settlement) => this.#requests.settle(pending, outcome)
     this.#mux = new ReplyMux({ statements, logger, query, acks: this.#acks, settle })
     const mux = this.#mux
     this.#sends = new Sends({
@@ -131,7 +145,7 @@ export class Client {
       pollIntervalMs,
       polling: () => this.#polling,
       closed: () => this.#closed,
-      idle: () => this.#inFlight === 0 && this.#sends.size === 0,
+      idle: () => this.#requests.inFlight === 0 && this.#sends.size === 0,
     })
   }
 
@@ -146,7 +160,7 @@ export class Client {
     } catch (error) {
       throw toPgrrError(error)
     }
-    if (await this.#listenDelivers()) {
+    if (await listenDelivers(this.#listener, (text, values) => this.#query(text, values), `${this.#replyChannel}p`)) {
       // LISTEN comes with the first request, and goes once the client is idle (see reply-listen.ts).
       this.#replyListen = new ReplyListen({
         listener: this.#listener,
@@ -154,7 +168,7 @@ export class Client {
         onReplies: (payload) => this.#mux.onReplies(payload),
         idleMs: this.#replyListenIdleMs,
         // Every request not yet settled, scatter-gather's and streams' included.
-        idle: () => this.#unsettled.size === 0 && this.#sends.size === 0,
+        idle: () => this.#requests.unsettled === 0 && this.#sends.size === 0,
         logger: this.#logger,
       })
     } else {
@@ -190,7 +204,7 @@ export class Client {
 
   /** Requests waiting for their outcome. */
   get inFlight(): number {
-    return this.#inFlight
+    return this.#requests.inFlight
   }
 
   /**
@@ -220,7 +234,7 @@ export class Client {
 
   #request<Result>(channel: string, payload: unknown, options: RequestOptions, withHeaders: boolean): Promise<Result> {
     return new Promise<Result>((resolve, reject) => {
-      this.#begin(channel, payload, options, resolve as (value: unknown) => void, reject, (pending) => {
+      this.#requests.begin(channel, payload, options, resolve as (value: unknown) => void, reject, (pending) => {
         pending.withHeaders = withHeaders
       })
     })
@@ -268,12 +282,8 @@ export class Client {
       defaultTimeoutMs: this.#defaultTimeoutMs,
       closed: () => this.#closed,
       encodeHeaders,
-      track: (pending) => {
-        this.#unsettled.add(pending)
-        this.#mux.add(pending.id!, pending)
-        this.#check.ensure()
-      },
-      giveUp: (pending, error) => this.#giveUp(pending, error),
+      track: (pending) => this.#requests.track(pending),
+      giveUp: (pending, error) => this.#requests.giveUp(pending, error),
     }
   }
 
@@ -298,46 +308,10 @@ export class Client {
       logger: this.#logger,
       polling: this.#polling,
       parts: new StreamParts(this.#listener, this.#logger, () => this.#replyChannel, query, statements),
-      begin: (channel, payload, options, resolve, reject, setup) => this.#begin(channel, payload, options, resolve, reject, setup),
-      giveUp: (pending, error) => this.#giveUp(pending, error),
-      rearm: (pending, timeoutMs) => {
-        if (pending.settled) return
-        clearTimeout(pending.timer)
-        pending.timer = setTimeout(() => this.#giveUp(pending, new TimeoutError(timeoutMs, `no part within ${timeoutMs} ms`)), timeoutMs)
-      },
+      begin: (channel, payload, options, resolve, reject, setup) => this.#requests.begin(channel, payload, options, resolve, reject, setup),
+      giveUp: (pending, error) => this.#requests.giveUp(pending, error),
+      rearm: (pending, timeoutMs) => this.#requests.rearm(pending, timeoutMs, `no part within ${timeoutMs} ms`),
     }
-  }
-
-  /**
-   * Starts a request: the request, or undefined when it ended at once (through `reject`). `setup` sees it
-   * before anything else does.
-   */
-  #begin(
-    channel: string,
-    payload: unknown,
-    options: RequestOptions,
-    resolve: (value: unknown) => void,
-    reject: (error: Error) => void,
-    setup: (pending: PendingRequest) => void,
-  ): PendingRequest | undefined {
-    if (this.#closed) return void reject(new ClosedError('the client is closed'))
-    let pending: PendingRequest
-    try {
-      pending = this.#prepare(channel, payload, options, resolve, reject)
-    } catch (error) {
-      return void reject(error as Error)
-    }
-    setup(pending)
-    // Refused before it started: through #settle, so that telemetry sees the end of what it saw begin.
-    if (options.signal?.aborted) return void this.#settle(pending, abortError(options.signal))
-    if (this.#inFlight >= this.#maxInFlight && this.#overflow === 'reject') {
-      return void this.#settle(pending, new TooManyRequestsError(this.#maxInFlight))
-    }
-    this.#arm(pending)
-    this.#unsettled.add(pending)
-    if (this.#inFlight < this.#maxInFlight) this.#admit(pending)
-    else this.#slotWaiters.push(pending)
-    return pending
   }
 
   /** Starts a responder for `channel` sharing this client's LISTEN connection. See {@link Server}. */
@@ -371,8 +345,7 @@ export class Client {
     this.#replyListen?.close()
     await Promise.all([...this.#servers].map((server) => server.close()))
     const error = new ClosedError('the client was closed before the reply arrived')
-    this.#slotWaiters.length = 0
-    for (const pending of [...this.#unsettled]) this.#giveUp(pending, error)
+    this.#requests.giveUpAll(error)
     // Cancellations and acknowledgements are best effort: a stuck database must not hold close() up.
     await Promise.race([
       Promise.all([this.#sends.idle(), this.#cancels.idle(), this.#acks.idle()]),
@@ -382,107 +355,6 @@ export class Client {
     // Everything this client waits for is settled by now; a short timeout keeps a broken connection from
     // holding close() up (postgres.js waits out the whole timeout after a connection error).
     await endPool(this.#pool)
-  }
-
-  #prepare(
-    channel: string,
-    payload: unknown,
-    options: RequestOptions,
-    resolve: (value: unknown) => void,
-    reject: (error: Error) => void,
-  ): PendingRequest {
-    assertChannelName(channel)
-    const timeoutMs = durationOption(options.timeoutMs ?? this.#defaultTimeoutMs, 'timeoutMs')
-    const maxAttempts = options.maxAttempts === undefined ? null : integerOption(options.maxAttempts, 'maxAttempts', 100)
-    const encoded = encodePayload(payload)
-    let headers = options.headers
-    let observation: RequestObservation | undefined
-    if (this.#telemetry.requestStarted !== undefined) {
-      headers = { ...headers }
-      observation = this.#telemetry.requestStarted({ channel, headers })
-    }
-    return {
-      channel,
-      payload: encoded.text,
-      json: encoded.json,
-      headers: encodeHeaders(headers),
-      observation,
-      maxAttempts,
-      timeoutMs,
-      startedAt: performance.now(),
-      admitted: false,
-      settled: false,
-      resolve,
-      reject,
-      signal: options.signal,
-    }
-  }
-
-  /** Starts the timeout and listens to the signal; both run from the call on, queueing included. */
-  #arm(pending: PendingRequest): void {
-    pending.timer = setTimeout(() => this.#giveUp(pending, new TimeoutError(pending.timeoutMs)), pending.timeoutMs)
-    if (pending.signal !== undefined) {
-      const signal = pending.signal
-      pending.onAbort = () => this.#giveUp(pending, abortError(signal))
-      signal.addEventListener('abort', pending.onAbort, { once: true })
-    }
-  }
-
-  #admit(pending: PendingRequest): void {
-    pending.admitted = true
-    this.#inFlight++
-    this.#sends.push(pending)
-    this.#check.ensure()
-  }
-
-  /** The caller stops waiting: settle now, cancel in the database once the id is known. */
-  #giveUp(pending: PendingRequest, error: PgrrError): void {
-    if (pending.settled) return
-    this.#settle(pending, error)
-    if (pending.id !== undefined) this.#cancels.push(pending.id)
-  }
-
-  #settle(pending: PendingRequest, outcome: Settlement): void {
-    if (pending.settled) return
-    pending.settled = true
-    clearTimeout(pending.timer)
-    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort)
-    this.#unsettled.delete(pending)
-    if (this.#unsettled.size === 0) this.#replyListen?.quiet()
-    if (pending.id !== undefined) this.#mux.delete(pending.id)
-    if (pending.admitted) {
-      this.#inFlight--
-      // Hand the slot to the oldest waiter that is still waiting.
-      let next: PendingRequest | undefined
-      while ((next = this.#slotWaiters.shift()) !== undefined && next.settled);
-      if (next !== undefined) this.#admit(next)
-    }
-    if (outcome instanceof Error) {
-      pending.observation?.end((outcome as { code?: string }).code ?? 'ERROR', outcome)
-      pending.reject(outcome)
-    } else {
-      pending.observation?.end('ok')
-      pending.resolve(outcome.value)
-    }
-  }
-
-  /** NOTIFYs itself through the pool and reports whether the LISTEN connection received it. */
-  async #listenDelivers(): Promise<boolean> {
-    const channel = `${this.#replyChannel}p`
-    let received!: () => void
-    const arrived = new Promise<boolean>((resolve) => (received = () => resolve(true)))
-    const unlisten = await this.#listener.listen(channel, () => received())
-    let timer: NodeJS.Timeout | undefined
-    try {
-      await this.#query('select pg_notify($1, $2)', [channel, 'probe'])
-      // Generous: a busy database must not pass for a pooler (polling mode cannot serve and is slower).
-      return await Promise.race([arrived, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 3000, false)))])
-    } catch (error) {
-      throw toPgrrError(error)
-    } finally {
-      clearTimeout(timer)
-      await unlisten()
-    }
   }
 
   async #query<Row = Record<string, unknown>>(text: string, values: unknown[] = []): Promise<Row[]> {
@@ -510,23 +382,5 @@ export class Client {
   }
 }
 
-/** Largest header map, as JSON: what pgrr_send accepts (06_send.sql). */
-const maxHeaderBytes = 65536
-
 /** How long acknowledgements gather before they are sent, in one statement. */
 const ackFlushMs = 25
-
-export function encodeHeaders(headers: Record<string, string> | undefined): string | null {
-  if (headers === undefined) return null
-  for (const [key, value] of Object.entries(headers)) {
-    if (typeof value !== 'string') throw new InvalidOptionError(`header ${JSON.stringify(key)} must be a string`)
-  }
-  const text = encodePayload(headers, 'headers').text
-  const bytes = Buffer.byteLength(text)
-  if (bytes > maxHeaderBytes) throw new InvalidOptionError(`headers take ${bytes} bytes as JSON, over the limit of ${maxHeaderBytes}`)
-  return text
-}
-
-function abortError(signal: AbortSignal): CancelledError {
-  return new CancelledError('the request was cancelled', { cause: signal.reason })
-}

@@ -10,8 +10,10 @@
  * waits for the one before). The quiet period only saves a LISTEN/UNLISTEN pair per burst; correctness
  * does not depend on it, and the recovery check (the table) stays what catches a missed notification.
  */
+import { toPgrrError } from '../database-error.ts'
 import type { Listener, NotificationHandler } from '../listener.ts'
 import type { Logger } from '../logger.ts'
+import type { PoolQuery } from './context.ts'
 
 export interface ReplyListenOptions {
   readonly listener: Listener
@@ -91,5 +93,26 @@ export class ReplyListen {
       this.#options.logger.debug({ channel: this.#options.channel }, 'idle: reply channel no longer LISTENed on')
     })
     this.#last = stopping.catch(() => undefined)
+  }
+}
+
+/**
+ * Whether LISTEN delivers on this database: NOTIFYs `channel` through the pool and waits (3 s) for the
+ * LISTEN connection to receive it. It does not through a transaction pooler; then replies are polled for.
+ */
+export async function listenDelivers(listener: Listener, query: PoolQuery, channel: string): Promise<boolean> {
+  let received!: () => void
+  const arrived = new Promise<boolean>((resolve) => (received = () => resolve(true)))
+  const unlisten = await listener.listen(channel, () => received())
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await query('select pg_notify($1, $2)', [channel, 'probe'])
+    // Generous: a busy database must not pass for a pooler (polling mode cannot serve and is slower).
+    return await Promise.race([arrived, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 3000, false)))])
+  } catch (error) {
+    throw toPgrrError(error)
+  } finally {
+    clearTimeout(timer)
+    await unlisten()
   }
 }
