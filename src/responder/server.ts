@@ -44,6 +44,8 @@ interface Unlisteners {
 }
 
 const maxBackoffMs = 5000
+/** How long close() waits for the server to end the responder's session before cutting the connection. */
+const closeWaitMs = 5000
 
 /** A responder for one channel. Start it with `client.serve()` or `serve()`. */
 export class Server {
@@ -274,7 +276,9 @@ export class Server {
     this.#session = undefined
     const work = this.#work
     this.#work = undefined
-    if (work !== undefined) await endSession(work)
+    // Waited for (up to 5 s, the server being slow, not gone) until the server has ended the session and so
+    // released the responder lock: once close() resolves, no send picks this responder any more.
+    if (work !== undefined) await endSession(work, closeWaitMs)
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
