@@ -81,18 +81,17 @@ export function createSession(options: ConnectionOptions & { sessionConnectionSt
 
 /**
  * Ends a session without waiting long and without throwing (it may be broken already). A session that has
- * not ended after `waitMs` (it waits for the statements it has sent; an unreachable server never answers)
- * has its socket destroyed, so that the server ends the session and releases its locks. When it ends
- * within `waitMs`, its locks are released: the server closes the connection only after releasing them.
+ * not ended after a second (it waits for the statements it has sent; an unreachable server never
+ * answers) has its socket destroyed, so that the server ends the session and releases its locks.
  */
-export async function endSession(session: Session, waitMs = 1000): Promise<void> {
+export async function endSession(session: Session): Promise<void> {
   let timer: NodeJS.Timeout | undefined
   const ended = await Promise.race([
     session.end().then(
       () => true,
       () => true,
     ),
-    new Promise<boolean>((resolve) => (timer = setTimeout(resolve, waitMs, false)).unref()),
+    new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 1000, false)).unref()),
   ])
   clearTimeout(timer)
   if (!ended) session.connection.stream.destroy()

@@ -44,7 +44,7 @@ interface Unlisteners {
 }
 
 const maxBackoffMs = 5000
-/** How long close() waits for the server to end the responder's session before cutting the connection. */
+/** How long close() waits for the responder's locks to be released before cutting the connection. */
 const closeWaitMs = 5000
 
 /** A responder for one channel. Start it with `client.serve()` or `serve()`. */
@@ -276,9 +276,18 @@ export class Server {
     this.#session = undefined
     const work = this.#work
     this.#work = undefined
-    // Waited for (up to 5 s, the server being slow, not gone) until the server has ended the session and so
-    // released the responder lock: once close() resolves, no send picks this responder any more.
-    if (work !== undefined) await endSession(work, closeWaitMs)
+    if (work !== undefined) {
+      // The locks released on purpose first, behind any statement still running: node-postgres cuts the
+      // connection under a running statement, and the server would hold the responder lock until it noticed.
+      // Once close() resolves, no send picks this responder (unless the server took over 5 s to answer).
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        query(work, 'select pg_advisory_unlock_all()', []).catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, closeWaitMs))),
+      ])
+      clearTimeout(timer)
+      await endSession(work)
+    }
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
