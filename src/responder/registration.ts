@@ -2,10 +2,13 @@
  * A responder's registration (05_registration.sql): what pgrr_register gives it, and what the parts of a
  * responder are told about it and about the server's lifecycle. A registration lasts as long as the session
  * that made it; each new one gets the next generation, so that what belonged to a lost session is
- * recognised and dropped.
+ * recognised and dropped. Its session is opened and ended here: openRegistration(), endRegistration().
  */
-import { query, type Session } from '../database.ts'
+import { createSession, endSession, query, type Session } from '../database.ts'
+import { toPgrrError } from '../database-error.ts'
+import type { Listener, NotificationHandler } from '../listener.ts'
 import type { Logger } from '../logger.ts'
+import type { ClientOptions } from '../options.ts'
 import type { Statements } from '../statements.ts'
 import type { Telemetry } from '../telemetry.ts'
 
@@ -64,4 +67,69 @@ export async function register(
     ? await query(work, statements.register, [channel, host, process.pid, concurrency])
     : await query(work, statements.registerDescribed, [channel, host, process.pid, concurrency, info])
   return rows[0] as unknown as RegisteredRow
+}
+
+/** The UNLISTEN of each NOTIFY channel a registration LISTENs on. */
+export interface Unlisteners {
+  service: () => Promise<void>
+  control: () => Promise<void>
+  inbox: () => Promise<void>
+}
+
+/** Who hears a registration's channels, and who is told that its session ended. */
+export interface RegistrationHandlers {
+  readonly service: NotificationHandler
+  readonly control: NotificationHandler
+  readonly inbox: NotificationHandler
+  readonly ended: (work: Session) => void
+}
+
+/**
+ * Opens a registration: a new session (its advisory locks are this registration's), pgrr_register on it,
+ * then LISTEN on its service, control and inbox channels. When any step fails, nothing of it is left.
+ */
+export async function openRegistration(
+  options: ClientOptions,
+  listener: Listener,
+  statements: Statements,
+  registration: { channel: string; host: string; concurrency: number; info: string | null },
+  handlers: RegistrationHandlers,
+): Promise<{ work: Session; row: RegisteredRow; unlisten: Unlisteners }> {
+  const work: Session = createSession(options, { onEnd: () => handlers.ended(work) })
+  let row: RegisteredRow
+  try {
+    await work.connect()
+    const { channel, host, concurrency, info } = registration
+    row = await register(work, statements, channel, host, concurrency, info)
+  } catch (error) {
+    await endSession(work)
+    throw toPgrrError(error)
+  }
+  try {
+    const unlisten = {
+      service: await listener.listen(row.service_channel, handlers.service),
+      control: await listener.listen(row.control_channel, handlers.control),
+      inbox: await listener.listen(row.inbox_channel, handlers.inbox),
+    }
+    return { work, row, unlisten }
+  } catch (error) {
+    await endSession(work)
+    throw error
+  }
+}
+
+/**
+ * Ends a registration's session. Its locks are released on purpose first, behind any statement still
+ * running: node-postgres cuts the connection under a running statement, and the server would hold the
+ * responder lock until it noticed. Once this resolves, no send picks the responder (unless the server took
+ * longer than `waitMs` to answer).
+ */
+export async function endRegistration(work: Session, waitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    query(work, 'select pg_advisory_unlock_all()', []).catch(() => undefined),
+    new Promise((resolve) => (timer = setTimeout(resolve, waitMs))),
+  ])
+  clearTimeout(timer)
+  await endSession(work)
 }

@@ -15,8 +15,7 @@
  * replies.ts writes outcomes, housekeeping.ts sweeps and reports, lease.ts renews the lease.
  */
 import type { ClientContext } from '../client/context.ts'
-import { createSession, endSession, query, type Session } from '../database.ts'
-import { toPgrrError } from '../database-error.ts'
+import { endSession, query, type Session } from '../database.ts'
 import { ClosedError, ConnectionError } from '../errors.ts'
 import { durationOption, integerOption } from '../option-values.ts'
 import type { ServeOptions } from '../options.ts'
@@ -28,7 +27,14 @@ import { Handoffs } from './handoff.ts'
 import { Housekeeping } from './housekeeping.ts'
 import { Lease } from './lease.ts'
 import { Jobs, type Job } from './jobs.ts'
-import { register, type Registration, type ResponderContext, type ServerState } from './registration.ts'
+import {
+  endRegistration,
+  openRegistration,
+  type Registration,
+  type ResponderContext,
+  type ServerState,
+  type Unlisteners,
+} from './registration.ts'
 import { Replies } from './replies.ts'
 import { encodeServiceInfo } from './service-info.ts'
 import { ServiceStats } from './service-stats.ts'
@@ -36,12 +42,6 @@ import { StreamSender } from './stream.ts'
 import { renderStreamStatements } from '../stream-statements.ts'
 
 export type { ServerState } from './registration.ts'
-
-interface Unlisteners {
-  service: () => Promise<void>
-  control: () => Promise<void>
-  inbox: () => Promise<void>
-}
 
 const maxBackoffMs = 5000
 /** How long close() waits for the responder's locks to be released before cutting the connection. */
@@ -276,18 +276,7 @@ export class Server {
     this.#session = undefined
     const work = this.#work
     this.#work = undefined
-    if (work !== undefined) {
-      // The locks released on purpose first, behind any statement still running: node-postgres cuts the
-      // connection under a running statement, and the server would hold the responder lock until it noticed.
-      // Once close() resolves, no send picks this responder (unless the server took over 5 s to answer).
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        query(work, 'select pg_advisory_unlock_all()', []).catch(() => undefined),
-        new Promise((resolve) => (timer = setTimeout(resolve, closeWaitMs))),
-      ])
-      clearTimeout(timer)
-      await endSession(work)
-    }
+    if (work !== undefined) await endRegistration(work, closeWaitMs)
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
@@ -295,39 +284,29 @@ export class Server {
   }
 
   async #register(): Promise<void> {
-    const { statements, listener, host } = this.#context
-    // A new session for every registration: its advisory locks are this registration's.
-    const work: Session = createSession(this.#context.options, {
-      onEnd: () => {
-        if (work === this.#work) this.#workLost()
-      },
-    })
-    let row
-    try {
-      await work.connect()
-      row = await register(work, statements, this.channel, host, this.#concurrency, this.#info)
-    } catch (error) {
-      await endSession(work)
-      throw toPgrrError(error)
-    }
-    const generation = this.#generation + 1
-    let unlisten: Unlisteners
-    try {
-      unlisten = {
-        service: await listener.listen(row.service_channel, () => this.#claims.wake()),
+    const { statements, listener, host, options } = this.#context
+    // The generation this registration gets once it is in place; handoffs before that are not its own yet.
+    const mine = { generation: -1 }
+    const { work, row, unlisten } = await openRegistration(
+      options,
+      listener,
+      statements,
+      { channel: this.channel, host, concurrency: this.#concurrency, info: this.#info },
+      {
+        service: () => this.#claims.wake(),
         // Cancellations, and the credits of streamed replies (src/responder/stream.ts).
-        control: await listener.listen(row.control_channel, (payload) => {
+        control: (payload) => {
           if (this.#streams.credit(payload)) return
           const ids = decodeCancelledIds(payload)
           this.#jobs.cancel(ids)
           this.#addressed.cancel(ids)
-        }),
-        inbox: await listener.listen(row.inbox_channel, (payload) => this.#handoffs.handedOff(payload, generation)),
-      }
-    } catch (error) {
-      await endSession(work)
-      throw error
-    }
+        },
+        inbox: (payload) => this.#handoffs.handedOff(payload, mine.generation),
+        ended: (ended) => {
+          if (ended === this.#work) this.#workLost()
+        },
+      },
+    )
     if (this.#state === 'closed' || this.#state === 'draining') {
       // Stopped while this registration was under way: nothing of it may outlive the stop.
       await Promise.all([unlisten.service(), unlisten.control(), unlisten.inbox()].map((done) => done.catch(() => undefined)))
@@ -342,6 +321,7 @@ export class Server {
       controlChannel: row.control_channel,
       generation: ++this.#generation,
     }
+    mine.generation = this.#generation
     this.#unlisten = unlisten
   }
 
