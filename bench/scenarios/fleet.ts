@@ -11,7 +11,7 @@
 import postgres from 'postgres'
 import { migrate } from '../../src/migrate.ts'
 import { BenchChild, killAllChildren } from '../child.ts'
-import { quoteIdentifier } from '../database-url.ts'
+import { quoteIdentifier, withApplicationNameExactly } from '../database-url.ts'
 import type { MachineDescription } from '../machine.ts'
 import type { BenchOptions, FleetKind, FleetOptions } from '../options.ts'
 import { median } from '../percentile.ts'
@@ -86,7 +86,7 @@ export async function runFleet(
   const signal = hooks.signal ?? new AbortController().signal
   const progress = new ProgressLine()
   // Not named like the matrix runs' connections (pgrr-bench-…): each run's cleanup terminates those.
-  const admin = postgres(namedUrl(options.databaseUrl, ADMIN_APPLICATION_NAME), { max: 1, onnotice: () => {} })
+  const admin = postgres(withApplicationNameExactly(options.databaseUrl, ADMIN_APPLICATION_NAME), { max: 1, onnotice: () => {} })
   const otherUrl = databaseUrlFor(options.databaseUrl, FLEET_DATABASE)
   const needsOther = fleet.kinds.includes('responders-other-db')
   const rows: FleetRow[] = []
@@ -284,11 +284,4 @@ export function formatFleet(report: FleetReport): string {
   const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => (line[column] ?? '').length)))
   const format = (line: string[]): string => line.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd()
   return [format(header), ...lines.map(format)].join('\n')
-}
-
-/** The URL with `application_name` set to `name`, unless it names one already. */
-function namedUrl(databaseUrl: string, name: string): string {
-  const url = new URL(databaseUrl)
-  if (!url.searchParams.has('application_name')) url.searchParams.set('application_name', name)
-  return url.toString()
 }

@@ -34,7 +34,6 @@ import { RecoveryCheck } from './recovery-check.ts'
 import { listenDelivers, ReplyListen } from './reply-listen.ts'
 import { ReplyMux } from './reply-mux.ts'
 import { requestAll, type RequestAllOptions, type RequestAllResult, type ScatterContext } from './scatter.ts'
-import { encodeHeaders } from './prepare.ts'
 import { Sends } from './send.ts'
 import { ping, readServices, type PingOptions, type PingResult, type ServiceResponder } from './services.ts'
 import { RequestStream, type RequestStreamOptions, type StreamHost } from './stream.ts'
@@ -145,7 +144,7 @@ export class Client {
       pollIntervalMs,
       polling: () => this.#polling,
       closed: () => this.#closed,
-      idle: () => this.#requests.inFlight === 0 && this.#sends.size === 0,
+      idle: () => this.#idle(),
     })
   }
 
@@ -167,8 +166,7 @@ export class Client {
         channel: this.#replyChannel,
         onReplies: (payload) => this.#mux.onReplies(payload),
         idleMs: this.#replyListenIdleMs,
-        // Every request not yet settled, scatter-gather's and streams' included.
-        idle: () => this.#requests.unsettled === 0 && this.#sends.size === 0,
+        idle: () => this.#idle(),
         logger: this.#logger,
       })
     } else {
@@ -281,7 +279,6 @@ export class Client {
       listening: () => this.#replyListen?.ready(),
       defaultTimeoutMs: this.#defaultTimeoutMs,
       closed: () => this.#closed,
-      encodeHeaders,
       track: (pending) => this.#requests.track(pending),
       giveUp: (pending, error) => this.#requests.giveUp(pending, error),
     }
@@ -355,6 +352,11 @@ export class Client {
     // Everything this client waits for is settled by now; a short timeout keeps a broken connection from
     // holding close() up (postgres.js waits out the whole timeout after a connection error).
     await endPool(this.#pool)
+  }
+
+  /** Nothing to wait for: no request of any kind unsettled (scatter-gather's and streams' included), none being sent. */
+  #idle(): boolean {
+    return this.#requests.unsettled === 0 && this.#sends.size === 0
   }
 
   async #query<Row = Record<string, unknown>>(text: string, values: unknown[] = []): Promise<Row[]> {

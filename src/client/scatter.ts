@@ -14,6 +14,7 @@ import type { Statements } from '../statements.ts'
 import type { AddressedKind, Headers } from '../wire.ts'
 import type { PoolQuery } from './context.ts'
 import type { PendingRequest } from './pending-request.ts'
+import { encodeHeaders } from './prepare.ts'
 import { sendStatusError } from './send.ts'
 
 /** Most responders one scatter-gather addresses (`max`). */
@@ -58,8 +59,6 @@ export interface ScatterContext {
   readonly listening: () => Promise<void> | undefined
   readonly defaultTimeoutMs: number
   readonly closed: () => boolean
-  /** Headers as they travel (checked as `request()` checks them). */
-  readonly encodeHeaders: (headers: Record<string, string> | undefined) => string | null
   /** From now on the outcome of `pending` (which has its id) comes to it, as any request's. */
   readonly track: (pending: PendingRequest) => void
   /** Stops waiting for `pending`: settles it with `error`, and cancels it in the database. */
@@ -89,7 +88,7 @@ export async function* requestAll<Reply>(
   const timeoutMs = durationOption(options.timeoutMs ?? context.defaultTimeoutMs, 'timeoutMs')
   const max = options.max === undefined ? null : integerOption(options.max, 'max', maxResponders)
   const encoded = encodePayload(payload)
-  const headers = context.encodeHeaders(options.headers)
+  const headers = encodeHeaders(options.headers)
   const signal = options.signal
   if (context.closed()) throw new ClosedError('the client is closed')
   if (signal?.aborted) throw abortError(signal)
