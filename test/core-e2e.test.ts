@@ -81,7 +81,8 @@ test('non-ASCII text, quotes and backslashes round-trip exactly', async (t) => {
     'invisible \ufeff BOM \u200b zero width \u00a0 nbsp',
     'astral \u{10FFFF} \u{1F600} \u{20000}',
     'controls \u0001\u0007\u001b\u007f\u0085',
-    'long ünïcödé '.repeat(400), // over the NOTIFY inline limit: the reply is fetched
+    'long ünïcödé '.repeat(300), // about 5 KB: handed over and replied inside NOTIFYs of their own
+    'longer ünïcödé '.repeat(600), // over 8 KB: queued and claimed, the reply fetched
   ]
   for (const text of texts) {
     assert.equal(await client.request('text.raw', text), text)

@@ -32,11 +32,21 @@ test('requests are handed to the responder, alone or in a batch; large ones and 
   assert.deepEqual(await Promise.all([client.request(channel, 'x'), client.request(channel, 'y')]), ['got x', 'got y'])
   assert.equal(seen.get('x'), true, 'a batch is handed over')
   assert.equal(seen.get('y'), true, 'a batch is handed over')
-  // Over 1900 bytes: not handed in a batch (the NOTIFY that hands a batch over has room for small ones only).
-  const large = 'large-one ' + 'z'.repeat(2000)
-  assert.deepEqual(await Promise.all([client.request(channel, large), client.request(channel, 'small-one')]), ['got large-one ', 'got small-one'])
-  assert.equal(seen.get('large-one '), false, 'a large request in a batch is queued')
-  assert.equal(seen.get('small-one'), true, 'the small one beside it is handed over')
+  // Up to 7800 bytes a request is handed over in a batch too, in a NOTIFY of its own when its entry is over
+  // 2000 bytes; over that it does not fit in a NOTIFY and is queued.
+  const large = 'large-one ' + 'z'.repeat(7000)
+  const larger = 'larger-one' + 'z'.repeat(7000)
+  const huge = 'huge-one  ' + 'z'.repeat(7800)
+  assert.deepEqual(
+    await Promise.all([large, 'small-one', larger].map((payload) => client.request(channel, payload))),
+    ['got large-one ', 'got small-one', 'got larger-one'],
+  )
+  assert.equal(seen.get('large-one '), true, 'a large request in a batch is handed over')
+  assert.equal(seen.get('larger-one'), true, 'a second large request in the batch is handed over')
+  assert.equal(seen.get('small-one'), true, 'the small one beside them is handed over')
+  assert.deepEqual(await Promise.all([huge, 'small-two'].map((payload) => client.request(channel, payload))), ['got huge-one  ', 'got small-two'])
+  assert.equal(seen.get('huge-one  '), false, 'a request too large for a NOTIFY is queued')
+  assert.equal(seen.get('small-two'), true, 'the small one beside it is handed over')
   // More requests at once than the responder's concurrency: the burst waits in the table for claims.
   const burst = ['b1', 'b2', 'b3', 'b4']
   assert.deepEqual(await Promise.all(burst.map((payload) => client.request(channel, payload))), burst.map((payload) => `got ${payload}`))

@@ -118,7 +118,7 @@ test('a request too large for a NOTIFY waits in the queue; await_reply blocks on
   })
   const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {}, connection: { application_name: 'sqlhand-queued-awaiter' } })
   t.after(() => caller.end({ timeout: 1 }))
-  const id = await sqlRequest(caller, channel, `gated${'.'.repeat(5000)}`)
+  const id = await sqlRequest(caller, channel, `gated${'.'.repeat(9000)}`)
   await started.promise
   const [row] = await db.sql.unsafe(`select state, handed, reply_to from ${db.quoted}.pgrr_request where id = $1`, [id])
   assert.deepStrictEqual({ ...row }, { state: 'claimed', handed: false, reply_to: null }, 'claimed from the queue, no reply channel')
@@ -131,7 +131,7 @@ test('a request too large for a NOTIFY waits in the queue; await_reply blocks on
     return activity?.wait_event_type === 'Lock' && activity?.wait_event === 'advisory'
   }, { message: 'the awaiter blocks on the request lock' })
   gate.resolve()
-  assert.equal(await reply, `done gated${'.'.repeat(5000)}`)
+  assert.equal(await reply, `done gated${'.'.repeat(9000)}`)
 })
 
 test('a session squatting on the channel bells and their token: SQL callers are still answered', async (t) => {
@@ -154,7 +154,7 @@ test('a session squatting on the channel bells and their token: SQL callers are 
   )) as unknown as [{ n: number }]
   assert.ok(n >= 1, 'the squatter holds bells of the channel')
   // Too large for a NOTIFY: queued, so that their awaiters wait for a claim.
-  for (const payload of ['one', 'two', 'three'].map((word) => word.padEnd(5000, '.'))) {
+  for (const payload of ['one', 'two', 'three'].map((word) => word.padEnd(9000, '.'))) {
     const id = await sqlRequest(caller, channel, payload)
     assert.equal(await awaitReply(caller, id), `echo ${payload}`)
   }

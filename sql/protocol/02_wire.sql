@@ -28,7 +28,7 @@ $$;
 
 -- The entry of one outcome in a TypeScript caller's reply NOTIFY (see pgrr_reply): [id, 'r', is_json, body]
 -- or [id, 'f', code, message], with the reply headers last when there are any; and the short form without
--- body and headers, sent instead when the entry would exceed 1500 bytes (the caller then fetches it).
+-- body and headers, sent instead when the entry would exceed 7900 bytes (the caller then fetches it).
 create function :SCHEMA.pgrr_reply_entry(p_id bigint, p_failed boolean, p_code text, p_json boolean, p_body text,
                                          p_headers jsonb) returns text
 language sql stable

@@ -92,7 +92,7 @@ begin
     return;
   end if;
   id := :SCHEMA.pgrr_random_id();
-  v_message := case when octet_length(p_payload) <= 4000 then
+  v_message := case when octet_length(p_payload) <= 7800 then
                  '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers, v_timeout_ms) || ']'
                end;
   if octet_length(v_message) > 7900 then
@@ -127,8 +127,8 @@ $$;
 -- 13_roles.sql); acknowledgements delete only its own.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 -- Handoff: a TypeScript caller's requests for one channel are handed together to a live responder of it
--- picked at random (stored as claimed by it, see pgrr_send_one), those that fit (payloads up to 1900
--- bytes), when they are no more than that responder's concurrency; the others are stored pending.
+-- picked at random (stored as claimed by it, see pgrr_send_one), those that fit in a NOTIFY (payloads up
+-- to 7800 bytes, entries up to 7900), when they are no more than that responder's concurrency; the others are stored pending.
 -- NOTIFY: for pending requests, one empty notification per service. For handed ones, their entries on the
 -- responder's inbox, several to a NOTIFY. A single request goes through pgrr_send_one.
 create function :SCHEMA.pgrr_send(
@@ -189,9 +189,9 @@ begin
   ),
   numbered as materialized (
     select c.*, x.id,
-           -- Handoff candidates: a caller that hears replies by NOTIFY, and an entry small enough that the
-           -- entries packed into one NOTIFY below stay under its 8000-byte limit.
-           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 1900 then
+           -- Handoff candidates: a caller that hears replies by NOTIFY, and an entry that fits in one NOTIFY
+           -- (under its 8000-byte limit; see packed below).
+           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 7800 then
              :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
            end as entry
       from checked c,
@@ -201,7 +201,7 @@ begin
     -- A channel's candidates are handed to its responder when they are no more than its concurrency (a
     -- larger burst waits in the table, where every responder claims from it).
     select c.*, coalesce(c.candidate and count(*) filter (where c.candidate) over (partition by c.channel_id) <= c.concurrency, false) as handed
-      from (select n.*, coalesce(octet_length(n.entry) <= 2000, false) as candidate
+      from (select n.*, coalesce(octet_length(n.entry) <= 7900, false) as candidate
               from numbered n
              where n.status = 'ok') c
   ),
@@ -223,18 +223,19 @@ begin
     select pg_notify(:SCHEMA.pgrr_notify_prefix() || '.s' || w.channel_id, '')
       from (select distinct i.channel_id from inserted i where not i.handed) w
   ),
-  -- Handed requests, as arrays of entries on their responder's inbox: at most 2000 bytes an entry, packed
-  -- by running size into NOTIFYs of at most 5800 + 2000 bytes.
+  -- Handed requests, as arrays of entries on their responder's inbox: entries of at most 2000 bytes packed
+  -- by running size into NOTIFYs of at most 5800 + 2000 bytes, larger ones (up to 7900) in one each.
   packed as (
-    select p.inbox, p.ord, p.entry,
-           sum(octet_length(p.entry) + 1) over (partition by p.inbox order by p.ord) as running
+    select p.inbox, p.ord, p.entry, octet_length(p.entry) > 2000 as alone,
+           sum(case when octet_length(p.entry) <= 2000 then octet_length(p.entry) + 1 else 0 end)
+             over (partition by p.inbox order by p.ord) as running
       from planned p
      where p.handed
   ),
   delivered as materialized (
     select pg_notify(k.inbox, '[' || string_agg(k.entry, ',' order by k.ord) || ']')
       from packed k
-     group by k.inbox, (k.running - 1) / 5800
+     group by k.inbox, case when k.alone then -k.ord else (k.running - 1) / 5800 end
   )
   select n.ord, n.id, n.status
     from numbered n, (select count(*) from woken) as notified, (select count(*) from delivered) as handed

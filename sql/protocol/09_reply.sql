@@ -120,7 +120,7 @@ begin
       perform :SCHEMA.pgrr_release_request_lock(p_id);
     end if;
   else
-    if octet_length(v_entry) > 1500 then
+    if octet_length(v_entry) > 7900 then
       v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed or v_late, v_code, p_json);
     end if;
     perform pg_notify(v_reply_to, '[' || v_entry || ']');
@@ -139,9 +139,9 @@ $$;
 -- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
 -- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
 -- arrays of entries [id, 'r', is_json, body (, headers)] / [id, 'f', code, message (, headers)]; a body or
--- message whose entry
--- would exceed 1500 bytes is left out (the caller fetches it); entries are grouped so that every payload
--- stays under the 8000-byte NOTIFY limit. Returns how many NOTIFYs it sent and the ids of the replies it
+-- message whose entry would exceed 7900 bytes is left out (the caller fetches it); entries of up to 1500
+-- bytes are packed several to a NOTIFY, larger ones sent one to a NOTIFY, so that every payload stays under
+-- the 8000-byte NOTIFY limit. Returns how many NOTIFYs it sent and the ids of the replies it
 -- refused as late (see above).
 create function :SCHEMA.pgrr_reply(
   p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[],
@@ -245,16 +245,17 @@ begin
        where d.reply_to is not null
     ),
     sized as (
-      select e.reply_to, e.id, x.entry,
-             sum(octet_length(x.entry) + 1) over (partition by e.reply_to order by e.id) as running
+      select e.reply_to, e.id, x.entry, octet_length(x.entry) > 1500 as alone,
+             sum(case when octet_length(x.entry) <= 1500 then octet_length(x.entry) + 1 else 0 end)
+               over (partition by e.reply_to order by e.id) as running
         from entries e,
-             lateral (select case when octet_length(e.full_entry) <= 1500 then e.full_entry
+             lateral (select case when octet_length(e.full_entry) <= 7900 then e.full_entry
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
     select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane,
            null::bigint as late_id
       from sized s
-     group by s.reply_to, (s.running - 1) / 6000
+     group by s.reply_to, case when s.alone then -s.id else (s.running - 1) / 6000 end
     -- A row without reply_to for each lane where a handed request of an SQL caller was answered: ring it.
     union all
     select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint from done d where d.reply_to is null and d.handed
