@@ -37,7 +37,7 @@ const MARKED_FRACTIONS = [0.5, 0.9, 0.99]
 const FRACTIONS = [0.99, 0.9, 0.5, 0.999, 0.95, 0.75, 0.3]
 
 type Marker = 'circle' | 'square'
-interface Style {
+export interface Style {
   /** Name on the picture, next to the curve. */
   label: string
   /** Name in the legend. */
@@ -49,7 +49,7 @@ interface Style {
   marker?: Marker
 }
 
-const STYLE: Record<SystemName, Style> = {
+export const STYLE: Record<SystemName, Style> = {
   'pgrr-ts': { label: 'pgrr TS', legend: 'TypeScript caller (client.request)', group: 'pgrr', color: '#d62728', width: 3, marker: 'circle' },
   'pgrr-sql': { label: 'pgrr SQL', legend: 'SQL caller (request + await_reply)', group: 'pgrr', color: '#08306b', width: 2.5, dash: '7 3', marker: 'square' },
   'floor-notify': { label: 'floor', legend: 'floor: LISTEN/NOTIFY ping-pong', group: 'floor', color: '#555555', width: 1.5, dash: '6 4' },
@@ -80,7 +80,7 @@ function decadeLabel(us: number): string {
   return `${us} µs`
 }
 
-function escapeXml(text: string): string {
+export function escapeXml(text: string): string {
   return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;')
 }
 

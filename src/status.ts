@@ -72,7 +72,7 @@ export interface ChannelStatus {
  * The session of the database whose open transaction holds back cleanup the longest (the oldest snapshot,
  * or transaction id of a transaction that wrote): while that transaction stays open, VACUUM cannot remove
  * the dead row versions that every request leaves (its insert, reply and delete), so the request table
- * grows and every request costs more (see docs/benchmarks.md, "A transaction held open elsewhere").
+ * grows and every request costs more (see docs/benchmarks.md, "A transaction left open during a c=64 run").
  */
 export interface OldestTransaction {
   /** Backend pid (`pg_stat_activity.pid`). */
