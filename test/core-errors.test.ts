@@ -42,7 +42,7 @@ test('a handler error reaches the caller as RemoteError with its code and messag
       case 'string':
         throw 'a thrown string'
       case 'long': {
-        throw Object.assign(new Error('x'.repeat(5000)), { code: 'E_LONG' }) // too long for the NOTIFY: fetched
+        throw Object.assign(new Error('x'.repeat(9000)), { code: 'E_LONG' }) // too long for the NOTIFY: fetched
       }
       default:
         return 'fine'
@@ -54,7 +54,7 @@ test('a handler error reaches the caller as RemoteError with its code and messag
     ['plain', 'HANDLER_ERROR', 'plain failure'],
     ['sync', 'E_TYPE', 'rejected'],
     ['string', 'HANDLER_ERROR', 'a thrown string'],
-    ['long', 'E_LONG', 'x'.repeat(5000)],
+    ['long', 'E_LONG', 'x'.repeat(9000)],
   ]
   for (const [payload, code, message] of cases) {
     const error = await rejection(client.request('fails', payload))

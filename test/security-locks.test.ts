@@ -227,10 +227,10 @@ test('a squatter on the lock keys of the next seqs, which the service channel sh
   const announced = deferred<number>()
   const listening = await squatter.sql.listen(`${prefix}.s${channelId}`, (payload) => announced.resolve(Number(payload)))
   t.after(() => listening.unlisten())
-  // A request over 4,000 bytes waits in the table, and its NOTIFY carries its seq.
+  // A request over 7,800 bytes waits in the table, and its NOTIFY carries its seq.
   const client = await clientFor(t, db)
-  const big = 'x'.repeat(5000)
-  assert.equal(await client.request(channel, big), '5000 bytes')
+  const big = 'x'.repeat(9000)
+  assert.equal(await client.request(channel, big), '9000 bytes')
   const seq = await announced.promise
   // The next 20 seqs' keys, as request locks were once keyed (the seq itself), held in shared mode: a claim's
   // try-lock would fail on them.
@@ -238,10 +238,10 @@ test('a squatter on the lock keys of the next seqs, which the service channel sh
     `select pg_advisory_lock_shared(hashtext($1 || '/pgrr/request'), k::int) from generate_series($2::bigint + 1, $2::bigint + 20) k`,
     [db.schema, seq],
   )
-  assert.equal(await client.request(channel, `${big}y`, { timeoutMs: 5000 }), '5001 bytes')
+  assert.equal(await client.request(channel, `${big}y`, { timeoutMs: 5000 }), '9001 bytes')
   const [{ id }] = (await db.sql.unsafe(`select ${s}.request($1, $2::text, '5 s')::text as id`, [channel, `${big}zz`])) as unknown as [{ id: string }]
   const [{ reply }] = (await db.sql.unsafe(`select ${s}.await_reply($1::bigint) as reply`, [id])) as unknown as [{ reply: string }]
-  assert.equal(reply, '5002 bytes')
+  assert.equal(reply, '9002 bytes')
 })
 
 test('a session holding a claimed request\'s lock cannot answer it: pgrr_reply also needs the responder\'s own session', { timeout: 30_000 }, async (t) => {
@@ -252,7 +252,7 @@ test('a session holding a claimed request\'s lock cannot answer it: pgrr_reply a
   const [registered] = await victim.unsafe<{ responder_id: number; channel_id: number }[]>(
     `select responder_id, channel_id from ${s}.pgrr_register($1, 'victim', 0, 1)`, [channel],
   )
-  const [{ id }] = (await db.sql.unsafe(`select ${s}.request($1, $2::text, '30 s')::text as id`, [channel, 'x'.repeat(5000)])) as unknown as [{ id: string }]
+  const [{ id }] = (await db.sql.unsafe(`select ${s}.request($1, $2::text, '30 s')::text as id`, [channel, 'x'.repeat(9000)])) as unknown as [{ id: string }]
   const claimed = await victim.unsafe<{ id: string }[]>(`select id::text as id from ${s}.pgrr_claim($1, $2, 1)`, [registered!.responder_id, registered!.channel_id])
   assert.deepEqual(claimed.map((row) => row.id), [id])
   // The request lock it holds, as pg_locks shows it (two int keys: classid and objid, objsubid 2).

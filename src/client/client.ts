@@ -23,6 +23,7 @@ import { choiceOption, durationOption, integerOption } from '../option-values.ts
 import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
 import type { Handler } from '../responder/handler.ts'
 import { Server } from '../responder/server.ts'
+import { Sweeps } from '../responder/sweeps.ts'
 import { assertMigrated } from '../schema-version.ts'
 import { renderStatements, type Statements } from '../statements.ts'
 import { combineTelemetry, type Telemetry } from '../telemetry.ts'
@@ -77,6 +78,8 @@ export class Client {
   readonly #cancels: BatchQueue<string>
   readonly #mux: ReplyMux
   readonly #check: RecoveryCheck
+  /** The sweeps of this client's responders, once for all of them. */
+  readonly #sweeps: Sweeps
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -135,6 +138,7 @@ export class Client {
       mux,
       settle,
     })
+    this.#sweeps = new Sweeps({ pool: this.#pool, poolQuery: query, statements, logger })
     this.#check = new RecoveryCheck({
       statements,
       logger,
@@ -197,6 +201,7 @@ export class Client {
       telemetry: this.#telemetry,
       host: hostname(),
       polling: this.#polling,
+      sweeps: this.#sweeps,
     }
   }
 

@@ -7,6 +7,7 @@ import type { Listener } from '../listener.ts'
 import type { Logger } from '../logger.ts'
 import type { ClientOptions } from '../options.ts'
 import type { Statements } from '../statements.ts'
+import type { Sweeps } from '../responder/sweeps.ts'
 import type { Telemetry } from '../telemetry.ts'
 
 /** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
@@ -26,4 +27,6 @@ export interface ClientContext {
   readonly host: string
   /** LISTEN does not deliver (a transaction pooler): replies are polled for. */
   readonly polling: boolean
+  /** The sweeps of the client's responders, run once for all of them (src/responder/sweeps.ts). */
+  readonly sweeps: Sweeps
 }

@@ -12,7 +12,7 @@
  * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
  * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
  * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
- * replies.ts writes outcomes, housekeeping.ts sweeps and reports, lease.ts renews the lease.
+ * replies.ts writes outcomes, report.ts writes its counters, the client's sweeps.ts sweeps, lease.ts renews the lease.
  */
 import type { ClientContext } from '../client/context.ts'
 import { endSession, query, type Session } from '../database.ts'
@@ -24,7 +24,6 @@ import { AddressedRequests } from './addressed.ts'
 import { ClaimLoop } from './claim.ts'
 import type { Handler, Result } from './handler.ts'
 import { Handoffs } from './handoff.ts'
-import { Housekeeping } from './housekeeping.ts'
 import { Lease } from './lease.ts'
 import { Jobs, type Job } from './jobs.ts'
 import {
@@ -36,6 +35,7 @@ import {
   type Unlisteners,
 } from './registration.ts'
 import { Replies } from './replies.ts'
+import { reportCounters, type ReportOptions } from './report.ts'
 import { encodeServiceInfo } from './service-info.ts'
 import { ServiceStats } from './service-stats.ts'
 import { StreamSender } from './stream.ts'
@@ -61,7 +61,7 @@ export class Server {
   readonly #claims: ClaimLoop
   readonly #handoffs: Handoffs
   readonly #replies: Replies
-  readonly #housekeeping: Housekeeping
+  readonly #report: ReportOptions
   readonly #lease: Lease
   /** Requests addressed to this responder (scatter-gather, ping), and what it says of itself. */
   readonly #addressed: AddressedRequests
@@ -78,7 +78,8 @@ export class Server {
   #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
   #pollTimer: NodeJS.Timeout | undefined
-  #sweepTimer: NodeJS.Timeout | undefined
+  #leaveSweeps: (() => void) | undefined
+  #reportTimer: NodeJS.Timeout | undefined
   #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
@@ -153,13 +154,7 @@ export class Server {
       claimReserved: () => this.#claims.reserved,
     })
     this.#replies = new Replies({ ...shared, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
-    this.#housekeeping = new Housekeeping({
-      ...shared,
-      pool: context.pool,
-      poolQuery: context.poolQuery,
-      running: () => this.#state === 'running',
-      counters: () => jobs.counters(),
-    })
+    this.#report = { ...shared, running: () => this.#state === 'running', counters: () => jobs.counters() }
     this.#lease = new Lease({ ...shared, stats: this.#stats, active: () => this.#state === 'running' || this.#state === 'draining' })
   }
 
@@ -203,8 +198,9 @@ export class Server {
     })
     this.#pollTimer = setInterval(() => this.#claims.wake(), this.#pollIntervalMs)
     this.#pollTimer.unref()
-    this.#sweepTimer = setInterval(() => this.#housekeeping.tick(), this.#sweepIntervalMs)
-    this.#sweepTimer.unref()
+    this.#reportTimer = setInterval(() => void reportCounters(this.#report), this.#sweepIntervalMs)
+    this.#reportTimer.unref()
+    this.#leaveSweeps = this.#context.sweeps.join(this.#sweepIntervalMs)
     this.#lease.start()
     this.#claims.wake()
   }
@@ -264,7 +260,8 @@ export class Server {
     if (this.#state === 'closed') return
     this.#state = 'closed'
     clearInterval(this.#pollTimer)
-    clearInterval(this.#sweepTimer)
+    clearInterval(this.#reportTimer)
+    this.#leaveSweeps?.()
     this.#lease.stop()
     this.#streams.stop()
     clearTimeout(this.#retryTimer)
@@ -342,7 +339,7 @@ export class Server {
 
   /** A job ended with an outcome. */
   #jobFinished(job: Job, result: Result): void {
-    this.#housekeeping.handled()
+    this.#context.sweeps.handled()
     this.#stats.record(performance.now() - job.startedAt, result)
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
