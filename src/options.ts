@@ -102,7 +102,11 @@ export interface ServeOptions {
    * a NOTIFY. @default 2000
    */
   pollIntervalMs?: number
-  /** How often this responder deletes expired requests and reaps requests of dead responders. @default 5000 */
+  /**
+   * How often expired requests are deleted, requests of dead responders reaped and the table vacuumed, and
+   * this responder's counters written for `pgrr status`. The sweeps are the client's: one for all its
+   * responders, at the shortest interval of those running. @default 5000
+   */
   sweepIntervalMs?: number
   /** `drain()` waits this long for running handlers, then aborts them. @default 30000 */
   drainTimeoutMs?: number
