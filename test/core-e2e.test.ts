@@ -91,6 +91,26 @@ test('non-ASCII text, quotes and backslashes round-trip exactly', async (t) => {
   }
 })
 
+test('a burst mixing small and large requests and replies: each answered once, the large ones in statements of their own', { timeout: 60_000 }, async (t) => {
+  const ran = new Map<string, number>()
+  await serverFor(t, db, 'mixed', async (payload: string) => {
+    const key = payload.slice(0, 8)
+    ran.set(key, (ran.get(key) ?? 0) + 1)
+    // Replies of all sizes finish in the same turn, so that they are written in one flush.
+    await new Promise((resolve) => setImmediate(resolve))
+    return `${key}:${payload.length}:${payload.length > 20_000 ? 'r'.repeat(50_000) : 'r'}`
+  }, { concurrency: 16 })
+  const client = await clientFor(t, db)
+  const sizes = [10, 40_000, 100, 33_000, 7_000, 70_000, 20, 32_768]
+  const payloads = sizes.map((size, i) => `req-${String(i).padStart(3, '0')}`.padEnd(size, 'x').slice(0, Math.max(size, 8)))
+  const replies = await Promise.all(payloads.map((payload) => client.request<string>('mixed', payload)))
+  for (const [i, reply] of replies.entries()) {
+    const payload = payloads[i]!
+    assert.equal(reply, `${payload.slice(0, 8)}:${payload.length}:${payload.length > 20_000 ? 'r'.repeat(50_000) : 'r'}`)
+  }
+  assert.deepEqual([...ran.values()], sizes.map(() => 1), 'each ran once')
+})
+
 test('a 1 MB payload and a 1 MB reply round-trip (text and JSON)', { timeout: 60_000 }, async (t) => {
   await serverFor(t, db, 'big', (payload: unknown) =>
     typeof payload === 'string' ? `${payload.length}:${payload}` : { length: JSON.stringify(payload).length, payload },

@@ -1,9 +1,9 @@
 /**
  * Sending (06_send.sql): every request queued in a turn of the event loop goes in one statement
  * (pgrr_send, or pgrr_send_one for a lone one), which stores them and hands them to responders or announces
- * them.
+ * them; a streamed request, or a large one (batch-queue.ts, aloneOverChars), goes in a statement of its own.
  */
-import { BatchQueue } from '../batch-queue.ts'
+import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
 import { toPgrrError } from '../database-error.ts'
 import { InvalidChannelError, InvalidOptionError, InvalidPayloadError, NoRespondersError, PayloadTooLargeError, type PgrrError } from '../errors.ts'
 import type { Statements } from '../statements.ts'
@@ -68,12 +68,10 @@ export class Sends {
     }
     const live = batch.filter((pending) => !pending.settled)
     if (live.length === 0) return
-    // Streamed requests each go in a statement of their own (pgrr_stream_open, src/client/stream.ts).
-    const streams = live.filter((pending) => pending.stream !== undefined)
-    await Promise.all([
-      streams.length === live.length ? undefined : this.#send(streams.length === 0 ? live : live.filter((pending) => pending.stream === undefined)),
-      ...streams.map((pending) => this.#send([pending])),
-    ])
+    // Streamed requests each go in a statement of their own (pgrr_stream_open, src/client/stream.ts), and
+    // so do large ones (see aloneOverChars).
+    const { together, alone } = splitAlone(live, (pending) => pending.stream !== undefined || pending.payload.length > aloneOverChars)
+    await Promise.all([together.length === 0 ? undefined : this.#send(together), ...alone.map((pending) => this.#send([pending]))])
   }
 
   async #send(live: PendingRequest[]): Promise<void> {

@@ -1,10 +1,10 @@
 /**
  * Writing outcomes (09_reply.sql): every request a responder holds gets one, even a cancelled one, since
  * writing it is what releases the request. Outcomes finished in the same turn go in one statement
- * (pgrr_reply), a lone one in the scalar pgrr_reply_one; a reply the database refuses ends the session,
- * which releases every request it holds.
+ * (pgrr_reply), a lone one in the scalar pgrr_reply_one, and so does each large one (batch-queue.ts,
+ * aloneOverChars); a reply the database refuses ends the session, which releases every request it holds.
  */
-import { BatchQueue } from '../batch-queue.ts'
+import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
 import type { Result } from './handler.ts'
 import type { Job } from './jobs.ts'
@@ -68,6 +68,12 @@ export class Replies {
 
   async #write(session: Registration | undefined, current: Outcome[]): Promise<void> {
     if (session === undefined || current.length === 0) return
+    const { together, alone } = splitAlone(current, (outcome) => outcome.body.length > aloneOverChars)
+    await Promise.all([this.#writeSome(session, together), ...alone.map((outcome) => this.#writeSome(session, [outcome]))])
+  }
+
+  async #writeSome(session: Registration, current: Outcome[]): Promise<void> {
+    if (current.length === 0) return
     const { channel, statements, telemetry, query } = this.#options
     try {
       const [only] = current
