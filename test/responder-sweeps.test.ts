@@ -12,7 +12,7 @@ import type { Pool } from '../src/database.ts'
 const statements = renderStatements('pgrr_sweeps_test')
 
 function setUp(t: TestContext, { hold = false } = {}) {
-  t.mock.timers.enable({ apis: ['setInterval'] })
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
   const ran: string[] = []
   let release: () => void = () => undefined
   const held = new Promise<void>((resolve) => (release = resolve))
@@ -88,4 +88,19 @@ test('a vacuum every 20,000 handled requests, between sweeps', (t) => {
   assert.deepEqual(ran, [])
   sweeps.handled()
   assert.deepEqual(ran, ['vacuum'])
+})
+
+test('responders that come and go do not keep pushing the next sweep away', async (t) => {
+  const { sweeps, ran } = setUp(t)
+  const leave = sweeps.join(5000)
+  t.after(leave)
+  // A responder with a shorter interval joins and leaves every 900 ms: were the timer restarted at each
+  // change, neither its 1000 ms nor the other's 5000 ms would ever elapse.
+  for (let i = 0; i < 10; i++) {
+    const leaveShort = sweeps.join(1000)
+    t.mock.timers.tick(900)
+    await settle()
+    leaveShort()
+  }
+  assert.ok(ran.filter((statement) => statement === 'reap').length >= 1, `swept in 9 s: ${ran.join(', ')}`)
 })

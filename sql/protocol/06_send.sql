@@ -43,7 +43,7 @@ $$;
 -- a request that is its transaction's only call pays for every expression's set-up too, so this path is
 -- kept to three statements (the acknowledgements, one look-up of channel and responder, the insert).
 -- Returns (id, status) as pgrr_send does for one element.
--- Handed over (see above) when the payload is at most 4,000 bytes: NOTIFYed here for a TypeScript client
+-- Handed over (see above) when the payload is at most 7,800 bytes (its entry at most 7,900): NOTIFYed here for a TypeScript client
 -- (p_reply_to), at commit for an SQL caller.
 -- Locks: a shared try-lock (transaction level) on the responder lock of each candidate responder.
 create function :SCHEMA.pgrr_send_one(
@@ -235,7 +235,7 @@ begin
   delivered as materialized (
     select pg_notify(k.inbox, '[' || string_agg(k.entry, ',' order by k.ord) || ']')
       from packed k
-     group by k.inbox, case when k.alone then -k.ord else (k.running - 1) / 5800 end
+     group by k.inbox, k.alone, case when k.alone then k.ord else (k.running - 1) / 5800 end
   )
   select n.ord, n.id, n.status
     from numbered n, (select count(*) from woken) as notified, (select count(*) from delivered) as handed

@@ -100,7 +100,7 @@ begin
    where q.id = p_id and q.responder_id = p_responder and q.state = 'claimed'
   returning q.reply_to, q.handed, q.seq, q.error_code, q.deadline < v_now and p_code is distinct from 'PGRR_DEADLINE',
             -- Built only when it may fit in a NOTIFY: escaping a large body into JSON costs, to be thrown away.
-            case when octet_length(coalesce(q.reply, q.error_message)) <= 7900 then
+            case when coalesce(octet_length(coalesce(q.reply, q.error_message)), 0) <= 7900 then
               :SCHEMA.pgrr_reply_entry(q.id, q.state = 'failed', q.error_code, q.reply_json, coalesce(q.reply, q.error_message),
                                        q.reply_headers)
             end
@@ -244,7 +244,7 @@ begin
     entries as (
       select d.reply_to, d.id, d.failed, d.code, d.is_json,
              -- Only when it may fit in a NOTIFY (see pgrr_reply_one).
-             case when octet_length(d.body) <= 7900 then
+             case when coalesce(octet_length(d.body), 0) <= 7900 then
                :SCHEMA.pgrr_reply_entry(d.id, d.failed, d.code, d.is_json, d.body, d.headers)
              end as full_entry
         from done d
@@ -261,7 +261,7 @@ begin
     select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane,
            null::bigint as late_id
       from sized s
-     group by s.reply_to, case when s.alone then -s.id else (s.running - 1) / 6000 end
+     group by s.reply_to, s.alone, case when s.alone then s.id else (s.running - 1) / 6000 end
     -- A row without reply_to for each lane where a handed request of an SQL caller was answered: ring it.
     union all
     select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint from done d where d.reply_to is null and d.handed

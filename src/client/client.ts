@@ -196,7 +196,6 @@ export class Client {
       statements: this.#statements,
       listener: this.#listener,
       pool: this.#pool,
-      poolQuery: (text, values) => this.#query(text, values),
       logger: this.#logger,
       telemetry: this.#telemetry,
       host: hostname(),

@@ -19,9 +19,8 @@ export interface ClientContext {
   readonly schema: string
   readonly statements: Statements
   readonly listener: Listener
-  /** The pool: for statements that must not run on a session holding request locks (reap, sweep). */
+  /** The client's pool. */
   readonly pool: Pool
-  readonly poolQuery: PoolQuery
   readonly logger: Logger
   readonly telemetry: Telemetry
   readonly host: string

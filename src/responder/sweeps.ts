@@ -26,6 +26,8 @@ export class Sweeps {
   readonly #members = new Map<symbol, number>()
   #timer: NodeJS.Timeout | undefined
   #intervalMs: number | undefined
+  /** When the last sweep started (or, before the first, when the first responder joined). */
+  #lastSweepAt: number | undefined
   #sweeping = false
   #handledSinceVacuum = 0
   #vacuuming = false
@@ -39,6 +41,7 @@ export class Sweeps {
    * every responder that joined has left. Returns its leave().
    */
   join(intervalMs: number): () => void {
+    this.#lastSweepAt ??= Date.now()
     const member = Symbol('responder')
     this.#members.set(member, intervalMs)
     this.#arm()
@@ -52,13 +55,26 @@ export class Sweeps {
     if (++this.#handledSinceVacuum >= vacuumEveryRequests) void this.#vacuum()
   }
 
+  /**
+   * The interval changed (a responder joined or left): the next sweep comes one new interval after the last
+   * one, so that responders coming and going never keep pushing it away.
+   */
   #arm(): void {
     const intervalMs = this.#members.size === 0 ? undefined : Math.min(...this.#members.values())
     if (intervalMs === this.#intervalMs) return
-    clearInterval(this.#timer)
+    clearTimeout(this.#timer)
+    this.#timer = undefined
     this.#intervalMs = intervalMs
-    this.#timer = intervalMs === undefined ? undefined : setInterval(() => void this.#sweep(), intervalMs)
-    this.#timer?.unref()
+    if (intervalMs !== undefined) this.#next(Math.max(0, (this.#lastSweepAt ?? Date.now()) + intervalMs - Date.now()))
+  }
+
+  #next(ms: number): void {
+    this.#timer = setTimeout(() => {
+      this.#lastSweepAt = Date.now()
+      if (this.#intervalMs !== undefined) this.#next(this.#intervalMs)
+      void this.#sweep()
+    }, ms)
+    this.#timer.unref()
   }
 
   async #sweep(): Promise<void> {
