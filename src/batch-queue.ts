@@ -5,23 +5,6 @@
  * synchronously, or in the same burst of promise reactions, goes in one batch). Work that is not urgent
  * (acknowledgements) can ask for a delay instead, so that more of it goes in one statement.
  */
-/**
- * A request or reply body longer than this (in UTF-16 units) goes in a statement of its own rather than in
- * a batch's arrays, where every byte is escaped by the driver, parsed by array_in and copied through the
- * statement's steps (to temporary files once a batch passes work_mem). Measured with 64 in flight: at 64 KiB
- * alone 2.1-2.3x the requests/s of batched (server CPU per request 4.2-5.2 ms -> 2.2-2.6 ms), at 1 MiB 1.9x;
- * at 16 and 32 KiB the same requests/s either way, with a third more CPU alone (docs/benchmarks.md, "Payload
- * size").
- */
-export const aloneOverChars = 32 * 1024
-
-/** Splits a batch into the items that go together and those that go alone, each in its batch's order. */
-export function splitAlone<T>(items: readonly T[], alone: (item: T) => boolean): { together: T[]; alone: T[] } {
-  const split: { together: T[]; alone: T[] } = { together: [], alone: [] }
-  for (const item of items) (alone(item) ? split.alone : split.together).push(item)
-  return split
-}
-
 export class BatchQueue<T> {
   readonly #flush: (items: T[]) => Promise<void>
   readonly #maxBatch: number
@@ -105,4 +88,21 @@ export class BatchQueue<T> {
     this.#idleWaiters = []
     for (const resolve of waiters) resolve()
   }
+}
+
+/**
+ * A request or reply body longer than this (in UTF-16 units) goes in a statement of its own rather than in
+ * a batch's arrays, where every byte is escaped by the driver, parsed by array_in and copied through the
+ * statement's steps (to temporary files once a batch passes work_mem). Measured with 64 in flight: at 64 KiB
+ * alone 1.8-2.4x the requests/s of batched (server CPU per request 3.4-5.7 ms -> 2.2-2.7 ms), at 1 MiB 1.9x;
+ * at 16 and 32 KiB the same requests/s either way, with a third more CPU alone (docs/benchmarks.md, "Payload
+ * size").
+ */
+export const aloneOverChars = 32 * 1024
+
+/** Splits a batch into the items that go together and those that go alone, each in its batch's order. */
+export function splitAlone<T>(items: readonly T[], alone: (item: T) => boolean): { together: T[]; alone: T[] } {
+  const split: { together: T[]; alone: T[] } = { together: [], alone: [] }
+  for (const item of items) (alone(item) ? split.alone : split.together).push(item)
+  return split
 }

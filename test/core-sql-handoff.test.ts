@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import postgres from 'postgres'
-import { deferred, serverFor, useTestSchema, waitFor } from './helpers.ts'
+import { deferred, overhearInbox, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('core_sql_handoff')
 
@@ -167,30 +167,19 @@ test('a request made in a transaction is handed over at its commit, and not befo
   const channel = 'sqlhand.txn'
   const s = db.quoted
   const server = await serverFor(t, db, channel, (payload: string) => `late ${payload}`)
-  // Everything handed to the responder: its inbox, heard here too. '[]' is this test's own marker.
-  const [{ inbox }] = (await db.sql.unsafe(`select inbox from ${s}.pgrr_responder where id = $1`, [server.responderId!])) as unknown as [{ inbox: string }]
-  const heard: string[] = []
-  let marker = deferred()
-  const listening = await db.sql.listen(inbox, (payload) => {
-    if (payload === '[]') marker.resolve()
-    else heard.push(payload)
-  })
-  t.after(() => listening.unlisten())
+  const { heard, sync } = await overhearInbox(t, db, server.responderId!)
   const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
   t.after(() => caller.end({ timeout: 1 }))
   const id = await caller.begin(async (tx) => {
     const [row] = await tx.unsafe(`select ${s}.request($1::text, 'in a transaction'::text)::text as id`, [channel])
     const [stored] = await tx.unsafe(`select state, handed, responder_id from ${s}.pgrr_request where id = $1`, [row!.id])
     assert.deepStrictEqual({ ...stored }, { state: 'claimed', handed: true, responder_id: server.responderId })
-    await db.sql`select pg_notify(${inbox}, '[]')`
-    await marker.promise
+    await sync()
     assert.deepStrictEqual(heard, [], 'nothing reached the responder before the commit')
     return String(row!.id)
   })
   assert.equal(await awaitReply(caller, id), 'late in a transaction')
-  marker = deferred()
-  await db.sql`select pg_notify(${inbox}, '[]')`
-  await marker.promise
+  await sync()
   assert.equal(heard.length, 1, 'one handoff, at the commit')
   assert.equal(JSON.parse(heard[0]!)[0][0], id)
 })
@@ -199,14 +188,7 @@ test('a request cancelled in the transaction that made it is not handed over at 
   const channel = 'sqlhand.cancelled'
   const s = db.quoted
   const server = await serverFor(t, db, channel, (payload: string) => `ran ${payload}`)
-  const [{ inbox }] = (await db.sql.unsafe(`select inbox from ${s}.pgrr_responder where id = $1`, [server.responderId!])) as unknown as [{ inbox: string }]
-  const heard: string[] = []
-  const marker = deferred()
-  const listening = await db.sql.listen(inbox, (payload) => {
-    if (payload === '[]') marker.resolve()
-    else heard.push(payload)
-  })
-  t.after(() => listening.unlisten())
+  const { heard, sync } = await overhearInbox(t, db, server.responderId!)
   const caller = postgres(db.options.connectionString, { max: 1, onnotice: () => {} })
   t.after(() => caller.end({ timeout: 1 }))
   const id = await caller.begin(async (tx) => {
@@ -214,9 +196,8 @@ test('a request cancelled in the transaction that made it is not handed over at 
     await tx.unsafe(`select ${s}.pgrr_cancel(array[$1::bigint])`, [row!.id])
     return String(row!.id)
   })
-  // Sent after the caller's commit: when it arrives, a handoff of that commit would have arrived before it.
-  await db.sql`select pg_notify(${inbox}, '[]')`
-  await marker.promise
+  // Synced after the caller's commit: a handoff of that commit would have arrived before the marker.
+  await sync()
   assert.deepStrictEqual(heard, [], 'no handoff at the commit')
   const [stored] = await db.sql.unsafe(`select state from ${s}.pgrr_request where id = $1`, [id])
   assert.equal(stored?.state, 'cancelled')

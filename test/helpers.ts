@@ -380,3 +380,30 @@ export async function requestRows(db: TestSchema, channel: string): Promise<{ id
   )
   return rows.map((row) => ({ id: String(row.id), state: String(row.state) }))
 }
+
+/**
+ * Everything handed to a responder, heard on its inbox too. `sync()` resolves once every NOTIFY committed
+ * before it has been heard: it sends '[]', the marker of the tests, and waits for it.
+ */
+export async function overhearInbox(
+  t: TestContext,
+  db: TestSchema,
+  responderId: number,
+): Promise<{ heard: string[]; sync(): Promise<void> }> {
+  const [{ inbox }] = (await db.sql.unsafe(`select inbox from ${db.quoted}.pgrr_responder where id = $1`, [responderId])) as unknown as [{ inbox: string }]
+  const heard: string[] = []
+  let marker = deferred()
+  const listening = await db.sql.listen(inbox, (payload) => {
+    if (payload === '[]') marker.resolve()
+    else heard.push(payload)
+  })
+  t.after(() => listening.unlisten())
+  return {
+    heard,
+    async sync() {
+      marker = deferred()
+      await db.sql`select pg_notify(${inbox}, '[]')`
+      await marker.promise
+    },
+  }
+}

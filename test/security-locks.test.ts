@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto'
 import { after, test, type TestContext } from 'node:test'
 import postgres from 'postgres'
 import { getStatus, ResponderLostError } from '../src/index.ts'
-import { clientFor, databaseUrl, deferred, serverFor, useTestSchema, waitFor, type AdminSql, type Deferred } from './helpers.ts'
+import { clientFor, databaseUrl, deferred, overhearInbox, serverFor, useTestSchema, waitFor, type AdminSql, type Deferred } from './helpers.ts'
 
 const db = useTestSchema('sec_locks')
 const squatterRole = `pgrr_test_squat_${randomBytes(3).toString('hex')}`
@@ -174,15 +174,8 @@ test('a draining responder is handed nothing more and keeps what it runs; a squa
   const held = client.request(channel, 'held', { timeoutMs: 30_000 })
   await started.promise
   const responderId = draining.responderId!
-  // Everything handed to the responder from now on: its inbox, heard here too. '[]' is the test's own marker.
-  const [{ inbox }] = (await db.sql.unsafe(`select inbox from ${s}.pgrr_responder where id = $1`, [responderId])) as unknown as [{ inbox: string }]
-  const handoffs: string[] = []
-  let marker: Deferred<void> = deferred()
-  const listening = await db.sql.listen(inbox, (payload) => {
-    if (payload === '[]') marker.resolve()
-    else handoffs.push(payload)
-  })
-  t.after(() => listening.unlisten())
+  // Everything handed to the responder from now on.
+  const { heard: handoffs, sync } = await overhearInbox(t, db, responderId)
 
   const drained = draining.drain()
   await waitFor(async () => {
@@ -192,8 +185,7 @@ test('a draining responder is handed nothing more and keeps what it runs; a squa
   await serverFor(t, db, channel, (payload: string) => `other: ${payload}`, { sweepIntervalMs: 600_000 })
   const replies = await Promise.all(await oneByOne(20, (i) => client.request(channel, `r${i}`, { timeoutMs: 8000 })))
   assert.deepEqual(replies, Array.from({ length: 20 }, (_, i) => `other: r${i}`))
-  await db.sql`select pg_notify(${inbox}, '[]')`
-  await marker.promise
+  await sync()
   assert.deepEqual(handoffs, [], 'nothing was handed to the draining responder')
 
   // Its session still holds its lock: reaps and sweeps leave its request alone, and it answers it.
@@ -210,9 +202,7 @@ test('a draining responder is handed nothing more and keeps what it runs; a squa
   await squatter.session.unsafe(`select pg_advisory_lock(hashtext($1 || '/pgrr/responder'), $2)`, [db.schema, responderId])
   const later = await Promise.all(await oneByOne(20, (i) => client.request(channel, `later ${i}`, { timeoutMs: 8000 })))
   assert.deepEqual(later, Array.from({ length: 20 }, (_, i) => `other: later ${i}`))
-  marker = deferred()
-  await db.sql`select pg_notify(${inbox}, '[]')`
-  await marker.promise
+  await sync()
   assert.deepEqual(handoffs, [], 'nothing was handed to the closed responder')
 })
 
