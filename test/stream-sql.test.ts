@@ -1,7 +1,8 @@
 /**
  * Streamed replies from SQL: request_stream() and a loop of await_part(), one part at a time, in order,
  * then the final reply; the window holds the handler back until the SQL caller consumes; the psql loop of
- * docs/streams.md; bad input (a wrong id, another login's stream). Nothing is left in the tables.
+ * docs/streams.md; bad input (a wrong id, another login's stream); a cancellation the responder learns from
+ * a part's write. Nothing is left in the tables.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -10,8 +11,8 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { test } from 'node:test'
 import postgres from 'postgres'
-import type { HandlerContext } from '../src/index.ts'
-import { databaseUrl, repoRoot, serverFor, useTestSchema, waitFor } from './helpers.ts'
+import { CancelledError, type HandlerContext } from '../src/index.ts'
+import { aborted, databaseUrl, deferred, repoRoot, serverFor, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('stream_sql')
 
@@ -112,4 +113,34 @@ test('a stream whose caller went away is swept with its request: no part is left
   // The sweep, with no grace (responders run it with 5 s).
   await db.sql.unsafe(`select ${db.quoted}.pgrr_sweep_older_than(interval '0')`)
   assert.equal(await left(), 0)
+})
+
+test('a stream cancelled without its NOTIFY reaching the responder: the next part tells, and the handler\'s signal fires', { timeout: 30_000 }, async (t) => {
+  let sent = 0
+  const signalled = deferred<unknown>()
+  const sendError = deferred<unknown>()
+  await serverFor(t, db, 'sql.deleted', async (_payload: unknown, ctx: HandlerContext) => {
+    void aborted(ctx.signal).then((reason) => signalled.resolve(reason))
+    try {
+      for (;;) {
+        await ctx.send(sent + 1)
+        sent++
+      }
+    } catch (error) {
+      sendError.resolve(error)
+      throw error
+    }
+  })
+  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  t.after(() => sql.end({ timeout: 1 }))
+  const [request] = await sql.unsafe(`select ${db.quoted}.request_stream('sql.deleted', 'x', interval '20 seconds', null, 100000) as id`)
+  const id = String(request?.id)
+  await waitFor(() => sent >= 3, { message: 'parts written' })
+  // What pgrr_cancel leaves, without its NOTIFY (lost, or slower than the write's answer): only the next
+  // part's write can tell the responder.
+  await db.sql.unsafe(`update ${db.quoted}.pgrr_request set state = 'cancelled', finished_at = clock_timestamp() where id = $1`, [id])
+  assert.ok((await sendError.promise) instanceof CancelledError)
+  assert.ok((await signalled.promise) instanceof CancelledError)
+  await sql.unsafe(`select * from ${db.quoted}.pgrr_stream_finish($1, 0, false)`, [id])
+  await waitFor(async () => (await left()) === 0, { message: 'nothing left' })
 })

@@ -112,6 +112,7 @@ export class Server {
       ...shared,
       streamStatements: renderStreamStatements(context.schema),
       extend: (id, remainingMs) => this.#jobs.extend(id, remainingMs),
+      cancelled: (id) => this.#jobs.cancel([id]),
     })
     const jobs = new Jobs({
       channel,

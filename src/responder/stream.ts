@@ -23,6 +23,11 @@ export interface StreamSenderOptions extends ResponderContext {
   readonly streamStatements: StreamStatements
   /** The caller pushed the request's deadline later (its idle timeout): `remainingMs` from now. */
   readonly extend: (id: string, remainingMs: number) => void
+  /**
+   * The caller cancelled request `id`, as a part's write found its stream gone: its handler's signal fires
+   * (the cancellation's NOTIFY may come after the write's answer, or not at all).
+   */
+  readonly cancelled: (id: string) => void
 }
 
 /** What a job's stream is known to be here. */
@@ -340,7 +345,9 @@ export class StreamSender {
         return (state.closed = new StreamClosedError('the caller asked for one reply (request()), not a stream (requestStream())'))
       default:
         // 'gone': a stream is never retried, so it left this responder's hands by its caller's cancellation.
-        return (state.closed = new CancelledError('the caller cancelled the stream'))
+        state.closed = new CancelledError('the caller cancelled the stream')
+        this.#options.cancelled(state.id)
+        return state.closed
     }
   }
 }
