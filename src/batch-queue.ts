@@ -16,24 +16,18 @@ export class BatchQueue<T> {
   #running = 0
   #scheduled = false
   #idleWaiters: (() => void)[] = []
-  readonly #slots: FlushSlots | undefined
 
   /**
    * @param flush writes one batch; it must not throw (it settles its items itself)
    * @param maxBatch most items in one flush
    * @param maxConcurrent most flushes running at once
    * @param delayMs wait this long before a flush (0: right after the current microtasks)
-   * @param slots flush slots shared with other queues (see FlushSlots), besides maxConcurrent
    */
-  constructor(
-    flush: (items: T[]) => Promise<void>,
-    { maxBatch = 1000, maxConcurrent = 1, delayMs = 0, slots }: { maxBatch?: number; maxConcurrent?: number; delayMs?: number; slots?: FlushSlots } = {},
-  ) {
+  constructor(flush: (items: T[]) => Promise<void>, { maxBatch = 1000, maxConcurrent = 1, delayMs = 0 } = {}) {
     this.#flush = flush
     this.#maxBatch = maxBatch
     this.#maxConcurrent = maxConcurrent
     this.#delayMs = delayMs
-    this.#slots = slots
   }
 
   /** Items waiting for a flush. */
@@ -77,74 +71,22 @@ export class BatchQueue<T> {
 
   #run(): void {
     while (this.#items.length > 0 && this.#running < this.#maxConcurrent) {
-      if (this.#slots !== undefined && !this.#slots.take(this.#given)) return
-      this.#start()
+      const batch = this.#items.splice(0, this.#maxBatch)
+      if (this.#items.length > 0) this.#oldestAt = performance.now()
+      this.#running++
+      void this.#flush(batch).finally(() => {
+        this.#running--
+        if (this.#items.length > 0) this.#schedule()
+        else if (this.#running === 0) this.#notifyIdle()
+      })
     }
     if (this.#items.length === 0 && this.#running === 0) this.#notifyIdle()
-  }
-
-  /** A shared slot was handed to this queue, which waited for one. */
-  readonly #given = (): void => {
-    if (this.#items.length === 0 || this.#running >= this.#maxConcurrent) return this.#slots?.release()
-    this.#start()
-    this.#run()
-  }
-
-  /** Flushes the next batch (a slot, when shared, is already taken for it). */
-  #start(): void {
-    const batch = this.#items.splice(0, this.#maxBatch)
-    if (this.#items.length > 0) this.#oldestAt = performance.now()
-    this.#running++
-    void this.#flush(batch).finally(() => {
-      this.#running--
-      this.#slots?.release()
-      if (this.#items.length > 0) this.#schedule()
-      else if (this.#running === 0) this.#notifyIdle()
-    })
   }
 
   #notifyIdle(): void {
     const waiters = this.#idleWaiters
     this.#idleWaiters = []
     for (const resolve of waiters) resolve()
-  }
-}
-
-/**
- * Flush slots shared by several queues: at most `limit` of their flushes run at once. A client's responders
- * share theirs for replies: each writes its outcomes on its own session, and one statement per responder
- * and turn cost a process serving ten channels more statements than requests' worth of work (2.4 replies a
- * statement at c=64, against 39 with one channel); waiting for a slot, a queue's outcomes go more to a
- * statement. A queue waiting for a slot is handed one as another flush ends, in the order they asked.
- */
-export class FlushSlots {
-  readonly #limit: number
-  #used = 0
-  readonly #waiting = new Set<() => void>()
-
-  constructor(limit: number) {
-    this.#limit = limit
-  }
-
-  /** Takes a slot (true), or queues `given`, called with a slot once one is free (false). */
-  take(given: () => void): boolean {
-    if (this.#used < this.#limit) {
-      this.#used++
-      return true
-    }
-    this.#waiting.add(given)
-    return false
-  }
-
-  /** Gives a slot back: to the queue that has waited longest, if any. */
-  release(): void {
-    const [next] = this.#waiting
-    if (next === undefined) {
-      this.#used--
-      return
-    }
-    this.#waiting.delete(next)
-    next()
   }
 }
 

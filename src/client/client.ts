@@ -12,7 +12,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import { BatchQueue, FlushSlots } from '../batch-queue.ts'
+import { BatchQueue } from '../batch-queue.ts'
 import { assertChannelName } from '../channel-name.ts'
 import { createPool, endPool, query, type Pool } from '../database.ts'
 import { toPgrrError } from '../database-error.ts'
@@ -80,8 +80,6 @@ export class Client {
   readonly #check: RecoveryCheck
   /** The sweeps of this client's responders, once for all of them. */
   readonly #sweeps: Sweeps
-  /** Its responders' replies: two statements at once in all (src/batch-queue.ts, FlushSlots). */
-  readonly #replySlots = new FlushSlots(2)
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -203,7 +201,6 @@ export class Client {
       host: hostname(),
       polling: this.#polling,
       sweeps: this.#sweeps,
-      replySlots: this.#replySlots,
     }
   }
 

@@ -2,7 +2,6 @@
  * What a client shares with the responders it starts (`client.serve()`): its connections, its settings and
  * its telemetry. Its own module, so that the client and the responder import it and not each other.
  */
-import type { FlushSlots } from '../batch-queue.ts'
 import type { Pool } from '../database.ts'
 import type { Listener } from '../listener.ts'
 import type { Logger } from '../logger.ts'
@@ -29,6 +28,4 @@ export interface ClientContext {
   readonly polling: boolean
   /** The sweeps of the client's responders, run once for all of them (src/responder/sweeps.ts). */
   readonly sweeps: Sweeps
-  /** The flush slots its responders' replies share (src/batch-queue.ts, FlushSlots). */
-  readonly replySlots: FlushSlots
 }

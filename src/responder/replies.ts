@@ -4,7 +4,7 @@
  * (pgrr_reply), a lone one in the scalar pgrr_reply_one, and so does each large one (batch-queue.ts,
  * aloneOverChars); a reply the database refuses ends the session, which releases every request it holds.
  */
-import { aloneOverChars, BatchQueue, splitAlone, type FlushSlots } from '../batch-queue.ts'
+import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
 import type { Result } from './handler.ts'
 import type { Job } from './jobs.ts'
@@ -25,8 +25,6 @@ export interface RepliesOptions extends ResponderContext {
   readonly recycle: () => void
   /** These outcomes were written, or are gone with their session. */
   readonly written: (ids: readonly { readonly id: string }[]) => void
-  /** Shared with the client's other responders. */
-  readonly slots: FlushSlots
 }
 
 /** The outcomes of one responder waiting to be written. */
@@ -36,7 +34,7 @@ export class Replies {
 
   constructor(options: RepliesOptions) {
     this.#options = options
-    this.#queue = new BatchQueue((outcomes) => this.#flush(outcomes), { maxBatch: 1000, maxConcurrent: 2, slots: options.slots })
+    this.#queue = new BatchQueue((outcomes) => this.#flush(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
 
   /** Queues the outcome of `job` for writing. */
