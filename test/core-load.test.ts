@@ -1,6 +1,7 @@
 // Competing responders under load: 3 responders (one in a child process) share one channel; 1000 requests at
 // concurrency 50 are each answered exactly once, with the right reply, by exactly one responder; afterwards
-// the request table empties (acknowledgements are batched and asynchronous).
+// the request table empties (acknowledgements are batched and asynchronous). One process serving eight
+// channels under the same load. Competing responders never stall.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { clientFor, runConcurrently, serverFor, startResponderProcess, useTestSchema, waitFor } from './helpers.ts'
@@ -86,5 +87,32 @@ test(
         assert.match(reply, new RegExp(`^[abc]:${seq}$`))
       })
     }
+  },
+)
+
+test(
+  'one process serving 8 channels: 2000 requests at concurrency 64, each answered once by its channel',
+  { timeout: 180_000 },
+  async (t) => {
+    const channels = Array.from({ length: 8 }, (_, i) => `load.many.${i}`)
+    const host = await clientFor(t, db, { poolSize: 2 })
+    const handled = new Map<string, number>()
+    for (const channel of channels) {
+      await host.serve(channel, (payload: number, ctx) => {
+        handled.set(ctx.id, (handled.get(ctx.id) ?? 0) + 1)
+        return `${channel}:${payload}`
+      })
+    }
+    const client = await clientFor(t, db, { poolSize: 4 })
+    await runConcurrently(2000, 64, async (seq) => {
+      const channel = channels[seq % channels.length]!
+      assert.equal(await client.request<string>(channel, seq, { timeoutMs: 20_000 }), `${channel}:${seq}`)
+    })
+    assert.equal(handled.size, 2000, 'a handler ran for every request')
+    assert.ok([...handled.values()].every((count) => count === 1), 'no handler ran twice')
+    await waitFor(async () => {
+      const [row] = await db.sql.unsafe(`select count(*)::int as count from ${db.quoted}.pgrr_request`)
+      return row!.count === 0
+    }, { timeoutMs: 15_000, intervalMs: 100, message: 'the request table empties after the load' })
   },
 )
