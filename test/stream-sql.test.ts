@@ -2,7 +2,7 @@
  * Streamed replies from SQL: request_stream() and a loop of await_part(), one part at a time, in order,
  * then the final reply; the window holds the handler back until the SQL caller consumes; the psql loop of
  * docs/streams.md; bad input (a wrong id, another login's stream); a cancellation the responder learns from
- * a part's write. Nothing is left in the tables.
+ * a part's write or from its read of the credits. Nothing is left in the tables.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -141,6 +141,37 @@ test('a stream cancelled without its NOTIFY reaching the responder: the next par
   await db.sql.unsafe(`update ${db.quoted}.pgrr_request set state = 'cancelled', finished_at = clock_timestamp() where id = $1`, [id])
   assert.ok((await sendError.promise) instanceof CancelledError)
   assert.ok((await signalled.promise) instanceof CancelledError)
+  await sql.unsafe(`select * from ${db.quoted}.pgrr_stream_finish($1, 0, false)`, [id])
+  await waitFor(async () => (await left()) === 0, { message: 'nothing left' })
+})
+
+test('a handler waiting for room in the window of a stream cancelled without its NOTIFY: the credit read tells, and its signal fires', { timeout: 30_000 }, async (t) => {
+  let sent = 0
+  const signalled = deferred<unknown>()
+  const sendError = deferred<unknown>()
+  await serverFor(t, db, 'sql.blocked', async (_payload: unknown, ctx: HandlerContext) => {
+    void aborted(ctx.signal).then((reason) => signalled.resolve(reason))
+    try {
+      for (;;) {
+        await ctx.send(sent + 1)
+        sent++
+      }
+    } catch (error) {
+      sendError.resolve(error)
+      throw error
+    }
+  })
+  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  t.after(() => sql.end({ timeout: 1 }))
+  // Nobody reads: the handler fills the window (2) and waits for a credit.
+  const [request] = await sql.unsafe(`select ${db.quoted}.request_stream('sql.blocked', 'x', interval '60 seconds', null, 2) as id`)
+  const id = String(request?.id)
+  await waitFor(() => sent === 2, { message: 'the window filled' })
+  // What pgrr_cancel leaves, without its NOTIFY: no credit will come either.
+  await db.sql.unsafe(`update ${db.quoted}.pgrr_request set state = 'cancelled', finished_at = clock_timestamp() where id = $1`, [id])
+  assert.ok((await sendError.promise) instanceof CancelledError)
+  assert.ok((await signalled.promise) instanceof CancelledError)
+  assert.equal(sent, 2)
   await sql.unsafe(`select * from ${db.quoted}.pgrr_stream_finish($1, 0, false)`, [id])
   await waitFor(async () => (await left()) === 0, { message: 'nothing left' })
 })

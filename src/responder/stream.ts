@@ -247,6 +247,15 @@ export class StreamSender {
         waiting.map((state) => state.id),
       ])
       for (const row of rows) this.#applyCredit(String(row.id), row.consumed, Number(row.remaining_ms))
+      // No row: the stream no longer takes parts here (its caller cancelled, and that NOTIFY was missed, or
+      // it finished reading). A write tells which: let the next part go (the database still holds the
+      // window, should it be wrong).
+      const answered = new Set(rows.map((row) => String(row.id)))
+      for (const state of waiting) {
+        if (answered.has(state.id) || this.#streams.get(state.id) !== state) continue
+        state.consumed = Math.max(state.consumed, state.sent)
+        this.#release(state)
+      }
     } catch (error) {
       this.#options.logger.debug({ err: error }, 'reading stream credits failed')
     }
