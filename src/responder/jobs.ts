@@ -301,7 +301,7 @@ export class Jobs {
     if (parts !== undefined) return void parts.then(() => this.#finish(job, handlerResult))
     job.done = true
     this.#jobs.delete(job.id)
-    this.#streams?.end(job.id, new StreamClosedError('the final reply was already sent: no part may follow it'))
+    this.#streams?.end(job.id, () => new StreamClosedError('the final reply was already sent: no part may follow it'))
     let result = handlerResult
     if (result.code !== responderDeadlineCode && performance.now() > job.deadlineAt) {
       // Finished after its deadline, which the timer could not tell: the event loop was blocked (a CPU-bound
@@ -334,7 +334,7 @@ export class Jobs {
     if (job.done) return
     job.done = true
     this.#jobs.delete(job.id)
-    this.#streams?.end(job.id, new StreamClosedError(`the responder stopped handling the request: ${reason.message}`))
+    this.#streams?.end(job.id, () => new StreamClosedError(`the responder stopped handling the request: ${reason.message}`))
     job.observation?.end((reason as { code?: string }).code ?? 'ERROR', reason)
     abortJob(job, reason)
   }
