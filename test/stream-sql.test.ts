@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import postgres from 'postgres'
 import { CancelledError, type HandlerContext } from '../src/index.ts'
 import { aborted, databaseUrl, deferred, repoRoot, serverFor, useTestSchema, waitFor } from './helpers.ts'
@@ -115,16 +115,21 @@ test('a stream whose caller went away is swept with its request: no part is left
   assert.equal(await left(), 0)
 })
 
-test('a stream cancelled without its NOTIFY reaching the responder: the next part tells, and the handler\'s signal fires', { timeout: 30_000 }, async (t) => {
-  let sent = 0
+/**
+ * A handler that sends parts until a send fails, and an SQL caller's stream of it (window `window`) that
+ * the test cancels as pgrr_cancel would, without the NOTIFY that tells the responder (lost, or slower than
+ * what the responder learns otherwise).
+ */
+async function cancelledWithoutNotify(t: TestContext, channel: string, window: number, sentBefore: number) {
+  const state = { sent: 0 }
   const signalled = deferred<unknown>()
   const sendError = deferred<unknown>()
-  await serverFor(t, db, 'sql.deleted', async (_payload: unknown, ctx: HandlerContext) => {
+  await serverFor(t, db, channel, async (_payload: unknown, ctx: HandlerContext) => {
     void aborted(ctx.signal).then((reason) => signalled.resolve(reason))
     try {
       for (;;) {
-        await ctx.send(sent + 1)
-        sent++
+        await ctx.send(state.sent + 1)
+        state.sent++
       }
     } catch (error) {
       sendError.resolve(error)
@@ -133,45 +138,23 @@ test('a stream cancelled without its NOTIFY reaching the responder: the next par
   })
   const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
   t.after(() => sql.end({ timeout: 1 }))
-  const [request] = await sql.unsafe(`select ${db.quoted}.request_stream('sql.deleted', 'x', interval '20 seconds', null, 100000) as id`)
+  const [request] = await sql.unsafe(`select ${db.quoted}.request_stream($1, 'x', interval '60 seconds', null, $2) as id`, [channel, window])
   const id = String(request?.id)
-  await waitFor(() => sent >= 3, { message: 'parts written' })
-  // What pgrr_cancel leaves, without its NOTIFY (lost, or slower than the write's answer): only the next
-  // part's write can tell the responder.
+  await waitFor(() => state.sent >= sentBefore, { message: `${sentBefore} parts written` })
   await db.sql.unsafe(`update ${db.quoted}.pgrr_request set state = 'cancelled', finished_at = clock_timestamp() where id = $1`, [id])
+  // Each ends with the handler failing with CancelledError, its signal fired, and nothing left.
   assert.ok((await sendError.promise) instanceof CancelledError)
   assert.ok((await signalled.promise) instanceof CancelledError)
   await sql.unsafe(`select * from ${db.quoted}.pgrr_stream_finish($1, 0, false)`, [id])
   await waitFor(async () => (await left()) === 0, { message: 'nothing left' })
+  return state.sent
+}
+
+test('a stream cancelled without its NOTIFY reaching the responder: the next part\'s write tells, and the handler\'s signal fires', { timeout: 30_000 }, async (t) => {
+  await cancelledWithoutNotify(t, 'sql.deleted', 100000, 3)
 })
 
 test('a handler waiting for room in the window of a stream cancelled without its NOTIFY: the credit read tells, and its signal fires', { timeout: 30_000 }, async (t) => {
-  let sent = 0
-  const signalled = deferred<unknown>()
-  const sendError = deferred<unknown>()
-  await serverFor(t, db, 'sql.blocked', async (_payload: unknown, ctx: HandlerContext) => {
-    void aborted(ctx.signal).then((reason) => signalled.resolve(reason))
-    try {
-      for (;;) {
-        await ctx.send(sent + 1)
-        sent++
-      }
-    } catch (error) {
-      sendError.resolve(error)
-      throw error
-    }
-  })
-  const sql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
-  t.after(() => sql.end({ timeout: 1 }))
-  // Nobody reads: the handler fills the window (2) and waits for a credit.
-  const [request] = await sql.unsafe(`select ${db.quoted}.request_stream('sql.blocked', 'x', interval '60 seconds', null, 2) as id`)
-  const id = String(request?.id)
-  await waitFor(() => sent === 2, { message: 'the window filled' })
-  // What pgrr_cancel leaves, without its NOTIFY: no credit will come either.
-  await db.sql.unsafe(`update ${db.quoted}.pgrr_request set state = 'cancelled', finished_at = clock_timestamp() where id = $1`, [id])
-  assert.ok((await sendError.promise) instanceof CancelledError)
-  assert.ok((await signalled.promise) instanceof CancelledError)
-  assert.equal(sent, 2)
-  await sql.unsafe(`select * from ${db.quoted}.pgrr_stream_finish($1, 0, false)`, [id])
-  await waitFor(async () => (await left()) === 0, { message: 'nothing left' })
+  // Nobody reads: the handler fills the window (2) and waits for a credit, which will not come either.
+  assert.equal(await cancelledWithoutNotify(t, 'sql.blocked', 2, 2), 2)
 })
