@@ -35,7 +35,12 @@ export interface BenchOptions {
   payloadBytes: number
   /** Channels the requests are spread over, each with a live responder (pgrr-ts and nats only). @default 1 */
   channels: number
+  /** `concurrency` of the pgrr responder's `serve()` (pgrr-ts and pgrr-sql). @default 64 */
+  serveConcurrency: number
 }
+
+/** The pgrr responder's `serve()` concurrency unless `--serve-concurrency` says otherwise. */
+export const SERVE_CONCURRENCY = 64
 
 export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }
 export const FULL_DEFAULTS = { count: 10_000, phaseTimeCapMs: 45_000 }
@@ -121,6 +126,8 @@ Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process 
   --payload-bytes n      size of every request body, for every system (default: ${PAYLOAD_BYTES}, at least ${MIN_PAYLOAD_BYTES})
   --channels n           spread the requests over n channels, round robin, each served by the responder
                          process (pgrr-ts and nats only; default: 1)
+  --serve-concurrency n  the pgrr responder's serve() concurrency (pgrr-ts and pgrr-sql only; default: 64,
+                         the library's own default is 10)
   --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
   --quick                the whole matrix in under two minutes
   --json                 one JSON object on stdout instead of the table
@@ -168,6 +175,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       'time-cap': { type: 'string' },
       'payload-bytes': { type: 'string' },
       channels: { type: 'string' },
+      'serve-concurrency': { type: 'string' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       'write-docs': { type: 'boolean', default: false },
@@ -190,7 +198,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     },
   })
   if (values.help) return { kind: 'help' }
-  for (const flag of ['payload-bytes', 'channels'] as const) {
+  for (const flag of ['payload-bytes', 'channels', 'serve-concurrency'] as const) {
     if (values[flag] !== undefined && (values.drivers || values.functions || values.long)) {
       throw new Error(`--${flag}: only for the matrix (not with --drivers, --functions or --long)`)
     }
@@ -261,9 +269,14 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     phaseTimeCapMs: values['time-cap'] ? parsePositive('--time-cap', values['time-cap']) * 1000 : defaults.phaseTimeCapMs,
     payloadBytes: values['payload-bytes'] ? parsePayloadBytes(values['payload-bytes']) : PAYLOAD_BYTES,
     channels: values.channels ? parsePositive('--channels', values.channels) : 1,
+    serveConcurrency: values['serve-concurrency'] ? parsePositive('--serve-concurrency', values['serve-concurrency']) : SERVE_CONCURRENCY,
   }
   const spreadable: readonly string[] = ['pgrr-ts', 'nats']
   const unspread = options.systems.filter((system) => !spreadable.includes(system))
+  const notPgrr = options.systems.filter((system) => system !== 'pgrr-ts' && system !== 'pgrr-sql')
+  if (options.serveConcurrency !== SERVE_CONCURRENCY && notPgrr.length > 0) {
+    throw new Error(`--serve-concurrency: only pgrr-ts and pgrr-sql have a pgrr responder (not ${notPgrr.join(', ')}): name them in --systems`)
+  }
   if (options.channels > 1 && unspread.length > 0) {
     throw new Error(`--channels: only pgrr-ts and nats spread their requests over channels (not ${unspread.join(', ')}): name them in --systems`)
   }

@@ -18,6 +18,8 @@ export interface PeerConfig {
    * nats only: `--channels`); 1 means `service` alone. @default 1
    */
   channels?: number
+  /** `concurrency` of the pgrr responder's `serve()` (`--serve-concurrency`). @default 64 */
+  serveConcurrency?: number
 }
 
 /** The names requests go to: `service`, or `service_0` … `service_<n-1>` with several channels. */

@@ -8,7 +8,7 @@ import { killAllChildren } from './child.ts'
 import { withApplicationName } from './database-url.ts'
 import { checkRunConditions } from './run-conditions.ts'
 import { describeMachine, type MachineDescription } from './machine.ts'
-import { USAGE, parseBenchArgs, type BenchOptions } from './options.ts'
+import { SERVE_CONCURRENCY, USAGE, parseBenchArgs, type BenchOptions } from './options.ts'
 import { PAYLOAD_BYTES } from './payload.ts'
 import { loadPgrrCore } from './peers/pgrr-core.ts'
 import { hostAndPort, isReachable } from './probe.ts'
@@ -53,6 +53,8 @@ export interface BenchReport {
     payloadBytes: number
     /** Channels the requests were spread over (--channels). */
     channels: number
+    /** The pgrr responder's serve() concurrency (--serve-concurrency). */
+    serveConcurrency: number
   }
   /** Conditions that make the numbers unrepresentative (another transaction pinning the xmin horizon, load). */
   warnings: string[]
@@ -85,6 +87,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
     pocSchema: POC_SCHEMA,
     service: SERVICE,
     channels: options.channels,
+    serveConcurrency: options.serveConcurrency,
   }
   const passes: BenchResult[][] = []
   const passCurves: LatencyCurve[][] = []
@@ -173,6 +176,7 @@ export async function runBench(options: BenchOptions, hooks: { signal?: AbortSig
       phaseTimeCapMs: options.phaseTimeCapMs,
       payloadBytes: options.payloadBytes,
       channels: options.channels,
+      serveConcurrency: options.serveConcurrency,
     },
     warnings,
     results,
@@ -216,6 +220,7 @@ function commandFor(options: BenchOptions): string {
   if (options.runs > 1) parts.push(`--runs ${options.runs}`)
   if (options.payloadBytes !== PAYLOAD_BYTES) parts.push(`--payload-bytes ${options.payloadBytes}`)
   if (options.channels > 1) parts.push(`--channels ${options.channels}`)
+  if (options.serveConcurrency !== SERVE_CONCURRENCY) parts.push(`--serve-concurrency ${options.serveConcurrency}`)
   if (options.writeDocs) parts.push('--write-docs')
   return parts.join(' ')
 }

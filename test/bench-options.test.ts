@@ -1,4 +1,5 @@
-// The benchmark's command line (bench/options.ts): the fleet scenario's options, and what they refuse.
+// The benchmark's command line (bench/options.ts): the fleet scenario's options, the matrix's own, and what
+// they refuse.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { COTENANCY_DEFAULTS, FLEET_DEFAULTS, parseBenchArgs } from '../bench/options.ts'
@@ -37,6 +38,16 @@ test('the plain matrix is unchanged by the scenario options; --channels spreads 
   assert.throws(() => parseBenchArgs(['--channels', '100'], env), /--channels: only pgrr-ts and nats .*floor-notify/)
   assert.throws(() => parseBenchArgs(['--systems', 'nats', '--channels', '0'], env), /--channels: expected a positive integer/)
   assert.throws(() => parseBenchArgs(['--long', '--channels', '2'], env), /--channels: only for the matrix/)
+})
+
+test('--serve-concurrency sets the pgrr responder\'s concurrency, for pgrr-ts and pgrr-sql only', () => {
+  const parsed = parseBenchArgs(['--systems', 'pgrr-ts'], env)
+  assert.equal(parsed.kind === 'bench' && parsed.options.serveConcurrency, 64)
+  const ten = parseBenchArgs(['--systems', 'pgrr-ts,pgrr-sql', '--serve-concurrency', '10'], env)
+  assert.equal(ten.kind === 'bench' && ten.options.serveConcurrency, 10)
+  assert.throws(() => parseBenchArgs(['--serve-concurrency', '10'], env), /--serve-concurrency: only pgrr-ts and pgrr-sql .*floor-notify/)
+  assert.throws(() => parseBenchArgs(['--systems', 'pgrr-ts', '--serve-concurrency', '0'], env), /--serve-concurrency: expected a positive integer/)
+  assert.throws(() => parseBenchArgs(['--functions', '--serve-concurrency', '2'], env), /--serve-concurrency: only for the matrix/)
 })
 
 test('fleet options: bad values and misplaced flags are refused with a message naming the flag', () => {

@@ -1,13 +1,14 @@
 // This project end to end in TypeScript: client.request() → serve().
 import { APPLICATION_NAME_PREFIX, withApplicationName } from '../database-url.ts'
 import { transform } from '../payload.ts'
+import { SERVE_CONCURRENCY } from '../options.ts'
 import { requirePgrrCore } from './pgrr-core.ts'
 import { roundRobin, serviceNames, type Peer, type PeerConfig, type ResponderSession } from '../peer.ts'
 
 /** Per-request timeout: far above any latency we expect, well below the scenario's time cap. */
 const REQUEST_TIMEOUT_MS = 10_000
-/** Handlers in flight per responder process: enough for the highest concurrency we run. */
-export const RESPONDER_CONCURRENCY = 64
+/** Handlers in flight per responder process: enough for the highest concurrency we run (`--serve-concurrency`). */
+export const RESPONDER_CONCURRENCY = SERVE_CONCURRENCY
 
 export const peer: Peer = {
   async openCaller(config) {
@@ -42,11 +43,12 @@ export async function startPgrrResponder(config: PeerConfig): Promise<ResponderS
   }
   const handler = async (payload: unknown): Promise<string> => transform(String(payload))
   const names = serviceNames(config)
+  const concurrency = config.serveConcurrency ?? RESPONDER_CONCURRENCY
   if (names.length === 1) {
-    const server = await core.serve(options, config.service, handler, { concurrency: RESPONDER_CONCURRENCY })
+    const server = await core.serve(options, config.service, handler, { concurrency })
     return { close: () => server.close() }
   }
   const client = await core.connect(options)
-  for (const name of names) await client.serve(name, handler, { concurrency: RESPONDER_CONCURRENCY })
+  for (const name of names) await client.serve(name, handler, { concurrency })
   return { close: () => client.close() }
 }
