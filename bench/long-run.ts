@@ -19,11 +19,11 @@ import { BenchChild, killAllChildren } from './child.ts'
 import { quoteIdentifier, withApplicationName } from './database-url.ts'
 import { Inbox, errorMessage, sendToParent } from './inbox.ts'
 import { describeMachine, type MachineDescription } from './machine.ts'
-import type { LongRunOptions } from './options.ts'
+import { SERVE_CONCURRENCY, type LongRunOptions } from './options.ts'
 import { PAYLOAD_BYTES, makePayload, transform } from './payload.ts'
 import type { CallerSession, PeerConfig, ResponderSession } from './peer.ts'
 import { loadPgrrCore } from './peers/pgrr-core.ts'
-import { RESPONDER_CONCURRENCY, peer as pgrrTsPeer, startPgrrResponder } from './peers/pgrr-ts.ts'
+import { peer as pgrrTsPeer, startPgrrResponder } from './peers/pgrr-ts.ts'
 import { ProgressLine } from './progress.ts'
 import { checkRunConditions } from './run-conditions.ts'
 import { acquireRunLock, releaseRunLock } from './run-lock.ts'
@@ -629,7 +629,7 @@ function buildReport(input: {
       concurrency: options.concurrency,
       warmupCount: LONG_WARMUP_COUNT,
       warmupMinMs: LONG_WARMUP_MIN_MS,
-      responderConcurrency: RESPONDER_CONCURRENCY,
+      responderConcurrency: SERVE_CONCURRENCY,
       sampleIntervalMs: SAMPLE_INTERVAL_MS,
       timeCapMs: options.timeCapMs,
       payloadBytes: PAYLOAD_BYTES,

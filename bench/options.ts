@@ -39,7 +39,10 @@ export interface BenchOptions {
   serveConcurrency: number
 }
 
-/** The pgrr responder's `serve()` concurrency unless `--serve-concurrency` says otherwise. */
+/**
+ * The pgrr responder's `serve()` concurrency unless `--serve-concurrency` says otherwise: enough for the
+ * highest concurrency the benchmark runs.
+ */
 export const SERVE_CONCURRENCY = 64
 
 export const QUICK_DEFAULTS = { count: 1000, phaseTimeCapMs: 6_000 }

@@ -7,8 +7,6 @@ import { roundRobin, serviceNames, type Peer, type PeerConfig, type ResponderSes
 
 /** Per-request timeout: far above any latency we expect, well below the scenario's time cap. */
 const REQUEST_TIMEOUT_MS = 10_000
-/** Handlers in flight per responder process: enough for the highest concurrency we run (`--serve-concurrency`). */
-export const RESPONDER_CONCURRENCY = SERVE_CONCURRENCY
 
 export const peer: Peer = {
   async openCaller(config) {
@@ -43,7 +41,7 @@ export async function startPgrrResponder(config: PeerConfig): Promise<ResponderS
   }
   const handler = async (payload: unknown): Promise<string> => transform(String(payload))
   const names = serviceNames(config)
-  const concurrency = config.serveConcurrency ?? RESPONDER_CONCURRENCY
+  const concurrency = config.serveConcurrency ?? SERVE_CONCURRENCY
   if (names.length === 1) {
     const server = await core.serve(options, config.service, handler, { concurrency })
     return { close: () => server.close() }

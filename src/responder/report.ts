@@ -11,8 +11,15 @@ export interface ReportOptions extends ResponderContext {
   readonly counters: () => JobCounters
 }
 
+/** Writes the responder's counters every `intervalMs` until the returned stop() is called. */
+export function startReports(options: ReportOptions, intervalMs: number): () => void {
+  const timer = setInterval(() => void reportCounters(options), intervalMs)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
 /** Writes one responder's counters to its row. */
-export async function reportCounters(options: ReportOptions): Promise<void> {
+async function reportCounters(options: ReportOptions): Promise<void> {
   const session = options.registration()
   if (!options.running() || session === undefined) return
   const counters = options.counters()

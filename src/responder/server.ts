@@ -35,7 +35,7 @@ import {
   type Unlisteners,
 } from './registration.ts'
 import { Replies } from './replies.ts'
-import { reportCounters, type ReportOptions } from './report.ts'
+import { startReports, type ReportOptions } from './report.ts'
 import { encodeServiceInfo } from './service-info.ts'
 import { ServiceStats } from './service-stats.ts'
 import { StreamSender } from './stream.ts'
@@ -79,7 +79,7 @@ export class Server {
   #removeReconnectHook: (() => void) | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #leaveSweeps: (() => void) | undefined
-  #reportTimer: NodeJS.Timeout | undefined
+  #stopReports: (() => void) | undefined
   #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
@@ -199,8 +199,7 @@ export class Server {
     })
     this.#pollTimer = setInterval(() => this.#claims.wake(), this.#pollIntervalMs)
     this.#pollTimer.unref()
-    this.#reportTimer = setInterval(() => void reportCounters(this.#report), this.#sweepIntervalMs)
-    this.#reportTimer.unref()
+    this.#stopReports = startReports(this.#report, this.#sweepIntervalMs)
     this.#leaveSweeps = this.#context.sweeps.join(this.#sweepIntervalMs)
     this.#lease.start()
     this.#claims.wake()
@@ -261,7 +260,7 @@ export class Server {
     if (this.#state === 'closed') return
     this.#state = 'closed'
     clearInterval(this.#pollTimer)
-    clearInterval(this.#reportTimer)
+    this.#stopReports?.()
     this.#leaveSweeps?.()
     this.#lease.stop()
     this.#streams.stop()

@@ -5,6 +5,7 @@
  * serving 100 channels ran 20 sweeps and vacuums a second, which took more server CPU than the requests
  * themselves (docs/benchmarks.md, "One channel or a hundred").
  */
+import type { PoolQuery } from '../client/context.ts'
 import type { Pool } from '../database.ts'
 import type { Logger } from '../logger.ts'
 import type { Statements } from '../statements.ts'
@@ -14,7 +15,7 @@ const vacuumEveryRequests = 20_000
 export interface SweepsOptions {
   /** The client's pool, and a statement on it: never a work session for these (see #sweep). */
   readonly pool: Pool
-  readonly poolQuery: (text: string, values?: unknown[]) => Promise<unknown[]>
+  readonly poolQuery: PoolQuery
   readonly statements: Statements
   readonly logger: Logger
 }
