@@ -27,7 +27,7 @@ export function renderStatements(schema: string) {
     claim: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int)`,
     handed: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms, kind from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
-    reply: `select notified, late::text[] as late from ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[])`,
+    reply: `select notified, late::text[] as late, elsewhere::text[] as elsewhere from ${s}.pgrr_reply($1::int, $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::int[])`,
     replyOne: `select ${s}.pgrr_reply_one($1::int, $2::bigint, $3::bool, $4::text, $5::bool, $6::text, $7::text) as outcome`,
     // Scatter-gather and services that describe themselves (15_scatter.sql, 16_services.sql).
     sendAll: `select responder_id, host, pid, id, status from ${s}.pgrr_send_all($1::text, $2::text, $3::text, $4::bool, $5::int, $6::text, $7::int, $8::text)`,

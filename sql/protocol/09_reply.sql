@@ -1,8 +1,11 @@
 -- 09_reply.sql: a responder writes the outcomes of the requests it handled, and wakes their callers.
 --
 -- Handlers run outside any transaction; their outcomes are written in batches (pgrr_reply), or alone for a
--- lone reply (pgrr_reply_one, a few statements instead of one large one). Only the
--- session that registered the responder writes its requests' outcomes. A reply is a HOT update (the
+-- lone reply (pgrr_reply_one, a few statements instead of one large one). An outcome is written by the
+-- session that registered its responder, or, for a TypeScript caller's request, by that of another
+-- registration of the same process (same login, host and pid), so that one statement carries the outcomes
+-- of every channel a process serves; a request made from SQL is answered on its own responder's session,
+-- which holds what its awaiter waits on. A reply is a HOT update (the
 -- pending index is keyed on the one column only a claim changes), and the caller deletes the row once it
 -- has read it (10_await.sql, 11_caller.sql).
 -- A reply (or error reply) for a request whose deadline has passed is refused, whatever the responder's
@@ -132,23 +135,29 @@ begin
 end
 $$;
 
--- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers]): write the outcomes of handled
--- requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
--- Only this session's own responder's requests are written (the others are ignored): the session must be the
--- one that registered the responder, and, for a claimed request made from SQL, hold its request lock, which
--- moves from session to transaction scope first, so that its awaiter wakes exactly when this commits (a
--- handed one's reply bell rings instead). Rows the
--- caller cancelled meanwhile are deleted instead. A
--- reply (or error message) larger than the channel's max_payload_bytes is stored as a failure with code
--- INVALID_REPLY (or the handler's code) and a message that says so. NOTIFY: per TypeScript caller, JSON
--- arrays of entries [id, 'r', is_json, body (, headers)] / [id, 'f', code, message (, headers)]; a body or
--- message whose entry would exceed 7900 bytes is left out (the caller fetches it); entries of up to 1500
--- bytes are packed several to a NOTIFY, larger ones sent one to a NOTIFY, so that every payload stays under
--- the 8000-byte NOTIFY limit. Returns how many NOTIFYs it sent and the ids of the replies it
--- refused as late (see above).
+-- pgrr_reply(responder, ids, failed, bodies, json, codes [, headers [, responders]]): write the outcomes of
+-- handled requests, with the headers each handler set on its reply (flat JSON objects of strings, or null).
+-- The session must be the one that registered responder (as pgrr_claim checks); otherwise nothing is
+-- written. responders names, per outcome, the responder that holds its request (null: responder): one
+-- statement carries the outcomes of all the registrations of one process, however many channels it serves.
+-- A request is written only when it is still held by the responder named for it, and that responder is
+-- responder or one of the same process (the same login, host and pid as responder's registration); any
+-- other is ignored. A request made from SQL needs its own responder's session, which holds what its awaiter
+-- waits on: a claimed one's request lock, which moves from session to transaction scope first, so that its
+-- awaiter wakes exactly when this commits (a handed one's reply bell rings instead). Those of another
+-- responder are left as they are and returned in elsewhere, for that responder's session to write.
+-- Rows the caller cancelled meanwhile are deleted instead. A reply (or error message) larger than its
+-- channel's max_payload_bytes is stored as a failure with code INVALID_REPLY (or the handler's code) and a
+-- message that says so. NOTIFY: per TypeScript caller, JSON arrays of entries [id, 'r', is_json, body (,
+-- headers)] / [id, 'f', code, message (, headers)]; a body or message whose entry would exceed 7900 bytes
+-- is left out (the caller fetches it); entries of up to 1500 bytes are packed several to a NOTIFY, larger
+-- ones sent one to a NOTIFY, so that every payload stays under the 8000-byte NOTIFY limit. Returns how many
+-- NOTIFYs it sent, the ids of the replies it refused as late (see above), and the ids left for their own
+-- responder's session.
 create function :SCHEMA.pgrr_reply(
   p_responder int, p_ids bigint[], p_failed boolean[], p_bodies text[], p_json boolean[], p_codes text[],
-  p_headers text[] default null, out notified int, out late bigint[]
+  p_headers text[] default null, p_responders int[] default null,
+  out notified int, out late bigint[], out elsewhere bigint[]
 )
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -160,32 +169,41 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   r record;
-  v_registered boolean;
-  v_max_bytes int;
-  v_channel text;
+  v_host text;
+  v_pid int;
   v_now constant timestamptz := clock_timestamp();
 begin
   notified := 0;
   late := '{}';
-  -- Every request of the responder belongs to the session that registered it; those made from SQL also
-  -- carry a request lock that the session holds. A responder serves one channel, so every request it holds
-  -- has that channel's limit.
-  select w.backend_pid = pg_backend_pid() and w.login = session_user,
-         coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()), c.name
-    into v_registered, v_max_bytes, v_channel
+  elsewhere := '{}';
+  -- Every request of a responder belongs to the session that registered it; those made from SQL also carry
+  -- a request lock that the session holds.
+  select w.host, w.pid into v_host, v_pid
     from :SCHEMA.pgrr_responder w
-    join :SCHEMA.pgrr_channel c on c.id = w.channel_id
-   where w.id = p_responder;
-  v_registered := coalesce(v_registered, false);
+   where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
+  if not found then
+    return;
+  end if;
   for r in
+    -- The responders named, with their channel's limit (a responder serves one channel): this session's
+    -- own, and those of the same process.
+    with team as materialized (
+      select w.id, w.id = p_responder as own,
+             coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) as max_bytes, c.name as channel
+        from :SCHEMA.pgrr_responder w
+        join :SCHEMA.pgrr_channel c on c.id = w.channel_id
+       where w.id = any(coalesce(p_responders, '{}') || p_responder) and w.login = session_user
+         and (w.id = p_responder or (w.host is not distinct from v_host and w.pid is not distinct from v_pid))
+    ),
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
-    with input as materialized (
-      select t.id, coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code,
+    input as materialized (
+      select t.id, coalesce(t.responder, p_responder) as responder, coalesce(t.failed, false) as failed, t.body,
+             coalesce(t.is_json, false) as is_json, t.code,
              case when t.headers is not null and octet_length(t.headers) <= 65536
                   then :SCHEMA.pgrr_parse_headers(t.headers) end as headers
-        from unnest(p_ids, p_failed, p_bodies, p_json, p_codes, p_headers)
-             as t(id, failed, body, is_json, code, headers)
+        from unnest(p_ids, p_failed, p_bodies, p_json, p_codes, p_headers, p_responders)
+             as t(id, failed, body, is_json, code, headers, responder)
     ),
     -- Row locks taken here, in id order, as pgrr_cancel takes them: a cancel of the same rows never
     -- deadlocks with this (a deadlock would cost the whole batch, and this session with it).
@@ -199,20 +217,22 @@ begin
     -- while the table looked empty (just vacuumed, say) scanned the whole primary key and compared every
     -- row with every input row: O(table) per reply, and 46 x 46 rescans of the input for a batch of 46.
     owned as materialized (
-      select i.*, q.tid, q.seq, q.reply_to, q.handed, q.state
+      select i.*, w.own, w.max_bytes, w.channel, q.tid, q.seq, q.reply_to, q.handed, q.state
         from (select * from input order by id) i
+        join team w on w.id = i.responder
         cross join lateral (
           select q.ctid as tid, q.seq, q.reply_to, q.handed, q.state
             from :SCHEMA.pgrr_request q
-           where q.id = i.id and q.responder_id = p_responder and q.state in ('claimed', 'cancelled')
+           where q.id = i.id and q.responder_id = i.responder and q.state in ('claimed', 'cancelled')
              for update of q
           offset 0
         ) q
     ),
     held as materialized (
       select o.* from owned o
-       where case when not v_registered then false
-                  when o.reply_to is not null or o.handed then true
+       where case when o.reply_to is not null then true
+                  when not o.own then false
+                  when o.handed then true
                   else :SCHEMA.pgrr_release_request_lock(o.id) end
     ),
     gone as (
@@ -228,13 +248,13 @@ begin
              error_code = case when q.deadline < v_now then 'PGRR_DEADLINE' when h.failed then h.code when x.too_large then 'INVALID_REPLY' end,
              error_message = case
                when q.deadline < v_now then :SCHEMA.pgrr_late_message()
-               when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, v_max_bytes, v_channel)
+               when x.too_large then :SCHEMA.pgrr_too_large_message(h.failed, h.body, h.max_bytes, h.channel)
                when h.failed then h.body
              end,
              reply_headers = case when q.deadline < v_now then null else h.headers end,
              finished_at = v_now
         from held h,
-             lateral (select coalesce(octet_length(h.body) > v_max_bytes, false) as too_large) x
+             lateral (select coalesce(octet_length(h.body) > h.max_bytes, false) as too_large) x
        where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
       returning q.id, q.seq, q.reply_to, q.handed, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
@@ -259,18 +279,25 @@ begin
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
     select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane,
-           null::bigint as late_id
+           null::bigint as late_id, null::bigint as elsewhere_id
       from sized s
      group by s.reply_to, s.alone, case when s.alone then s.id else (s.running - 1) / 6000 end
-    -- A row without reply_to for each lane where a handed request of an SQL caller was answered: ring it.
+    -- A row without reply_to for each lane where a handed request of an SQL caller was answered (all of them
+    -- this session's own): ring it.
     union all
-    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint from done d where d.reply_to is null and d.handed
-    -- And one for each reply refused as late.
+    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint, null::bigint
+      from done d where d.reply_to is null and d.handed
+    -- One for each reply refused as late.
     union all
-    select null, null, null, d.id from done d where d.late
+    select null, null, null, d.id, null from done d where d.late
+    -- And one for each request of an SQL caller held by another responder of this process.
+    union all
+    select null, null, null, null, o.id from owned o where o.reply_to is null and not o.own
   loop
     if r.late_id is not null then
       late := late || r.late_id;
+    elsif r.elsewhere_id is not null then
+      elsewhere := elsewhere || r.elsewhere_id;
     elsif r.reply_to is null then
       perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
     else

@@ -26,8 +26,11 @@
 --   on the caller's own requests; an id of another login is
 --   'unknown' (PR005), the same as a wrong one, so ids cannot be probed across logins either.
 --   Responders serve only channels granted to them (05_registration.sql), a responder id is usable only by
---   the session that registered it, and pgrr_reply writes only outcomes of that responder's requests, so a
---   responder can neither claim another channel's requests nor answer for another responder.
+--   the session that registered it, and pgrr_reply writes only outcomes of requests held by that responder
+--   or by another registration of the same login and process (host and pid, as registered), and of an SQL
+--   caller's only on its own responder's session: a responder can neither claim another channel's requests
+--   nor answer for another login's responder, and answering for another of its own login needs the secret
+--   id of a request that responder holds.
 --   NOTIFY channels are not secret (anyone may LISTEN or NOTIFY): they carry wake-ups, request ids (useless
 --   without being their caller), and, on channels whose names end in 62 or 64 random bits known only to
 --   the owner and their listener, handed requests (a responder's inbox) and replies (a TypeScript caller's
@@ -102,7 +105,7 @@ begin
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
     '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_renew(int), %1$s.pgrr_claim(int, int, int), '
-    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[]), %1$s.pgrr_sweep(), '
+    '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[], int[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
     '%1$s.pgrr_reap(bigint[], boolean), %1$s.pgrr_notify_prefix() '

@@ -23,6 +23,7 @@ import { choiceOption, durationOption, integerOption } from '../option-values.ts
 import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
 import type { Handler } from '../responder/handler.ts'
 import { Server } from '../responder/server.ts'
+import { ReplyQueue } from '../responder/replies.ts'
 import { Sweeps } from '../responder/sweeps.ts'
 import { assertMigrated } from '../schema-version.ts'
 import { renderStatements, type Statements } from '../statements.ts'
@@ -80,6 +81,8 @@ export class Client {
   readonly #check: RecoveryCheck
   /** The sweeps of this client's responders, once for all of them. */
   readonly #sweeps: Sweeps
+  /** The outcomes of this client's responders, written together whatever their channel. */
+  readonly #replyQueue = new ReplyQueue()
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -201,6 +204,7 @@ export class Client {
       host: hostname(),
       polling: this.#polling,
       sweeps: this.#sweeps,
+      replies: this.#replyQueue,
     }
   }
 

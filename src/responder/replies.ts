@@ -1,10 +1,13 @@
 /**
  * Writing outcomes (09_reply.sql): every request a responder holds gets one, even a cancelled one, since
- * writing it is what releases the request. Outcomes finished in the same turn go in one statement
- * (pgrr_reply), a lone one in the scalar pgrr_reply_one, and so does each large one (batch-queue.ts,
- * aloneOverChars); a reply the database refuses ends the session, which releases every request it holds.
+ * writing it is what releases the request. The outcomes of all of a client's responders wait in one queue
+ * (ReplyQueue): those finished in the same turn go in one statement (pgrr_reply) whatever channel they are
+ * of, on the session of the responder with the most of them; the statement gives back those of SQL callers
+ * of the other responders, which their own sessions write. A lone outcome goes in the scalar
+ * pgrr_reply_one, and so does each large one (batch-queue.ts, aloneOverChars). A reply the database refuses
+ * ends the session, which releases every request it holds.
  */
-import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
+import { aloneOverChars, BatchQueue } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
 import type { Result } from './handler.ts'
 import type { Job } from './jobs.ts'
@@ -18,28 +21,100 @@ interface Outcome extends Result {
   handed: boolean
   /** The reply headers as JSON, or null. */
   headers: string | null
+  /** The responder whose request it is. */
+  replies: Replies
+}
+
+/** The outcomes of one responder, with the registration they belong to. */
+interface Group {
+  session: Registration
+  outcomes: Outcome[]
+}
+
+/** The outcomes of every responder of one client, waiting to be written. */
+export class ReplyQueue {
+  readonly #queue = new BatchQueue<Outcome>((outcomes) => this.#flush(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
+
+  /** @internal Replies.push calls it. */
+  push(outcome: Outcome): void {
+    this.#queue.push(outcome)
+  }
+
+  async #flush(outcomes: Outcome[]): Promise<void> {
+    const groups = new Map<Replies, Group>()
+    const alone: Outcome[] = []
+    for (const outcome of outcomes) {
+      const session = outcome.replies.current(outcome.generation)
+      if (session === undefined) continue
+      if (outcome.body.length > aloneOverChars) alone.push(outcome)
+      else {
+        const group = groups.get(outcome.replies)
+        if (group === undefined) groups.set(outcome.replies, { session, outcomes: [outcome] })
+        else group.outcomes.push(outcome)
+      }
+    }
+    try {
+      await Promise.all([
+        this.#writeTogether(groups),
+        ...alone.map((outcome) => outcome.replies.write(outcome.replies.current(outcome.generation), [outcome])),
+      ])
+    } finally {
+      const settled = new Map<Replies, Outcome[]>()
+      for (const outcome of outcomes) {
+        const theirs = settled.get(outcome.replies)
+        if (theirs === undefined) settled.set(outcome.replies, [outcome])
+        else theirs.push(outcome)
+      }
+      for (const [replies, theirs] of settled) replies.settle(theirs)
+    }
+  }
+
+  /**
+   * One statement for the outcomes of every responder, on the session of the one with the most; then each
+   * other one writes, on its own session, what it gave back. When it fails, each writes its own: the
+   * writer's own are lost with its session if that is what failed (the others' requests are still held, and
+   * one written by a statement whose answer was lost is found replied, and left), and one the database
+   * refuses ends the session of its own responder, as when each writes alone.
+   */
+  async #writeTogether(groups: Map<Replies, Group>): Promise<void> {
+    let writer: [Replies, Group] | undefined
+    for (const entry of groups) if (writer === undefined || entry[1].outcomes.length > writer[1].outcomes.length) writer = entry
+    if (writer === undefined) return
+    if (groups.size === 1) return writer[0].write(writer[1].session, writer[1].outcomes)
+    let rest: Map<Replies, Group>
+    try {
+      rest = await writer[0].writeAll(writer[1].session, [...groups.values()])
+    } catch {
+      rest = groups
+    }
+    await Promise.all([...rest].map(([replies, group]) => replies.write(group.session, group.outcomes)))
+  }
 }
 
 export interface RepliesOptions extends ResponderContext {
+  /** The client's queue of outcomes, shared by its responders. */
+  readonly queue: ReplyQueue
   /** Ends the work session on purpose, which releases its requests, and registers anew. */
   readonly recycle: () => void
   /** These outcomes were written, or are gone with their session. */
   readonly written: (ids: readonly { readonly id: string }[]) => void
 }
 
-/** The outcomes of one responder waiting to be written. */
+/** The outcomes of one responder. */
 export class Replies {
   readonly #options: RepliesOptions
-  readonly #queue: BatchQueue<Outcome>
+  /** Outcomes pushed and not yet settled. */
+  #queued = 0
+  #idleWaiters: (() => void)[] = []
 
   constructor(options: RepliesOptions) {
     this.#options = options
-    this.#queue = new BatchQueue((outcomes) => this.#flush(outcomes), { maxBatch: 1000, maxConcurrent: 2 })
   }
 
   /** Queues the outcome of `job` for writing. */
   push(job: Pick<Job, 'id' | 'generation' | 'handed'>, result: Result): void {
-    this.#queue.push({
+    this.#queued++
+    this.#options.queue.push({
       id: job.id,
       generation: job.generation,
       handed: job.handed,
@@ -48,68 +123,86 @@ export class Replies {
       json: result.json,
       code: result.code,
       headers: result.headers ?? null,
+      replies: this,
     })
   }
 
   /** Resolves once every outcome queued is written (or given up with its session). */
   idle(): Promise<void> {
-    return this.#queue.idle()
+    if (this.#queued === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
   }
 
-  async #flush(outcomes: Outcome[]): Promise<void> {
+  /** @internal The registration of `generation`, while it lasts. */
+  current(generation: number): Registration | undefined {
     const session = this.#options.registration()
-    const current = outcomes.filter((outcome) => session !== undefined && outcome.generation === session.generation)
-    try {
-      await this.#write(session, current)
-    } finally {
-      this.#options.written(outcomes)
-    }
+    return session !== undefined && session.generation === generation ? session : undefined
   }
 
-  async #write(session: Registration | undefined, current: Outcome[]): Promise<void> {
-    if (session === undefined || current.length === 0) return
-    const { together, alone } = splitAlone(current, (outcome) => outcome.body.length > aloneOverChars)
-    await Promise.all([this.#writeSome(session, together), ...alone.map((outcome) => this.#writeSome(session, [outcome]))])
+  /** @internal These outcomes were written, or given up. */
+  settle(outcomes: Outcome[]): void {
+    this.#options.written(outcomes)
+    this.#queued -= outcomes.length
+    if (this.#queued > 0) return
+    const waiters = this.#idleWaiters
+    this.#idleWaiters = []
+    for (const resolve of waiters) resolve()
   }
 
-  async #writeSome(session: Registration, current: Outcome[]): Promise<void> {
-    if (current.length === 0) return
+  /** @internal Writes this responder's `outcomes` on its session: the scalar statement for a lone one. */
+  async write(session: Registration | undefined, outcomes: Outcome[]): Promise<void> {
+    const [only] = outcomes
+    if (session === undefined || only === undefined) return
     const { channel, statements, telemetry, query } = this.#options
     try {
-      const [only] = current
-      if (current.length === 1 && only !== undefined) {
-        // A lone reply: the scalar statement, cheaper than the batch for it.
+      if (outcomes.length === 1) {
         const [row] = await query<{ outcome: string }>(statements.replyOne, [
-          session.responderId,
-          only.id,
-          only.failed,
-          only.body,
-          only.json,
-          only.code,
-          only.headers,
+          session.responderId, only.id, only.failed, only.body, only.json, only.code, only.headers,
         ])
         telemetry.replied?.(channel, 1)
         if (row?.outcome === 'late') this.#late([only.id])
         return
       }
-      const [row] = await query<{ late: string[] | null }>(statements.reply, [
-        session.responderId,
-        current.map((o) => o.id),
-        current.map((o) => o.failed),
-        current.map((o) => o.body),
-        current.map((o) => o.json),
-        current.map((o) => o.code),
-        current.map((o) => o.headers),
-      ])
-      telemetry.replied?.(channel, current.length)
+      const [row] = await query<{ late: string[] | null }>(statements.reply, [session.responderId, ...columns(outcomes), null])
+      telemetry.replied?.(channel, outcomes.length)
       if (row?.late != null && row.late.length > 0) this.#late(row.late)
     } catch (error) {
-      if (session.generation !== this.#options.generation() || isConnectionLoss(error)) return
-      // Not a connection problem: a reply the database refused. Ending the session releases every lock it
-      // holds, so no caller waits on a reply that cannot be written.
-      this.#options.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
-      this.#options.recycle()
+      this.#refused(session, error)
     }
+  }
+
+  /**
+   * @internal Writes the outcomes of `groups` (this responder's among them) in one statement on this
+   * responder's session, and returns what the others must write on their own: their SQL callers'. Rejects
+   * when the statement fails.
+   */
+  async writeAll(session: Registration, groups: Group[]): Promise<Map<Replies, Group>> {
+    const outcomes = groups.flatMap((group) => group.outcomes)
+    const responders = groups.flatMap((group) => group.outcomes.map(() => group.session.responderId))
+    const [row] = await this.#options.query<{ late: string[] | null; elsewhere: string[] | null }>(this.#options.statements.reply, [
+      session.responderId, ...columns(outcomes), responders,
+    ])
+    const late = new Set(row?.late ?? [])
+    const elsewhere = new Set(row?.elsewhere ?? [])
+    const rest = new Map<Replies, Group>()
+    for (const group of groups) {
+      const owner = group.outcomes[0]!.replies
+      const theirs = group.outcomes.filter((outcome) => elsewhere.has(outcome.id))
+      if (theirs.length > 0) rest.set(owner, { session: group.session, outcomes: theirs })
+      const written = group.outcomes.length - theirs.length
+      if (written > 0) owner.#options.telemetry.replied?.(owner.#options.channel, written)
+      const refused = group.outcomes.filter((outcome) => late.has(outcome.id)).map((outcome) => outcome.id)
+      if (refused.length > 0) owner.#late(refused)
+    }
+    return rest
+  }
+
+  /** A write failed: unless its session is gone anyway, the database refused it, and the session ends. */
+  #refused(session: Registration, error: unknown): void {
+    if (session.generation !== this.#options.generation() || isConnectionLoss(error)) return
+    // Ending the session releases every lock it holds, so no caller waits on a reply that cannot be written.
+    this.#options.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
+    this.#options.recycle()
   }
 
   /**
@@ -122,4 +215,16 @@ export class Replies {
     logger.warn({ channel, ids }, 'replies refused: their requests had reached their deadline; their callers saw a timeout')
     telemetry.repliedLate?.(channel, ids.length)
   }
+}
+
+/** The arrays of pgrr_reply, after the responder: ids, failed, bodies, json, codes, headers. */
+function columns(outcomes: readonly Outcome[]): unknown[] {
+  return [
+    outcomes.map((o) => o.id),
+    outcomes.map((o) => o.failed),
+    outcomes.map((o) => o.body),
+    outcomes.map((o) => o.json),
+    outcomes.map((o) => o.code),
+    outcomes.map((o) => o.headers),
+  ]
 }

@@ -154,7 +154,7 @@ export class Server {
       state: () => this.#state,
       claimReserved: () => this.#claims.reserved,
     })
-    this.#replies = new Replies({ ...shared, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
+    this.#replies = new Replies({ ...shared, queue: context.replies, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
     this.#report = { ...shared, running: () => this.#state === 'running', counters: () => jobs.counters() }
     this.#lease = new Lease({ ...shared, stats: this.#stats, active: () => this.#state === 'running' || this.#state === 'draining' })
   }

@@ -1,0 +1,165 @@
+// One reply statement for every channel a process serves (sql/protocol/09_reply.sql, src/responder/replies.ts):
+// pgrr_reply on one registration's session writes the TypeScript callers' outcomes of the other
+// registrations of the same login and process, gives back their SQL callers' (which need their own session),
+// and touches nothing of another process's. A client serving two channels answers TypeScript and SQL callers
+// of both when their handlers end together; and when the session writing for both dies mid-statement, the
+// other registration's outcome is written on its own session.
+import assert from 'node:assert/strict'
+import { test, type TestContext } from 'node:test'
+import postgres from 'postgres'
+import { ResponderLostError } from '../src/index.ts'
+import { clientFor, collectErrors, databaseUrl, deferred, useTestSchema, waitFor, type AdminSql } from './helpers.ts'
+
+const db = useTestSchema('replies')
+
+/** A session of the test's login on a connection of its own, ended after the test. */
+async function ownSession(t: TestContext): Promise<postgres.ReservedSql> {
+  const sql: AdminSql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
+  const session = await sql.reserve()
+  t.after(async () => {
+    session.release()
+    await sql.end({ timeout: 1 })
+  })
+  return session
+}
+
+/** An SQL array of `type` from parameter `n`, a JSON array. */
+function array(type: string, n: number): string {
+  return `array(select jsonb_array_elements_text($${n}::text::jsonb))::${type}[]`
+}
+
+/** Registers a responder of `channel` on `session` as process `pid` of host `host`. */
+async function register(session: postgres.ReservedSql, channel: string, host: string, pid: number): Promise<{ responder: number; channelId: number }> {
+  const [row] = await session.unsafe<{ responder_id: number; channel_id: number }[]>(
+    `select responder_id, channel_id from ${db.quoted}.pgrr_register($1, $2, $3, 4)`,
+    [channel, host, pid],
+  )
+  return { responder: row!.responder_id, channelId: row!.channel_id }
+}
+
+test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s other registrations, gives back their SQL callers\', and leaves another process\'s', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const [writer, sibling, stranger] = [await ownSession(t), await ownSession(t), await ownSession(t)]
+  const a = await register(writer, 'replies.sql.a', 'host-1', 7)
+  const b = await register(sibling, 'replies.sql.b', 'host-1', 7)
+  const c = await register(stranger, 'replies.sql.c', 'host-1', 8)
+  const replyChannel = `pgrr_test_replies_${process.pid}`
+  const heard: string[] = []
+  const listening = await db.sql.listen(replyChannel, (payload) => heard.push(payload))
+  t.after(() => listening.unlisten())
+  // Requests as the send leaves them: handed (claimed) to a responder; a TypeScript caller's with its reply channel.
+  const rows = [
+    { name: 'own', responder: a, replyTo: replyChannel, state: 'claimed' },
+    { name: 'sibling', responder: b, replyTo: replyChannel, state: 'claimed' },
+    { name: 'siblingSql', responder: b, replyTo: null, state: 'claimed' },
+    { name: 'siblingCancelled', responder: b, replyTo: replyChannel, state: 'cancelled' },
+    { name: 'stranger', responder: c, replyTo: replyChannel, state: 'claimed' },
+  ]
+  const ids = new Map<string, string>()
+  for (const row of rows) {
+    const [inserted] = await db.sql.unsafe<{ id: string }[]>(
+      `insert into ${s}.pgrr_request (id, channel_id, payload, reply_to, deadline, state, responder_id, claimed_at, attempt, handed)
+       values (${s}.pgrr_random_id(), $1, 'x', $2, clock_timestamp() + interval '30 s', $3, $4, clock_timestamp(), 1, true)
+       returning id::text`,
+      [row.responder.channelId, row.replyTo, row.state, row.responder.responder],
+    )
+    ids.set(row.name, inserted!.id)
+  }
+  const [result] = await writer.unsafe<{ notified: number; late: string[]; elsewhere: string[] }[]>(
+    `select notified, late::text[] as late, elsewhere::text[] as elsewhere
+       from ${s}.pgrr_reply($1, ${array('bigint', 2)}, ${array('bool', 3)}, ${array('text', 4)}, ${array('bool', 3)},
+                            ${array('text', 5)}, null, ${array('int', 6)})`,
+    [a.responder, ...[rows.map((row) => ids.get(row.name)), rows.map(() => false), rows.map((row) => `reply to ${row.name}`),
+      rows.map(() => null), rows.map((row) => row.responder.responder)].map((values) => JSON.stringify(values))],
+  )
+  assert.deepEqual(result!.elsewhere, [ids.get('siblingSql')], 'the SQL caller\'s outcome is left for its own responder\'s session')
+  assert.deepEqual(result!.late, [])
+  const states = async () => Object.fromEntries(
+    await Promise.all(rows.map(async (row) => {
+      const [found] = await db.sql.unsafe<{ state: string; reply: string | null }[]>(`select state, reply from ${s}.pgrr_request where id = $1`, [ids.get(row.name)!])
+      return [row.name, found === undefined ? 'deleted' : `${found.state}:${found.reply ?? ''}`]
+    })),
+  )
+  assert.deepEqual(await states(), {
+    own: 'replied:reply to own',
+    sibling: 'replied:reply to sibling',
+    siblingSql: 'claimed:',
+    siblingCancelled: 'deleted',
+    stranger: 'claimed:',
+  })
+  await waitFor(() => heard.some((payload) => payload.includes(ids.get('sibling')!)), { message: 'the sibling\'s caller is NOTIFYed its reply' })
+  // The sibling's own session writes what was given back; the stranger's outcome is its own to write.
+  await sibling.unsafe(`select ${s}.pgrr_reply($1, $2::bigint[], '{f}', '{late write}', '{f}', '{NULL}')`, [b.responder, [ids.get('siblingSql')!]])
+  await stranger.unsafe(`select ${s}.pgrr_reply($1, $2::bigint[], '{f}', '{its own}', '{f}', '{NULL}')`, [c.responder, [ids.get('stranger')!]])
+  const after = await states()
+  assert.equal(after.siblingSql, 'replied:late write')
+  assert.equal(after.stranger, 'replied:its own')
+})
+
+test('a process serving two channels answers the TypeScript and SQL callers of both when their handlers end together', { timeout: 60_000 }, async (t) => {
+  const host = await clientFor(t, db)
+  const gate = deferred()
+  const started = { count: 0, all: deferred() }
+  const channels = ['replies.pair.a', 'replies.pair.b']
+  for (const channel of channels) {
+    await host.serve(channel, async (payload: string) => {
+      if (++started.count === 8) started.all.resolve()
+      await gate.promise
+      return `${channel}:${payload}`
+    }, { concurrency: 8 })
+  }
+  const client = await clientFor(t, db)
+  const calls: Promise<string>[] = []
+  for (const channel of channels) {
+    for (const tag of ['ts1', 'ts2']) calls.push(client.request<string>(channel, tag, { timeoutMs: 20_000 }).then((reply) => `${channel} ${tag} -> ${reply}`))
+    for (const tag of ['sql1', 'sql2']) {
+      calls.push(
+        db.sql.unsafe<{ id: string }[]>(`select ${db.quoted}.request($1, $2::text, '20 s')::text as id`, [channel, tag])
+          .then(([sent]) => db.sql.unsafe<{ reply: string }[]>(`select ${db.quoted}.await_reply($1::bigint) as reply`, [sent!.id]))
+          .then(([row]) => `${channel} ${tag} -> ${row!.reply}`),
+      )
+    }
+  }
+  await started.all.promise
+  gate.resolve()
+  const replies = await Promise.all(calls)
+  assert.deepEqual(replies.sort(), channels.flatMap((channel) => ['sql1', 'sql2', 'ts1', 'ts2'].map((tag) => `${channel} ${tag} -> ${channel}:${tag}`)).sort())
+})
+
+test('the session writing two registrations\' outcomes dies mid-statement: the other registration writes its own', { timeout: 60_000 }, async (t) => {
+  const s = db.quoted
+  const host = await clientFor(t, db, { checkIntervalMs: 200 })
+  const gate = deferred()
+  const started = { count: 0, all: deferred() }
+  const servers = []
+  for (const channel of ['replies.loss.a', 'replies.loss.b']) {
+    servers.push(await host.serve(channel, async (payload: string) => {
+      if (++started.count === 3) started.all.resolve()
+      await gate.promise
+      return `${channel}:${payload}`
+    }, { concurrency: 4, sweepIntervalMs: 200 }))
+  }
+  const client = await clientFor(t, db, { checkIntervalMs: 200 })
+  // Two outcomes for a, one for b: a's session writes the three.
+  const forA = ['a1', 'a2'].map((tag) => client.request<string>('replies.loss.a', tag, { timeoutMs: 20_000 }))
+  const forB = client.request<string>('replies.loss.b', 'b1', { timeoutMs: 20_000 })
+  await started.all.promise
+  // b's request row locked by another transaction: the statement that writes it waits there.
+  const blocker = await ownSession(t)
+  await blocker.unsafe('begin')
+  await blocker.unsafe(
+    `select 1 from ${s}.pgrr_request q join ${s}.pgrr_channel c on c.id = q.channel_id where c.name = 'replies.loss.b' for update of q`,
+  )
+  const [writer] = await db.sql.unsafe<{ pid: number }[]>(`select backend_pid as pid from ${s}.pgrr_responder where id = $1`, [servers[0]!.responderId!])
+  gate.resolve()
+  await waitFor(async () => (await db.sql`select 1 from pg_stat_activity where pid = ${writer!.pid} and wait_event_type = 'Lock'`).length === 1, {
+    message: 'a\'s session waits on b\'s request row, in the statement writing both',
+  })
+  await db.sql`select pg_terminate_backend(${writer!.pid})`
+  await blocker.unsafe('commit')
+  assert.equal(await forB, 'replies.loss.b:b1', 'b\'s outcome is written on its own session')
+  // a's requests were held by the session that died: lost (their outcomes went with it), never hung.
+  const errors = await collectErrors(forA)
+  assert.equal(errors.length, 2)
+  for (const error of errors) assert.ok(error instanceof ResponderLostError, `lost with their responder: ${String(error)}`)
+})
