@@ -43,6 +43,9 @@ test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s othe
   const a = await register(writer, 'replies.sql.a', 'host-1', 7)
   const b = await register(sibling, 'replies.sql.b', 'host-1', 7)
   const c = await register(stranger, 'replies.sql.c', 'host-1', 8)
+  // Another registration of the process, on a channel whose replies may be 10 bytes at most.
+  await db.sql.unsafe(`select * from ${s}.pgrr_configure_channel('replies.sql.d', 10, 1)`)
+  const d = await register(await ownSession(t), 'replies.sql.d', 'host-1', 7)
   const replyChannel = `pgrr_test_replies_${process.pid}`
   const heard: string[] = []
   const listening = await db.sql.listen(replyChannel, (payload) => heard.push(payload))
@@ -54,6 +57,7 @@ test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s othe
     { name: 'siblingSql', responder: b, replyTo: null, state: 'claimed' },
     { name: 'siblingCancelled', responder: b, replyTo: replyChannel, state: 'cancelled' },
     { name: 'stranger', responder: c, replyTo: replyChannel, state: 'claimed' },
+    { name: 'smallLimit', responder: d, replyTo: replyChannel, state: 'claimed' },
   ]
   const ids = new Map<string, string>()
   for (const row of rows) {
@@ -76,7 +80,9 @@ test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s othe
   assert.deepEqual(result!.late, [])
   const states = async () => Object.fromEntries(
     await Promise.all(rows.map(async (row) => {
-      const [found] = await db.sql.unsafe<{ state: string; reply: string | null }[]>(`select state, reply from ${s}.pgrr_request where id = $1`, [ids.get(row.name)!])
+      const [found] = await db.sql.unsafe<{ state: string; reply: string | null }[]>(
+        `select state, coalesce(reply, error_code) as reply from ${s}.pgrr_request where id = $1`, [ids.get(row.name)!],
+      )
       return [row.name, found === undefined ? 'deleted' : `${found.state}:${found.reply ?? ''}`]
     })),
   )
@@ -86,6 +92,7 @@ test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s othe
     siblingSql: 'claimed:',
     siblingCancelled: 'deleted',
     stranger: 'claimed:',
+    smallLimit: 'failed:INVALID_REPLY',
   })
   await waitFor(() => heard.some((payload) => payload.includes(ids.get('sibling')!)), { message: 'the sibling\'s caller is NOTIFYed its reply' })
   // The sibling's own session writes what was given back; the stranger's outcome is its own to write.

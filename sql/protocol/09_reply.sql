@@ -171,39 +171,50 @@ declare
   r record;
   v_host text;
   v_pid int;
+  v_team int[];
+  v_limits int[];
+  v_channels text[];
   v_now constant timestamptz := clock_timestamp();
 begin
   notified := 0;
   late := '{}';
   elsewhere := '{}';
-  -- Every request of a responder belongs to the session that registered it; those made from SQL also carry
-  -- a request lock that the session holds.
-  select w.host, w.pid into v_host, v_pid
+  -- The responders whose requests this writes, with their channel's limit (a responder serves one channel):
+  -- this session's own (every request of a responder belongs to the session that registered it; those made
+  -- from SQL also carry a request lock that the session holds), none when this session did not register
+  -- it; then those named of the same process. (Arrays looked up by position below: as a table joined to
+  -- the input, the look-up cost 2 µs a row; and a single responder's call pays for no second look-up.)
+  select array[w.id], array[coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())], array[c.name],
+         w.host, w.pid
+    into v_team, v_limits, v_channels, v_host, v_pid
     from :SCHEMA.pgrr_responder w
+    join :SCHEMA.pgrr_channel c on c.id = w.channel_id
    where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
   if not found then
     return;
   end if;
+  if p_responders is not null then
+    select v_team || array_agg(w.id), v_limits || array_agg(coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())),
+           v_channels || array_agg(c.name)
+      into v_team, v_limits, v_channels
+      from :SCHEMA.pgrr_responder w
+      join :SCHEMA.pgrr_channel c on c.id = w.channel_id
+     where w.id = any(p_responders) and w.id <> p_responder and w.login = session_user
+       and w.host is not distinct from v_host and w.pid is not distinct from v_pid;
+  end if;
   for r in
-    -- The responders named, with their channel's limit (a responder serves one channel): this session's
-    -- own, and those of the same process.
-    with team as materialized (
-      select w.id, w.id = p_responder as own,
-             coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes()) as max_bytes, c.name as channel
-        from :SCHEMA.pgrr_responder w
-        join :SCHEMA.pgrr_channel c on c.id = w.channel_id
-       where w.id = any(coalesce(p_responders, '{}') || p_responder) and w.login = session_user
-         and (w.id = p_responder or (w.host is not distinct from v_host and w.pid is not distinct from v_pid))
-    ),
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
-    input as materialized (
-      select t.id, coalesce(t.responder, p_responder) as responder, coalesce(t.failed, false) as failed, t.body,
-             coalesce(t.is_json, false) as is_json, t.code,
+    with input as materialized (
+      select t.id, k.responder, k.responder = p_responder as own, v_limits[k.n] as max_bytes, v_channels[k.n] as channel,
+             coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code,
              case when t.headers is not null and octet_length(t.headers) <= 65536
                   then :SCHEMA.pgrr_parse_headers(t.headers) end as headers
         from unnest(p_ids, p_failed, p_bodies, p_json, p_codes, p_headers, p_responders)
-             as t(id, failed, body, is_json, code, headers, responder)
+             as t(id, failed, body, is_json, code, headers, responder),
+             lateral (select coalesce(t.responder, p_responder) as responder,
+                             array_position(v_team, coalesce(t.responder, p_responder)) as n) k
+       where k.n is not null
     ),
     -- Row locks taken here, in id order, as pgrr_cancel takes them: a cancel of the same rows never
     -- deadlocks with this (a deadlock would cost the whole batch, and this session with it).
@@ -217,9 +228,8 @@ begin
     -- while the table looked empty (just vacuumed, say) scanned the whole primary key and compared every
     -- row with every input row: O(table) per reply, and 46 x 46 rescans of the input for a batch of 46.
     owned as materialized (
-      select i.*, w.own, w.max_bytes, w.channel, q.tid, q.seq, q.reply_to, q.handed, q.state
+      select i.*, q.tid, q.seq, q.reply_to, q.handed, q.state
         from (select * from input order by id) i
-        join team w on w.id = i.responder
         cross join lateral (
           select q.ctid as tid, q.seq, q.reply_to, q.handed, q.state
             from :SCHEMA.pgrr_request q
