@@ -2,8 +2,8 @@
 // pgrr_reply on one registration's session writes the TypeScript callers' outcomes of the other
 // registrations of the same login and process, gives back their SQL callers' (which need their own session),
 // and touches nothing of another process's. A client serving two channels answers TypeScript and SQL callers
-// of both when their handlers end together; and when the session writing for both dies mid-statement, the
-// other registration's outcome is written on its own session.
+// of both when their handlers end together; and when the session writing for both dies mid-statement, or
+// the database refuses the statement, the other registration's outcome is written on its own session.
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
 import postgres from 'postgres'
@@ -169,4 +169,30 @@ test('the session writing two registrations\' outcomes dies mid-statement: the o
   const errors = await collectErrors(forA)
   assert.equal(errors.length, 2)
   for (const error of errors) assert.ok(error instanceof ResponderLostError, `lost with their responder: ${String(error)}`)
+})
+
+test('the database refuses the statement writing two registrations\' outcomes: the other registration\'s is written, the refused one\'s request is lost', { timeout: 60_000 }, async (t) => {
+  const s = db.quoted
+  // A reply the database refuses, whoever writes it.
+  await db.sql.unsafe(`create function ${s}.test_refuse_reply() returns trigger language plpgsql as $$ begin raise exception 'refused reply'; end $$`)
+  await db.sql.unsafe(`create trigger test_refuse_reply before update on ${s}.pgrr_request for each row when (new.reply = 'refuse me') execute function ${s}.test_refuse_reply()`)
+  t.after(() => db.sql.unsafe(`drop function ${s}.test_refuse_reply() cascade`))
+  const host = await clientFor(t, db, { checkIntervalMs: 200 })
+  const gate = deferred()
+  const started = { count: 0, all: deferred() }
+  for (const channel of ['replies.refused.a', 'replies.refused.b']) {
+    await host.serve(channel, async (payload: string) => {
+      if (++started.count === 2) started.all.resolve()
+      await gate.promise
+      return payload
+    }, { sweepIntervalMs: 200 })
+  }
+  const client = await clientFor(t, db, { checkIntervalMs: 200 })
+  const refused = client.request<string>('replies.refused.a', 'refuse me', { timeoutMs: 20_000 })
+  const fine = client.request<string>('replies.refused.b', 'fine', { timeoutMs: 20_000 })
+  await started.all.promise
+  gate.resolve()
+  assert.equal(await fine, 'fine')
+  const [error] = await collectErrors([refused])
+  assert.ok(error instanceof ResponderLostError, `the refused reply's request is lost with the session that held it: ${String(error)}`)
 })

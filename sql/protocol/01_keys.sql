@@ -95,6 +95,18 @@ create function :SCHEMA.pgrr_claim_max_bytes() returns bigint
 language sql immutable parallel safe
 as $$ select 8388608::bigint $$;
 
+-- What fits in a NOTIFY, whose payload PostgreSQL limits to 8000 bytes: an entry (a handed or addressed
+-- request, a reply; 02_wire.sql) of at most pgrr_notify_entry_max_bytes() travels inside one, alone or
+-- packed with others, its brackets and commas included; a request's payload is tried for a handoff only
+-- up to pgrr_notify_payload_max_bytes() (its entry is then built, and measured against the former).
+create function :SCHEMA.pgrr_notify_entry_max_bytes() returns int
+language sql immutable parallel safe
+as $$ select 7900 $$;
+
+create function :SCHEMA.pgrr_notify_payload_max_bytes() returns int
+language sql immutable parallel safe
+as $$ select 7800 $$;
+
 -- Largest request payload or reply of a channel without a limit of its own.
 create function :SCHEMA.pgrr_default_max_payload_bytes() returns int
 language sql immutable parallel safe

@@ -92,10 +92,10 @@ begin
     return;
   end if;
   id := :SCHEMA.pgrr_random_id();
-  v_message := case when octet_length(p_payload) <= 7800 then
+  v_message := case when octet_length(p_payload) <= :SCHEMA.pgrr_notify_payload_max_bytes() then
                  '[' || :SCHEMA.pgrr_handoff_entry(id, coalesce(p_json, false), p_payload, v_headers, v_timeout_ms) || ']'
                end;
-  if octet_length(v_message) > 7900 then
+  if octet_length(v_message) > :SCHEMA.pgrr_notify_entry_max_bytes() then
     v_message := null;
   end if;
   insert into :SCHEMA.pgrr_request
@@ -191,7 +191,7 @@ begin
     select c.*, x.id,
            -- Handoff candidates: a caller that hears replies by NOTIFY, and an entry that fits in one NOTIFY
            -- (under its 8000-byte limit; see packed below).
-           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= 7800 then
+           case when p_reply_to is not null and x.id is not null and octet_length(c.payload) <= :SCHEMA.pgrr_notify_payload_max_bytes() then
              :SCHEMA.pgrr_handoff_entry(x.id, c.is_json, c.payload, c.headers, c.timeout_ms)
            end as entry
       from checked c,
@@ -201,7 +201,7 @@ begin
     -- A channel's candidates are handed to its responder when they are no more than its concurrency (a
     -- larger burst waits in the table, where every responder claims from it).
     select c.*, coalesce(c.candidate and count(*) filter (where c.candidate) over (partition by c.channel_id) <= c.concurrency, false) as handed
-      from (select n.*, coalesce(octet_length(n.entry) <= 7900, false) as candidate
+      from (select n.*, coalesce(octet_length(n.entry) <= :SCHEMA.pgrr_notify_entry_max_bytes(), false) as candidate
               from numbered n
              where n.status = 'ok') c
   ),

@@ -103,7 +103,7 @@ begin
    where q.id = p_id and q.responder_id = p_responder and q.state = 'claimed'
   returning q.reply_to, q.handed, q.seq, q.error_code, q.deadline < v_now and p_code is distinct from 'PGRR_DEADLINE',
             -- Built only when it may fit in a NOTIFY: escaping a large body into JSON costs, to be thrown away.
-            case when coalesce(octet_length(coalesce(q.reply, q.error_message)), 0) <= 7900 then
+            case when coalesce(octet_length(coalesce(q.reply, q.error_message)), 0) <= :SCHEMA.pgrr_notify_entry_max_bytes() then
               :SCHEMA.pgrr_reply_entry(q.id, q.state = 'failed', q.error_code, q.reply_json, coalesce(q.reply, q.error_message),
                                        q.reply_headers)
             end
@@ -126,7 +126,7 @@ begin
       perform :SCHEMA.pgrr_release_request_lock(p_id);
     end if;
   else
-    if v_entry is null or octet_length(v_entry) > 7900 then
+    if v_entry is null or octet_length(v_entry) > :SCHEMA.pgrr_notify_entry_max_bytes() then
       v_entry := :SCHEMA.pgrr_reply_short_entry(p_id, v_failed or v_late, v_code, p_json);
     end if;
     perform pg_notify(v_reply_to, '[' || v_entry || ']');
@@ -274,7 +274,7 @@ begin
     entries as (
       select d.reply_to, d.id, d.failed, d.code, d.is_json,
              -- Only when it may fit in a NOTIFY (see pgrr_reply_one).
-             case when coalesce(octet_length(d.body), 0) <= 7900 then
+             case when coalesce(octet_length(d.body), 0) <= :SCHEMA.pgrr_notify_entry_max_bytes() then
                :SCHEMA.pgrr_reply_entry(d.id, d.failed, d.code, d.is_json, d.body, d.headers)
              end as full_entry
         from done d
@@ -285,7 +285,7 @@ begin
              sum(case when octet_length(x.entry) <= 1500 then octet_length(x.entry) + 1 else 0 end)
                over (partition by e.reply_to order by e.id) as running
         from entries e,
-             lateral (select case when coalesce(octet_length(e.full_entry) <= 7900, false) then e.full_entry
+             lateral (select case when coalesce(octet_length(e.full_entry) <= :SCHEMA.pgrr_notify_entry_max_bytes(), false) then e.full_entry
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
     select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane,

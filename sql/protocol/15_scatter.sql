@@ -73,7 +73,7 @@ begin
     exists (select 1 from :SCHEMA.pgrr_live_responder l where l.channel_id = v_channel_id),
     p_payload, p_headers, v_headers, v_max_bytes);
   if v_status = 'ok'
-     and octet_length(:SCHEMA.pgrr_addressed_entry(0, coalesce(p_json, false), p_payload, v_headers, v_timeout_ms, p_kind)) > 7900 then
+     and octet_length(:SCHEMA.pgrr_addressed_entry(0, coalesce(p_json, false), p_payload, v_headers, v_timeout_ms, p_kind)) > :SCHEMA.pgrr_notify_entry_max_bytes() then
     v_status := 'too_large';
   end if;
   if v_status <> 'ok' then

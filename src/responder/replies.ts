@@ -42,11 +42,11 @@ export class ReplyQueue {
 
   async #flush(outcomes: Outcome[]): Promise<void> {
     const groups = new Map<Replies, Group>()
-    const alone: Outcome[] = []
+    const alone: Group[] = []
     for (const outcome of outcomes) {
       const session = outcome.replies.current(outcome.generation)
       if (session === undefined) continue
-      if (outcome.body.length > aloneOverChars) alone.push(outcome)
+      if (outcome.body.length > aloneOverChars) alone.push({ session, outcomes: [outcome] })
       else {
         const group = groups.get(outcome.replies)
         if (group === undefined) groups.set(outcome.replies, { session, outcomes: [outcome] })
@@ -56,7 +56,7 @@ export class ReplyQueue {
     try {
       await Promise.all([
         this.#writeTogether(groups),
-        ...alone.map((outcome) => outcome.replies.write(outcome.replies.current(outcome.generation), [outcome])),
+        ...alone.map((group) => group.outcomes[0]!.replies.write(group.session, group.outcomes)),
       ])
     } finally {
       const settled = new Map<Replies, Outcome[]>()
