@@ -182,8 +182,9 @@ begin
   -- The responders whose requests this writes, with their channel's limit (a responder serves one channel):
   -- this session's own (every request of a responder belongs to the session that registered it; those made
   -- from SQL also carry a request lock that the session holds), none when this session did not register
-  -- it; then those named of the same process. (Arrays looked up by position below: as a table joined to
-  -- the input, the look-up cost 2 µs a row; and a single responder's call pays for no second look-up.)
+  -- it; then those named of the same process. (Arrays looked up by position below, and a single
+  -- responder's call makes no second look-up: as one table of responders joined to the input, a call cost
+  -- 45-60 µs more of server time than protocol 3's, this way 25-40 µs for a lone outcome, 5 for 40.)
   select array[w.id], array[coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())], array[c.name],
          w.host, w.pid
     into v_team, v_limits, v_channels, v_host, v_pid
