@@ -407,3 +407,14 @@ export async function overhearInbox(
     },
   }
 }
+
+/** A session of the test's own login (the owner), on a connection of its own, ended after the test. */
+export async function ownSession(t: TestContext, name: string): Promise<postgres.ReservedSql> {
+  const sql: AdminSql = postgres(databaseUrl(), { max: 1, onnotice: () => {}, connection: { application_name: `pgrr-test-${name}` } })
+  const session = await sql.reserve()
+  t.after(async () => {
+    session.release()
+    await sql.end({ timeout: 1 })
+  })
+  return session
+}

@@ -5,23 +5,12 @@
 // of both when their handlers end together; and when the session writing for both dies mid-statement, or
 // the database refuses the statement, the other registration's outcome is written on its own session.
 import assert from 'node:assert/strict'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import postgres from 'postgres'
 import { ResponderLostError } from '../src/index.ts'
-import { clientFor, collectErrors, databaseUrl, deferred, useTestSchema, waitFor, type AdminSql } from './helpers.ts'
+import { clientFor, collectErrors, deferred, ownSession, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('replies')
-
-/** A session of the test's login on a connection of its own, ended after the test. */
-async function ownSession(t: TestContext): Promise<postgres.ReservedSql> {
-  const sql: AdminSql = postgres(databaseUrl(), { max: 1, onnotice: () => {} })
-  const session = await sql.reserve()
-  t.after(async () => {
-    session.release()
-    await sql.end({ timeout: 1 })
-  })
-  return session
-}
 
 /** An SQL array of `type` from parameter `n`, a JSON array. */
 function array(type: string, n: number): string {
@@ -39,13 +28,13 @@ async function register(session: postgres.ReservedSql, channel: string, host: st
 
 test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s other registrations, gives back their SQL callers\', and leaves another process\'s', { timeout: 30_000 }, async (t) => {
   const s = db.quoted
-  const [writer, sibling, stranger] = [await ownSession(t), await ownSession(t), await ownSession(t)]
+  const [writer, sibling, stranger] = [await ownSession(t, 'writer'), await ownSession(t, 'sibling'), await ownSession(t, 'stranger')]
   const a = await register(writer, 'replies.sql.a', 'host-1', 7)
   const b = await register(sibling, 'replies.sql.b', 'host-1', 7)
   const c = await register(stranger, 'replies.sql.c', 'host-1', 8)
   // Another registration of the process, on a channel whose replies may be 10 bytes at most.
   await db.sql.unsafe(`select * from ${s}.pgrr_configure_channel('replies.sql.d', 10, 1)`)
-  const d = await register(await ownSession(t), 'replies.sql.d', 'host-1', 7)
+  const d = await register(await ownSession(t, 'small-limit'), 'replies.sql.d', 'host-1', 7)
   const replyChannel = `pgrr_test_replies_${process.pid}`
   const heard: string[] = []
   const listening = await db.sql.listen(replyChannel, (payload) => heard.push(payload))
@@ -152,7 +141,7 @@ test('the session writing two registrations\' outcomes dies mid-statement: the o
   const forB = client.request<string>('replies.loss.b', 'b1', { timeoutMs: 20_000 })
   await started.all.promise
   // b's request row locked by another transaction: the statement that writes it waits there.
-  const blocker = await ownSession(t)
+  const blocker = await ownSession(t, 'blocker')
   await blocker.unsafe('begin')
   await blocker.unsafe(
     `select 1 from ${s}.pgrr_request q join ${s}.pgrr_channel c on c.id = q.channel_id where c.name = 'replies.loss.b' for update of q`,

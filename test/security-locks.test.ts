@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto'
 import { after, test, type TestContext } from 'node:test'
 import postgres from 'postgres'
 import { getStatus, ResponderLostError } from '../src/index.ts'
-import { clientFor, databaseUrl, deferred, overhearInbox, serverFor, useTestSchema, waitFor, type AdminSql, type Deferred } from './helpers.ts'
+import { clientFor, databaseUrl, deferred, overhearInbox, ownSession, serverFor, useTestSchema, waitFor, type AdminSql, type Deferred } from './helpers.ts'
 
 const db = useTestSchema('sec_locks')
 const squatterRole = `pgrr_test_squat_${randomBytes(3).toString('hex')}`
@@ -51,17 +51,6 @@ async function squatterSession(t: TestContext): Promise<{ sql: AdminSql; session
   })
   const [row] = await session.unsafe<{ pid: number }[]>('select pg_backend_pid() as pid')
   return { sql, session, pid: row!.pid }
-}
-
-/** A session of the test's own login (the owner), on a connection of its own, ended after the test. */
-async function ownSession(t: TestContext, name: string): Promise<postgres.ReservedSql> {
-  const sql: AdminSql = postgres(databaseUrl(), { max: 1, onnotice: () => {}, connection: { application_name: `pgrr-test-${name}` } })
-  const session = await sql.reserve()
-  t.after(async () => {
-    session.release()
-    await sql.end({ timeout: 1 })
-  })
-  return session
 }
 
 /** Waits until the session `pid` is blocked on an advisory lock. */

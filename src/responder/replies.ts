@@ -7,7 +7,7 @@
  * pgrr_reply_one, and so does each large one (batch-queue.ts, aloneOverChars). A reply the database refuses
  * ends the session, which releases every request it holds.
  */
-import { aloneOverChars, BatchQueue } from '../batch-queue.ts'
+import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
 import type { Result } from './handler.ts'
 import type { Job } from './jobs.ts'
@@ -41,31 +41,26 @@ export class ReplyQueue {
   }
 
   async #flush(outcomes: Outcome[]): Promise<void> {
-    const groups = new Map<Replies, Group>()
-    const alone: Group[] = []
+    // Those of a registration that has ended are gone with its session.
+    const current: { outcome: Outcome; session: Registration }[] = []
     for (const outcome of outcomes) {
       const session = outcome.replies.current(outcome.generation)
-      if (session === undefined) continue
-      if (outcome.body.length > aloneOverChars) alone.push({ session, outcomes: [outcome] })
-      else {
-        const group = groups.get(outcome.replies)
-        if (group === undefined) groups.set(outcome.replies, { session, outcomes: [outcome] })
-        else group.outcomes.push(outcome)
-      }
+      if (session !== undefined) current.push({ outcome, session })
+    }
+    const { together, alone } = splitAlone(current, ({ outcome }) => outcome.body.length > aloneOverChars)
+    const groups = new Map<Replies, Group>()
+    for (const { outcome, session } of together) {
+      const group = groups.get(outcome.replies)
+      if (group === undefined) groups.set(outcome.replies, { session, outcomes: [outcome] })
+      else group.outcomes.push(outcome)
     }
     try {
       await Promise.all([
         this.#writeTogether(groups),
-        ...alone.map((group) => group.outcomes[0]!.replies.write(group.session, group.outcomes)),
+        ...alone.map(({ outcome, session }) => outcome.replies.write(session, [outcome])),
       ])
     } finally {
-      const settled = new Map<Replies, Outcome[]>()
-      for (const outcome of outcomes) {
-        const theirs = settled.get(outcome.replies)
-        if (theirs === undefined) settled.set(outcome.replies, [outcome])
-        else theirs.push(outcome)
-      }
-      for (const [replies, theirs] of settled) replies.settle(theirs)
+      for (const outcome of outcomes) outcome.replies.settle(outcome)
     }
   }
 
@@ -139,33 +134,30 @@ export class Replies {
     return session !== undefined && session.generation === generation ? session : undefined
   }
 
-  /** @internal These outcomes were written, or given up. */
-  settle(outcomes: Outcome[]): void {
-    this.#options.written(outcomes)
-    this.#queued -= outcomes.length
-    if (this.#queued > 0) return
+  /** @internal This outcome was written, or given up. */
+  settle(outcome: Outcome): void {
+    this.#options.written([outcome])
+    if (--this.#queued > 0) return
     const waiters = this.#idleWaiters
     this.#idleWaiters = []
     for (const resolve of waiters) resolve()
   }
 
   /** @internal Writes this responder's `outcomes` on its session: the scalar statement for a lone one. */
-  async write(session: Registration | undefined, outcomes: Outcome[]): Promise<void> {
+  async write(session: Registration, outcomes: Outcome[]): Promise<void> {
     const [only] = outcomes
-    if (session === undefined || only === undefined) return
-    const { channel, statements, telemetry, query } = this.#options
+    if (only === undefined) return
+    const { statements, query } = this.#options
     try {
       if (outcomes.length === 1) {
         const [row] = await query<{ outcome: string }>(statements.replyOne, [
           session.responderId, only.id, only.failed, only.body, only.json, only.code, only.headers,
         ])
-        telemetry.replied?.(channel, 1)
-        if (row?.outcome === 'late') this.#late([only.id])
+        this.#recorded(1, row?.outcome === 'late' ? [only.id] : [])
         return
       }
       const [row] = await query<{ late: string[] | null }>(statements.reply, [session.responderId, ...columns(outcomes), null])
-      telemetry.replied?.(channel, outcomes.length)
-      if (row?.late != null && row.late.length > 0) this.#late(row.late)
+      this.#recorded(outcomes.length, row?.late ?? [])
     } catch (error) {
       this.#refused(session, error)
     }
@@ -189,10 +181,8 @@ export class Replies {
       const owner = group.outcomes[0]!.replies
       const theirs = group.outcomes.filter((outcome) => elsewhere.has(outcome.id))
       if (theirs.length > 0) rest.set(owner, { session: group.session, outcomes: theirs })
-      const written = group.outcomes.length - theirs.length
-      if (written > 0) owner.#options.telemetry.replied?.(owner.#options.channel, written)
       const refused = group.outcomes.filter((outcome) => late.has(outcome.id)).map((outcome) => outcome.id)
-      if (refused.length > 0) owner.#late(refused)
+      owner.#recorded(group.outcomes.length - theirs.length, refused)
     }
     return rest
   }
@@ -206,14 +196,17 @@ export class Replies {
   }
 
   /**
-   * Replies the database refused because their request's deadline had passed by its clock (09_reply.sql):
-   * the caller's outcome is the timeout. The handler finished in time by this process's clock, or this is
-   * a reply of the responder's own deadline seen late.
+   * `written` outcomes of this responder went in one statement; `late` are the ids among them the database
+   * refused because their request's deadline had passed by its clock (09_reply.sql): the caller's outcome is
+   * the timeout. The handler finished in time by this process's clock, or this is a reply of the responder's
+   * own deadline seen late.
    */
-  #late(ids: readonly string[]): void {
+  #recorded(written: number, late: readonly string[]): void {
     const { channel, logger, telemetry } = this.#options
-    logger.warn({ channel, ids }, 'replies refused: their requests had reached their deadline; their callers saw a timeout')
-    telemetry.repliedLate?.(channel, ids.length)
+    if (written > 0) telemetry.replied?.(channel, written)
+    if (late.length === 0) return
+    logger.warn({ channel, ids: late }, 'replies refused: their requests had reached their deadline; their callers saw a timeout')
+    telemetry.repliedLate?.(channel, late.length)
   }
 }
 
