@@ -23,7 +23,7 @@ export function renderStatements(schema: string) {
     register: `select responder_id, channel_id, service_channel, control_channel, inbox_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
     unregister: `select ${s}.pgrr_unregister($1::int)`,
     report: `select ${s}.pgrr_report($1::int, $2::bigint, $3::bigint, $4::int, $5::int, $6::int)`,
-    renew: `select ${s}.pgrr_renew($1::int)`,
+    renew: `select ${s}.pgrr_renew($1::int, $2::int[], $3::jsonb[])`,
     claim: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int)`,
     handed: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms, kind from ${s}.pgrr_handed($1::int)`,
     decline: `select ${s}.pgrr_decline($1::int, $2::bigint[])`,
@@ -33,7 +33,6 @@ export function renderStatements(schema: string) {
     sendAll: `select responder_id, host, pid, id, status from ${s}.pgrr_send_all($1::text, $2::text, $3::text, $4::bool, $5::int, $6::text, $7::int, $8::text)`,
     registerDescribed: `select r.responder_id, r.channel_id, r.service_channel, r.control_channel, r.inbox_channel, ${s}.pgrr_describe(r.responder_id, $5::jsonb)
       from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int) r`,
-    renewWithStats: `select ${s}.pgrr_renew($1::int), ${s}.pgrr_report_stats($1::int, $2::jsonb)`,
     services: `select channel, responder_id, host, pid, concurrency, started_at, accepting, info, stats, stats_at, now from ${s}.pgrr_services($1::text)`,
   }
 }

@@ -91,18 +91,41 @@ begin
 end
 $$;
 
--- pgrr_renew(responder): the responder's lease runs on (see 04_liveness.sql): what a responder runs every
--- half second while its event loop turns. One small update of its own row: never per request. Does
--- nothing for a responder id this session did not register. Locks: its row.
-create function :SCHEMA.pgrr_renew(p_responder int) returns void
+-- pgrr_renew(responder [, responders [, stats]]): the leases of a process's registrations run on (see
+-- 04_liveness.sql): what a client runs every half second while its event loop turns, one statement for all
+-- the channels it serves (a lease says that the process turns, not that a session does). responders (null:
+-- responder alone) names the registrations to renew: responder, which this session must have registered
+-- (else nothing is done), and others of the same process (the same login, host and pid as responder's
+-- registration, the rule pgrr_reply writes by); any other is ignored. stats (16_services.sql), by position
+-- in responders: a registration's handler statistics when they changed since they were last written, else
+-- null; each a JSON object of at most 64 KiB (else 22023, and nothing is renewed). Never per request.
+-- Locks: the rows renewed.
+create function :SCHEMA.pgrr_renew(p_responder int, p_responders int[] default null, p_stats jsonb[] default null)
+returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
+declare
+  v_host text;
+  v_pid int;
 begin
+  if exists (select 1 from unnest(p_stats) s
+              where s is not null and (jsonb_typeof(s) <> 'object' or octet_length(s::text) > 65536)) then
+    raise exception 'pgrr: a responder''s stats must be a JSON object of at most 64 KiB' using errcode = '22023';
+  end if;
+  select w.host, w.pid into v_host, v_pid
+    from :SCHEMA.pgrr_responder w
+   where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
+  if not found then
+    return;
+  end if;
   update :SCHEMA.pgrr_responder r
-     set lease_until = clock_timestamp() + :SCHEMA.pgrr_lease()
-   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
+     set lease_until = clock_timestamp() + :SCHEMA.pgrr_lease(),
+         stats = coalesce(t.stats, r.stats),
+         stats_at = case when t.stats is null then r.stats_at else clock_timestamp() end
+    from unnest(coalesce(p_responders, array[p_responder]), p_stats) as t(id, stats)
+   where r.id = t.id and r.login = session_user and r.host is not distinct from v_host and r.pid is not distinct from v_pid;
 end
 $$;
 

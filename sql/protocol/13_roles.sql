@@ -104,7 +104,7 @@ begin
   execute format('grant select on table %1$s.pgrr_migration, %1$s.pgrr_protocol to %2$I', s, p_role);
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
-    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_renew(int), %1$s.pgrr_claim(int, int, int), '
+    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_renew(int, int[], jsonb[]), %1$s.pgrr_claim(int, int, int), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[], int[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '
@@ -112,7 +112,7 @@ begin
     'to %2$I', s, p_role);
   -- Services that describe themselves (16_services.sql).
   execute format(
-    'grant execute on function %1$s.pgrr_describe(int, jsonb), %1$s.pgrr_report_stats(int, jsonb), %1$s.pgrr_services(text) '
+    'grant execute on function %1$s.pgrr_describe(int, jsonb), %1$s.pgrr_services(text) '
     'to %2$I', s, p_role);
   -- Streamed replies (14_stream.sql).
   execute format(

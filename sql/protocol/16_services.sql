@@ -5,13 +5,14 @@
 -- as it was served) is written once, in the statement that registers it (pgrr_describe beside
 -- pgrr_register), to its own row: pgrr_responder.info. Its handler statistics (requests, errors, average
 -- and p99 handler time, last error) are kept in its memory and written to its row on its lease renewal
--- (pgrr_report_stats beside pgrr_renew, every 500 ms) when they changed since the last one: no row is
--- written per request, and they are at most about half a second old while the responder's event loop
--- turns. pgrr_services reads both, for the live responders only (pgrr_live_responder, the one definition
+-- (pgrr_renew, 05_registration.sql, every 500 ms, one statement for all of a process's registrations)
+-- when they changed since the last one: no row is written per request, and they are at most about half a
+-- second old while the responder's event loop turns. pgrr_services reads both, for the live responders only (pgrr_live_responder, the one definition
 -- of live). Ping is not here: it travels to each responder as an addressed request (15_scatter.sql).
--- Only the session that registered a responder writes its info and stats (backend pid and login, as every
--- responder entry point checks); anything else is ignored.
--- Locks: row locks of the responder's own row (pgrr_describe, pgrr_report_stats); a shared try-lock
+-- Only the session that registered a responder writes its info (backend pid and login, as every responder
+-- entry point checks), and its stats that one or another registration of its process (see pgrr_renew);
+-- anything else is ignored.
+-- Locks: row locks of the responder's own row (pgrr_describe; pgrr_renew); a shared try-lock
 -- (transaction level) per responder read (pgrr_live_responder). NOTIFY: none.
 
 -- pgrr_describe(responder, info): what the responder says it is: a JSON object of at most 256 KiB (else
@@ -27,23 +28,6 @@ begin
   end if;
   update :SCHEMA.pgrr_responder r
      set info = p_info
-   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
-end
-$$;
-
--- pgrr_report_stats(responder, stats): the responder's handler statistics, a JSON object of at most 64 KiB
--- (else 22023), and when they were written. Does nothing for a responder id this session did not register.
-create function :SCHEMA.pgrr_report_stats(p_responder int, p_stats jsonb) returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_generic_plan
-as $$
-begin
-  if p_stats is null or jsonb_typeof(p_stats) <> 'object' or octet_length(p_stats::text) > 65536 then
-    raise exception 'pgrr: a responder''s stats must be a JSON object of at most 64 KiB' using errcode = '22023';
-  end if;
-  update :SCHEMA.pgrr_responder r
-     set stats = p_stats, stats_at = clock_timestamp()
    where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
 end
 $$;

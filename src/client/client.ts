@@ -23,6 +23,7 @@ import { choiceOption, durationOption, integerOption } from '../option-values.ts
 import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
 import type { Handler } from '../responder/handler.ts'
 import { Server } from '../responder/server.ts'
+import { Leases } from '../responder/lease.ts'
 import { ReplyQueue } from '../responder/replies.ts'
 import { Sweeps } from '../responder/sweeps.ts'
 import { assertMigrated } from '../schema-version.ts'
@@ -83,6 +84,8 @@ export class Client {
   readonly #sweeps: Sweeps
   /** The outcomes of this client's responders, written together whatever their channel. */
   readonly #replyQueue = new ReplyQueue()
+  /** The leases of this client's responders, renewed in one statement for all of them. */
+  readonly #leases: Leases
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -142,6 +145,7 @@ export class Client {
       settle,
     })
     this.#sweeps = new Sweeps({ pool: this.#pool, poolQuery: query, statements, logger })
+    this.#leases = new Leases({ statements, logger })
     this.#check = new RecoveryCheck({
       statements,
       logger,
@@ -205,6 +209,7 @@ export class Client {
       polling: this.#polling,
       sweeps: this.#sweeps,
       replies: this.#replyQueue,
+      leases: this.#leases,
     }
   }
 

@@ -1,16 +1,22 @@
 /**
- * A responder's lease (04_liveness.sql, pgrr_renew in 05_registration.sql): renewed every half second while
- * the event loop turns. A loop blocked by a CPU-bound handler, or a process stopped, lets it run out
- * (pgrr_lease(), 1.5 s), and sends then prefer the responders that still turn; the session, which still
- * holds the responder lock, says it is not dead.
+ * The leases of one client's responders (04_liveness.sql, pgrr_renew in 05_registration.sql): renewed
+ * every half second while the event loop turns, all of them in one statement. A loop blocked by a
+ * CPU-bound handler, or a process stopped, lets them run out (pgrr_lease(), 1.5 s), and sends then prefer
+ * the responders that still turn; their sessions, which still hold the responder locks, say they are not
+ * dead. A lease says that the process turns, so one statement on one registration's session renews every
+ * registration of the process: a process serving 100 channels ran 200 renewals a second, which took about
+ * a tenth of its latency at one request in flight (docs/benchmarks.md, "One channel or a hundred").
  */
+import type { Logger } from '../logger.ts'
+import type { Statements } from '../statements.ts'
 import type { ResponderContext } from './registration.ts'
 import type { ServiceStats } from './service-stats.ts'
 
-/** How often the lease is renewed: a third of its length, so that a late timer or two never lets it lapse. */
+/** How often the leases are renewed: a third of their length, so that a late timer or two never lets one lapse. */
 const renewEveryMs = 500
 
-export interface LeaseOptions extends ResponderContext {
+/** A responder, as its lease is renewed. */
+export interface LeaseMember extends Pick<ResponderContext, 'registration' | 'query'> {
   /** Whether there is work to keep the lease for (running or draining: retryable requests it holds are
    * taken back when its lease runs out). */
   readonly active: () => boolean
@@ -18,42 +24,59 @@ export interface LeaseOptions extends ResponderContext {
   readonly stats?: ServiceStats
 }
 
-export class Lease {
-  readonly #options: LeaseOptions
+/** The leases of the responders of one client. */
+export class Leases {
+  readonly #statements: Statements
+  readonly #logger: Logger
+  readonly #members = new Set<LeaseMember>()
   #timer: NodeJS.Timeout | undefined
   #renewing = false
 
-  constructor(options: LeaseOptions) {
-    this.#options = options
+  constructor(options: { statements: Statements; logger: Logger }) {
+    this.#statements = options.statements
+    this.#logger = options.logger
   }
 
-  /** Renews the lease from now on; unreferenced: the sessions keep the process alive. */
-  start(): void {
+  /** A responder starts: its lease is renewed from now on, until the returned leave() is called. */
+  join(member: LeaseMember): () => void {
+    this.#members.add(member)
+    // Unreferenced: the sessions keep the process alive.
     this.#timer ??= setInterval(() => void this.#renew(), renewEveryMs)
     this.#timer.unref()
+    return () => {
+      if (this.#members.delete(member) && this.#members.size === 0) {
+        clearInterval(this.#timer)
+        this.#timer = undefined
+      }
+    }
   }
 
-  stop(): void {
-    clearInterval(this.#timer)
-    this.#timer = undefined
-  }
-
-  /** One renewal, unless the last one is still on its way (a slow work session must not pile them up). */
+  /**
+   * One renewal of every active registration, on the session of the first of them, unless the last one is
+   * still on its way (a slow work session must not pile them up). A failure (that session lost) is
+   * logged: the next renewal goes on another registration's session.
+   */
   async #renew(): Promise<void> {
-    const registration = this.#options.registration()
-    if (this.#renewing || registration === undefined || !this.#options.active()) return
+    if (this.#renewing) return
+    const members: LeaseMember[] = []
+    const ids: number[] = []
+    for (const member of this.#members) {
+      const registration = member.registration()
+      if (registration === undefined || !member.active()) continue
+      members.push(member)
+      ids.push(registration.responderId)
+    }
+    const [writer] = members
+    if (writer === undefined) return
     this.#renewing = true
     try {
       // Statistics ride on the renewal, in the same statement, when they changed since the last one.
-      const stats = this.#options.stats?.unwritten()
-      if (stats === undefined) {
-        await this.#options.query(this.#options.statements.renew, [registration.responderId])
-      } else {
-        await this.#options.query(this.#options.statements.renewWithStats, [registration.responderId, stats.json])
-        this.#options.stats?.written(stats.version)
-      }
+      const stats = members.map((member) => member.stats?.unwritten())
+      const values = stats.some((entry) => entry !== undefined) ? stats.map((entry) => entry?.json ?? null) : null
+      await writer.query(this.#statements.renew, [ids[0], ids, values])
+      stats.forEach((entry, i) => entry !== undefined && members[i]?.stats?.written(entry.version))
     } catch (error) {
-      this.#options.logger.debug({ err: error }, 'lease renewal failed')
+      this.#logger.debug({ err: error }, 'lease renewal failed')
     } finally {
       this.#renewing = false
     }

@@ -12,7 +12,8 @@
  * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
  * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
  * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
- * replies.ts writes outcomes, report.ts writes its counters, the client's sweeps.ts sweeps, lease.ts renews the lease.
+ * replies.ts writes outcomes, report.ts writes its counters, the client's sweeps.ts
+ * sweeps and its lease.ts renews the lease.
  */
 import type { ClientContext } from '../client/context.ts'
 import { endSession, query, type Session } from '../database.ts'
@@ -24,8 +25,8 @@ import { AddressedRequests } from './addressed.ts'
 import { ClaimLoop } from './claim.ts'
 import type { Handler, Result } from './handler.ts'
 import { Handoffs } from './handoff.ts'
-import { Lease } from './lease.ts'
 import { Jobs, type Job } from './jobs.ts'
+import type { LeaseMember } from './lease.ts'
 import {
   endRegistration,
   openRegistration,
@@ -62,7 +63,7 @@ export class Server {
   readonly #handoffs: Handoffs
   readonly #replies: Replies
   readonly #report: ReportOptions
-  readonly #lease: Lease
+  readonly #lease: LeaseMember
   /** Requests addressed to this responder (scatter-gather, ping), and what it says of itself. */
   readonly #addressed: AddressedRequests
   readonly #info: string | null
@@ -79,6 +80,7 @@ export class Server {
   #removeReconnectHook: (() => void) | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #leaveSweeps: (() => void) | undefined
+  #leaveLeases: (() => void) | undefined
   #stopReports: (() => void) | undefined
   #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
@@ -156,7 +158,7 @@ export class Server {
     })
     this.#replies = new Replies({ ...shared, queue: context.replies, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
     this.#report = { ...shared, running: () => this.#state === 'running', counters: () => jobs.counters() }
-    this.#lease = new Lease({ ...shared, stats: this.#stats, active: () => this.#state === 'running' || this.#state === 'draining' })
+    this.#lease = { ...shared, stats: this.#stats, active: () => this.#state === 'running' || this.#state === 'draining' }
   }
 
   /** Current lifecycle state. */
@@ -201,7 +203,7 @@ export class Server {
     this.#pollTimer.unref()
     this.#stopReports = startReports(this.#report, this.#sweepIntervalMs)
     this.#leaveSweeps = this.#context.sweeps.join(this.#sweepIntervalMs)
-    this.#lease.start()
+    this.#leaveLeases = this.#context.leases.join(this.#lease)
     this.#claims.wake()
   }
 
@@ -262,7 +264,7 @@ export class Server {
     clearInterval(this.#pollTimer)
     this.#stopReports?.()
     this.#leaveSweeps?.()
-    this.#lease.stop()
+    this.#leaveLeases?.()
     this.#streams.stop()
     clearTimeout(this.#retryTimer)
     this.#jobs.stopDeadlines()
