@@ -72,8 +72,8 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
     `select ${s}.pgrr_cancel('{${id}}')`,
     `select ${s}.pgrr_ack('{${id}}')`,
     `select ${s}.pgrr_sweep()`,
-    `select ${s}.pgrr_report(${responder}, 1, 0, 1, 0, 0)`,
     `select ${s}.pgrr_renew(${responder})`,
+    `select ${s}.pgrr_renew(${responder}, '{${responder}}', '{"{}"}', '{{1,0,1,0,0}}')`,
     `select ${s}.pgrr_unregister(${responder})`,
   ]
   for (const call of calls) await session.unsafe(call)

@@ -1,6 +1,7 @@
 // One lease renewal for every channel a process serves (pgrr_renew in sql/protocol/05_registration.sql,
 // src/responder/lease.ts): pgrr_renew on one registration's session renews the leases of the registrations
-// of the same login and process it names, with the handler statistics of those that changed, and touches
+// of the same login and process it names, with their counters and the handler statistics of those that
+// changed, and touches
 // nothing of another process's; a client serving two channels keeps both leases running, and when the
 // session that renewed them is lost, the next renewal goes on the other registration's.
 import assert from 'node:assert/strict'
@@ -19,10 +20,13 @@ async function register(session: postgres.ReservedSql, channel: string, host: st
   return row!.responder_id
 }
 
-/** Each responder's lease, as running or not, and its statistics. */
-async function leases(ids: number[]): Promise<{ id: number; running: boolean; stats: unknown; statsWritten: boolean }[]> {
-  return [...await db.sql.unsafe<{ id: number; running: boolean; stats: unknown; statsWritten: boolean }[]>(
-    `select id, lease_until > clock_timestamp() as running, stats, stats_at is not null as "statsWritten"
+interface LeaseRow { id: number; running: boolean; stats: unknown; statsWritten: boolean; handled: number; reported: boolean }
+
+/** Each responder's lease, as running or not, its statistics and its counter of handled requests. */
+async function leases(ids: number[]): Promise<LeaseRow[]> {
+  return [...await db.sql.unsafe<LeaseRow[]>(
+    `select id, lease_until > clock_timestamp() as running, stats, stats_at is not null as "statsWritten",
+            handled_total::int as handled, reported_at is not null as reported
        from ${db.quoted}.pgrr_responder where id = any($1::int[]) order by id`,
     [ids],
   )]
@@ -40,22 +44,23 @@ test('pgrr_renew renews the leases it names of its own process, writes their cha
   const b = await register(sibling, 'leases.sql.b', 'host-1', 7)
   const c = await register(stranger, 'leases.sql.c', 'host-1', 8)
   // (postgres.js sends each element of a jsonb[] parameter as JSON: objects, not their text.)
-  const renew = (session: postgres.ReservedSql, responder: number, stats: unknown[] | null) =>
-    session.unsafe(`select ${s}.pgrr_renew($1::int, $2::int[], $3::jsonb[])`, [responder, [a, b, c], stats as never])
+  const renew = (session: postgres.ReservedSql, responder: number, stats: unknown[] | null, counters: (number | null)[][] | null = null) =>
+    session.unsafe(`select ${s}.pgrr_renew($1::int, $2::int[], $3::jsonb[], $4::bigint[])`, [responder, [a, b, c], stats as never, counters as never])
 
   await expireLeases()
-  await renew(writer, a, [null, { requests: 2 }, { requests: 3 }])
+  await renew(writer, a, [null, { requests: 2 }, { requests: 3 }], [[1, 0, 1, 0, 0], [5, 1, 5, 1, 2], [9, 9, 9, 9, 9]])
   assert.deepEqual(await leases([a, b, c]), [
-    { id: a, running: true, stats: null, statsWritten: false },
-    { id: b, running: true, stats: { requests: 2 }, statsWritten: true },
-    { id: c, running: false, stats: null, statsWritten: false },
+    { id: a, running: true, stats: null, statsWritten: false, handled: 1, reported: true },
+    { id: b, running: true, stats: { requests: 2 }, statsWritten: true, handled: 5, reported: true },
+    { id: c, running: false, stats: null, statsWritten: false, handled: 0, reported: false },
   ])
 
-  // Stats given as null are left as they were; without a list, the responder alone.
+  // Stats and counters given as null are left as they were; without a list, the responder alone.
   await expireLeases()
-  await renew(writer, a, null)
+  await renew(writer, a, null, [[null, null, null, null, null], [6, 1, 6, 1, 0], [null, null, null, null, null]])
   await writer.unsafe(`select ${s}.pgrr_renew($1::int)`, [a])
-  assert.deepEqual((await leases([a, b, c])).map((row) => [row.running, row.stats]), [[true, null], [true, { requests: 2 }], [false, null]])
+  assert.deepEqual((await leases([a, b, c])).map((row) => [row.running, row.stats, row.handled]),
+    [[true, null, 1], [true, { requests: 2 }, 6], [false, null, 0]])
 
   // A session that did not register the responder it names renews nothing.
   await expireLeases()
@@ -81,7 +86,10 @@ test('a client serving two channels keeps both leases running, on the other sess
 
   await expireLeases()
   await waitFor(async () => (await leases(ids)).every((row) => row.running) || undefined, { message: 'both leases renewed' })
-  await waitFor(async () => (await leases([ids[1]!]))[0]?.statsWritten || undefined, { message: 'the second channel\'s stats written' })
+  await waitFor(async () => {
+    const [row] = await leases([ids[1]!])
+    return (row?.statsWritten && row.handled === 1) || undefined
+  }, { message: 'the second channel\'s stats and counters written' })
 
   // The first registration's session (the one that renews) ends, and the database refuses to register it
   // again (a test trigger): the second's lease still runs on, renewed on its own session.

@@ -172,7 +172,7 @@ test('each role may execute its own functions only; helpers and administration a
     [`select * from ${s}.pgrr_claim(1, 1, 1)`, []],
     [`select ${s}.pgrr_reply(1, '{1}', '{f}', '{x}', '{f}', '{NULL}')`, []],
     [`select ${s}.pgrr_unregister(1)`, []],
-    [`select ${s}.pgrr_report(1, 0, 0, 0, 0, 0)`, []],
+    [`select ${s}.pgrr_renew(1, '{1}', null, '{{0,0,0,0,0}}')`, []],
     [`select ${s}.pgrr_sweep()`, []],
   ]
   const ownerCalls: [string, unknown[]][] = [
@@ -343,7 +343,7 @@ test('a responder id works only in the session that registered it: no claiming, 
         )) as unknown as [{ written: string }]
         assert.equal(written, 'gone', `a forged single reply as responder ${responderId} is ignored`)
       }
-      await session.unsafe(`select ${s}.pgrr_unregister($1), ${s}.pgrr_report($1, 666, 666, 0, 0, 0)`, [svcId])
+      await session.unsafe(`select ${s}.pgrr_unregister($1), ${s}.pgrr_renew($1, array[$1::int], null, '{{666,666,0,0,0}}')`, [svcId])
       await session.unsafe(`select ${s}.pgrr_unregister($1)`, [rogueId])
     } finally {
       session.release()

@@ -1,4 +1,4 @@
--- 05_registration.sql: a responder announces itself, reports its counters, and drains.
+-- 05_registration.sql: a responder announces itself, keeps its lease running (with its counters), and drains.
 --
 -- A responder is a row of pgrr_responder and a dedicated session: the session that registered it holds
 -- its responder lock until it ends (see 04_liveness.sql), and only that session may use the responder id:
@@ -91,17 +91,23 @@ begin
 end
 $$;
 
--- pgrr_renew(responder [, responders [, stats]]): the leases of a process's registrations run on (see
--- 04_liveness.sql): what a client runs every half second while its event loop turns, one statement for all
--- the channels it serves (a lease says that the process turns, not that a session does). responders (null:
--- responder alone) names the registrations to renew: responder, which this session must have registered
--- (else nothing is done), and others of the same process (the same login, host and pid as responder's
--- registration, the rule pgrr_reply writes by); any other is ignored. stats (16_services.sql), by position
--- in responders: a registration's handler statistics when they changed since they were last written, else
--- null; each a JSON object of at most 64 KiB (else 22023, and nothing is renewed). Never per request.
+-- pgrr_renew(responder [, responders [, stats [, counters]]]): the leases of a process's registrations run
+-- on (see 04_liveness.sql), and what they report is written: what a client runs every half second while its
+-- event loop turns, one statement for all the channels it serves (a lease says that the process turns, not
+-- that a session does). responders (null: responder alone) names the registrations to renew: responder,
+-- which this session must have registered (else nothing is done), and others of the same process (the same
+-- login, host and pid as responder's registration, the rule pgrr_reply writes by); any other is ignored.
+-- By position in responders:
+--   stats     a registration's handler statistics (16_services.sql) when they changed since they were last
+--             written, else null; each a JSON object of at most 64 KiB (else 22023, and nothing is renewed).
+--   counters  a row of five per registration, for `pgrr status`: handled and failed since it started,
+--             handled and failed in the last minute, handlers running (a row of nulls: none; with counters,
+--             reported_at is now). Kept in memory by the responder: nothing is written per request.
+-- The lease renewal rewrites the row anyway: what rides on it costs no row version of its own.
 -- Locks: the rows renewed.
-create function :SCHEMA.pgrr_renew(p_responder int, p_responders int[] default null, p_stats jsonb[] default null)
-returns void
+create function :SCHEMA.pgrr_renew(
+  p_responder int, p_responders int[] default null, p_stats jsonb[] default null, p_counters bigint[] default null
+) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
@@ -122,30 +128,16 @@ begin
   end if;
   update :SCHEMA.pgrr_responder r
      set lease_until = clock_timestamp() + :SCHEMA.pgrr_lease(),
-         stats = coalesce(t.stats, r.stats),
-         stats_at = case when t.stats is null then r.stats_at else clock_timestamp() end
-    from unnest(coalesce(p_responders, array[p_responder]), p_stats) as t(id, stats)
+         stats = coalesce(p_stats[t.n], r.stats),
+         stats_at = case when p_stats[t.n] is null then r.stats_at else clock_timestamp() end,
+         handled_total = coalesce(p_counters[t.n][1], r.handled_total),
+         failed_total = coalesce(p_counters[t.n][2], r.failed_total),
+         handled_last_minute = coalesce(p_counters[t.n][3]::int, r.handled_last_minute),
+         failed_last_minute = coalesce(p_counters[t.n][4]::int, r.failed_last_minute),
+         running = coalesce(p_counters[t.n][5]::int, r.running),
+         reported_at = case when p_counters[t.n][1] is null then r.reported_at else clock_timestamp() end
+    from unnest(coalesce(p_responders, array[p_responder])) with ordinality as t(id, n)
    where r.id = t.id and r.login = session_user and r.host is not distinct from v_host and r.pid is not distinct from v_pid;
-end
-$$;
-
--- pgrr_report(responder, ...): a responder's counters, written to its own row every few seconds, for
--- `pgrr status`: kept in memory by the responder, so they cost nothing per request. Does nothing for a
--- responder id this session did not register.
-create function :SCHEMA.pgrr_report(
-  p_responder int, p_handled_total bigint, p_failed_total bigint, p_handled_last_minute int,
-  p_failed_last_minute int, p_running int
-) returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_generic_plan
-as $$
-begin
-  update :SCHEMA.pgrr_responder r
-     set handled_total = p_handled_total, failed_total = p_failed_total,
-         handled_last_minute = p_handled_last_minute, failed_last_minute = p_failed_last_minute,
-         running = p_running, reported_at = clock_timestamp()
-   where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user;
 end
 $$;
 

@@ -30,7 +30,8 @@
 --   or by another registration of the same login and process (host and pid, as registered), and of an SQL
 --   caller's only on its own responder's session: a responder can neither claim another channel's requests
 --   nor answer for another login's responder, and answering for another of its own login needs the secret
---   id of a request that responder holds.
+--   id of a request that responder holds. pgrr_renew renews leases (and writes counters and statistics)
+--   by the same rule: of the calling session's registration and of others of the same login and process.
 --   NOTIFY channels are not secret (anyone may LISTEN or NOTIFY): they carry wake-ups, request ids (useless
 --   without being their caller), and, on channels whose names end in 62 or 64 random bits known only to
 --   the owner and their listener, handed requests (a responder's inbox) and replies (a TypeScript caller's
@@ -104,7 +105,7 @@ begin
   execute format('grant select on table %1$s.pgrr_migration, %1$s.pgrr_protocol to %2$I', s, p_role);
   execute format(
     'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
-    '%1$s.pgrr_report(int, bigint, bigint, int, int, int), %1$s.pgrr_renew(int, int[], jsonb[]), %1$s.pgrr_claim(int, int, int), '
+    '%1$s.pgrr_renew(int, int[], jsonb[], bigint[]), %1$s.pgrr_claim(int, int, int), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[], int[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '
     '%1$s.pgrr_handed(int), %1$s.pgrr_decline(int, bigint[]), '

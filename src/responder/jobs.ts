@@ -62,7 +62,7 @@ export interface Job {
   replyHeaders?: Record<string, string>
 }
 
-/** What the responder has handled since it started, for `pgrr status` (see pgrr_report). */
+/** What the responder has handled since it started, for `pgrr status` (written with the lease renewal, pgrr_renew). */
 export interface JobCounters {
   handledTotal: number
   failedTotal: number

@@ -12,8 +12,8 @@
  * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
  * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
  * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
- * replies.ts writes outcomes, report.ts writes its counters, the client's sweeps.ts
- * sweeps and its lease.ts renews the lease.
+ * replies.ts writes outcomes, the client's sweeps.ts sweeps and its lease.ts renews the lease (with the
+ * counters and statistics).
  */
 import type { ClientContext } from '../client/context.ts'
 import { endSession, query, type Session } from '../database.ts'
@@ -36,7 +36,6 @@ import {
   type Unlisteners,
 } from './registration.ts'
 import { Replies } from './replies.ts'
-import { startReports, type ReportOptions } from './report.ts'
 import { encodeServiceInfo } from './service-info.ts'
 import { ServiceStats } from './service-stats.ts'
 import { StreamSender } from './stream.ts'
@@ -62,7 +61,6 @@ export class Server {
   readonly #claims: ClaimLoop
   readonly #handoffs: Handoffs
   readonly #replies: Replies
-  readonly #report: ReportOptions
   readonly #lease: LeaseMember
   /** Requests addressed to this responder (scatter-gather, ping), and what it says of itself. */
   readonly #addressed: AddressedRequests
@@ -81,7 +79,6 @@ export class Server {
   #pollTimer: NodeJS.Timeout | undefined
   #leaveSweeps: (() => void) | undefined
   #leaveLeases: (() => void) | undefined
-  #stopReports: (() => void) | undefined
   #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
@@ -157,8 +154,7 @@ export class Server {
       claimReserved: () => this.#claims.reserved,
     })
     this.#replies = new Replies({ ...shared, queue: context.replies, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
-    this.#report = { ...shared, running: () => this.#state === 'running', counters: () => jobs.counters() }
-    this.#lease = { ...shared, stats: this.#stats, active: () => this.#state === 'running' || this.#state === 'draining' }
+    this.#lease = { ...shared, stats: this.#stats, counters: () => jobs.counters(), active: () => this.#state === 'running' || this.#state === 'draining' }
   }
 
   /** Current lifecycle state. */
@@ -201,7 +197,6 @@ export class Server {
     })
     this.#pollTimer = setInterval(() => this.#claims.wake(), this.#pollIntervalMs)
     this.#pollTimer.unref()
-    this.#stopReports = startReports(this.#report, this.#sweepIntervalMs)
     this.#leaveSweeps = this.#context.sweeps.join(this.#sweepIntervalMs)
     this.#leaveLeases = this.#context.leases.join(this.#lease)
     this.#claims.wake()
@@ -262,7 +257,6 @@ export class Server {
     if (this.#state === 'closed') return
     this.#state = 'closed'
     clearInterval(this.#pollTimer)
-    this.#stopReports?.()
     this.#leaveSweeps?.()
     this.#leaveLeases?.()
     this.#streams.stop()
