@@ -63,6 +63,7 @@ test('no statement of the protocol is compiled by JIT, the branches a generic pl
     `select * from ${s}.pgrr_send_one('pgrr_plans_replies', 'plans.echo', 'c', false, 30000, null, null)`,
     `select * from ${s}.pgrr_handed(${responder})`,
     `select * from ${s}.pgrr_claim(${responder}, ${registered!.channel_id}, 10)`,
+    `select * from ${s}.pgrr_pending_channels('{${registered!.channel_id}}')`,
     `select ${s}.pgrr_reply_one(${responder}, ${id}, false, 'done', false, null)`,
     `select ${s}.pgrr_reply(${responder}, '{${id}}', '{f}', '{done}', '{f}', '{null}')`,
     `select ${s}.pgrr_decline(${responder}, '{${id}}')`,

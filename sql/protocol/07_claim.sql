@@ -2,7 +2,9 @@
 --
 -- Pending requests are those not handed over (see 06_send.sql), those a responder declined, and those put
 -- back after their responder was gone (04_liveness.sql). The claim marks each as the responder's, durably,
--- before any handler runs: at-most-once delivery.
+-- before any handler runs: at-most-once delivery. A responder claims when its service channel's NOTIFY
+-- says that requests are queued, and when the poll of its client (pgrr_pending_channels, below) finds some
+-- that no NOTIFY announced to it.
 -- Locks: row locks (FOR UPDATE SKIP LOCKED: competing responders never wait on each other); for each
 -- claimed request made from SQL, its request lock (session level, exclusive), which its awaiter blocks on
 -- until the reply commits (09_reply.sql, 10_await.sql); the channel's claim bell, rung (03_bells.sql).
@@ -94,5 +96,24 @@ begin
   if v_ring then
     perform :SCHEMA.pgrr_ring(p_responder, p_channel_id);
   end if;
+end
+$$;
+
+-- pgrr_pending_channels(channels): those of the given channels that have pending requests (as pgrr_claim
+-- takes them, whatever their deadline). What a client polls with, once per poll interval for all the
+-- channels its responders serve, as the safety net for a lost NOTIFY: only the responders of the channels
+-- returned then claim. Tells no more than each channel's NOTIFYs do. Locks: none.
+create function :SCHEMA.pgrr_pending_channels(p_channels int[]) returns setof int
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  return query
+    select c.id
+      from unnest(p_channels) as c(id)
+     where exists (select 1 from :SCHEMA.pgrr_request q
+                    where q.channel_id = c.id and q.responder_id is null and q.state = 'pending');
 end
 $$;

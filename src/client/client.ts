@@ -24,6 +24,7 @@ import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
 import type { Handler } from '../responder/handler.ts'
 import { Server } from '../responder/server.ts'
 import { Leases } from '../responder/lease.ts'
+import { Polls } from '../responder/polls.ts'
 import { ReplyQueue } from '../responder/replies.ts'
 import { Sweeps } from '../responder/sweeps.ts'
 import { assertMigrated } from '../schema-version.ts'
@@ -86,6 +87,8 @@ export class Client {
   readonly #replyQueue = new ReplyQueue()
   /** The leases of this client's responders, renewed in one statement for all of them. */
   readonly #leases: Leases
+  /** The polls of this client's responders, one statement for all of them. */
+  readonly #polls: Polls
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -146,6 +149,7 @@ export class Client {
     })
     this.#sweeps = new Sweeps({ pool: this.#pool, poolQuery: query, statements, logger })
     this.#leases = new Leases({ statements, logger })
+    this.#polls = new Polls({ poolQuery: query, statements, logger })
     this.#check = new RecoveryCheck({
       statements,
       logger,
@@ -210,6 +214,7 @@ export class Client {
       sweeps: this.#sweeps,
       replies: this.#replyQueue,
       leases: this.#leases,
+      polls: this.#polls,
     }
   }
 

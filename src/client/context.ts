@@ -8,6 +8,7 @@ import type { Logger } from '../logger.ts'
 import type { ClientOptions } from '../options.ts'
 import type { Statements } from '../statements.ts'
 import type { Leases } from '../responder/lease.ts'
+import type { Polls } from '../responder/polls.ts'
 import type { ReplyQueue } from '../responder/replies.ts'
 import type { Sweeps } from '../responder/sweeps.ts'
 import type { Telemetry } from '../telemetry.ts'
@@ -30,6 +31,8 @@ export interface ClientContext {
   readonly polling: boolean
   /** The sweeps of the client's responders, run once for all of them (src/responder/sweeps.ts). */
   readonly sweeps: Sweeps
+  /** The polls of the client's responders, one statement for all of them (src/responder/polls.ts). */
+  readonly polls: Polls
   /** The leases of the client's responders, renewed together (src/responder/lease.ts). */
   readonly leases: Leases
   /** The outcomes of the client's responders, written together (src/responder/replies.ts). */

@@ -12,8 +12,8 @@
  * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
  * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
  * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
- * replies.ts writes outcomes, the client's sweeps.ts sweeps and its lease.ts renews the lease (with the
- * counters and statistics).
+ * replies.ts writes outcomes, the client's sweeps.ts sweeps, its polls.ts polls and its lease.ts renews
+ * the lease (with the counters and statistics).
  */
 import type { ClientContext } from '../client/context.ts'
 import { endSession, query, type Session } from '../database.ts'
@@ -76,7 +76,7 @@ export class Server {
   #unlisten: Unlisteners | undefined
   #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
-  #pollTimer: NodeJS.Timeout | undefined
+  #leavePolls: (() => void) | undefined
   #leaveSweeps: (() => void) | undefined
   #leaveLeases: (() => void) | undefined
   #retryTimer: NodeJS.Timeout | undefined
@@ -195,8 +195,10 @@ export class Server {
       // A request handed over while the LISTEN session was away: its NOTIFY is lost.
       void this.#handoffs.recover()
     })
-    this.#pollTimer = setInterval(() => this.#claims.wake(), this.#pollIntervalMs)
-    this.#pollTimer.unref()
+    this.#leavePolls = this.#context.polls.join(
+      { channelId: () => this.#session?.channelId, wake: () => this.#claims.wake() },
+      this.#pollIntervalMs,
+    )
     this.#leaveSweeps = this.#context.sweeps.join(this.#sweepIntervalMs)
     this.#leaveLeases = this.#context.leases.join(this.#lease)
     this.#claims.wake()
@@ -228,7 +230,7 @@ export class Server {
   async #drain(timeoutMs: number): Promise<void> {
     if (this.#state === 'closed') return
     this.#state = 'draining'
-    clearInterval(this.#pollTimer)
+    this.#leavePolls?.()
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs)
@@ -256,7 +258,7 @@ export class Server {
   async close(): Promise<void> {
     if (this.#state === 'closed') return
     this.#state = 'closed'
-    clearInterval(this.#pollTimer)
+    this.#leavePolls?.()
     this.#leaveSweeps?.()
     this.#leaveLeases?.()
     this.#streams.stop()
