@@ -418,3 +418,17 @@ export async function ownSession(t: TestContext, name: string): Promise<postgres
   })
   return session
 }
+
+/**
+ * Registers a responder of `channel` on `session` (see ownSession) as process `pid` of host `host`, as
+ * pgrr_register does for a responder: the session then holds its responder lock.
+ */
+export async function registerOn(
+  db: TestSchema, session: postgres.ReservedSql, channel: string, host = 'host', pid = 1,
+): Promise<{ responder: number; channelId: number }> {
+  const [row] = await session.unsafe<{ responder_id: number; channel_id: number }[]>(
+    `select responder_id, channel_id from ${db.quoted}.pgrr_register($1, $2, $3, 4)`,
+    [channel, host, pid],
+  )
+  return { responder: row!.responder_id, channelId: row!.channel_id }
+}

@@ -7,18 +7,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import postgres from 'postgres'
-import { clientFor, ownSession, rejection, useTestSchema, waitFor } from './helpers.ts'
+import { clientFor, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('leases')
-
-/** Registers a responder of `channel` on `session` as process `pid` of host `host`. */
-async function register(session: postgres.ReservedSql, channel: string, host: string, pid: number): Promise<number> {
-  const [row] = await session.unsafe<{ responder_id: number }[]>(
-    `select responder_id from ${db.quoted}.pgrr_register($1, $2, $3, 4)`,
-    [channel, host, pid],
-  )
-  return row!.responder_id
-}
 
 interface LeaseRow { id: number; running: boolean; stats: unknown; statsWritten: boolean; handled: number; reported: boolean }
 
@@ -40,9 +31,9 @@ async function expireLeases(): Promise<void> {
 test('pgrr_renew renews the leases it names of its own process, writes their changed stats, and leaves another process\'s', { timeout: 30_000 }, async (t) => {
   const s = db.quoted
   const [writer, sibling, stranger] = [await ownSession(t, 'writer'), await ownSession(t, 'sibling'), await ownSession(t, 'stranger')]
-  const a = await register(writer, 'leases.sql.a', 'host-1', 7)
-  const b = await register(sibling, 'leases.sql.b', 'host-1', 7)
-  const c = await register(stranger, 'leases.sql.c', 'host-1', 8)
+  const { responder: a } = await registerOn(db, writer, 'leases.sql.a', 'host-1', 7)
+  const { responder: b } = await registerOn(db, sibling, 'leases.sql.b', 'host-1', 7)
+  const { responder: c } = await registerOn(db, stranger, 'leases.sql.c', 'host-1', 8)
   // (postgres.js sends each element of a jsonb[] parameter as JSON: objects, not their text.)
   const renew = (session: postgres.ReservedSql, responder: number, stats: unknown[] | null, counters: (number | null)[][] | null = null) =>
     session.unsafe(`select ${s}.pgrr_renew($1::int, $2::int[], $3::jsonb[], $4::bigint[])`, [responder, [a, b, c], stats as never, counters as never])

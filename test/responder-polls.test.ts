@@ -4,7 +4,7 @@
 // answered; a channel with nothing pending is not named.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { clientFor, ownSession, useTestSchema, waitFor } from './helpers.ts'
+import { clientFor, ownSession, registerOn, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('polls')
 
@@ -22,21 +22,15 @@ async function queueSilently(channelId: number, payload: string, state = 'pendin
 test('pgrr_pending_channels names the given channels that have pending requests, and no other', { timeout: 30_000 }, async (t) => {
   const s = db.quoted
   const session = await ownSession(t, 'registered')
-  const channels: number[] = []
-  for (const name of ['polls.sql.a', 'polls.sql.b', 'polls.sql.c']) {
-    const [row] = await session.unsafe<{ responder_id: number; channel_id: number }[]>(
-      `select responder_id, channel_id from ${s}.pgrr_register($1, 'host', 1, 4)`, [name],
-    )
-    channels.push(row!.channel_id)
-  }
-  const [a, b, c] = channels as [number, number, number]
-  const [responder] = await db.sql.unsafe<{ id: number }[]>(`select id from ${s}.pgrr_responder where channel_id = $1`, [c])
-  await queueSilently(b, 'waiting')
-  await queueSilently(c, 'in hand', 'claimed', responder!.id)
+  const a = await registerOn(db, session, 'polls.sql.a')
+  const b = await registerOn(db, session, 'polls.sql.b')
+  const c = await registerOn(db, session, 'polls.sql.c')
+  await queueSilently(b.channelId, 'waiting')
+  await queueSilently(c.channelId, 'in hand', 'claimed', c.responder)
   const pending = async (ids: number[]) =>
     (await db.sql.unsafe<{ id: number }[]>(`select id from ${s}.pgrr_pending_channels($1::int[]) as id`, [ids])).map((row) => row.id)
-  assert.deepEqual(await pending([a, b, c]), [b])
-  assert.deepEqual(await pending([a, c]), [])
+  assert.deepEqual(await pending([a.channelId, b.channelId, c.channelId]), [b.channelId])
+  assert.deepEqual(await pending([a.channelId, c.channelId]), [])
 })
 
 test('a request queued without a NOTIFY is claimed at the next poll, by its channel\'s responder', { timeout: 30_000 }, async (t) => {

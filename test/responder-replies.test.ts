@@ -6,9 +6,8 @@
 // the database refuses the statement, the other registration's outcome is written on its own session.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import postgres from 'postgres'
 import { ResponderLostError } from '../src/index.ts'
-import { clientFor, collectErrors, deferred, ownSession, useTestSchema, waitFor } from './helpers.ts'
+import { clientFor, collectErrors, deferred, ownSession, registerOn, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('replies')
 
@@ -17,24 +16,15 @@ function array(type: string, n: number): string {
   return `array(select jsonb_array_elements_text($${n}::text::jsonb))::${type}[]`
 }
 
-/** Registers a responder of `channel` on `session` as process `pid` of host `host`. */
-async function register(session: postgres.ReservedSql, channel: string, host: string, pid: number): Promise<{ responder: number; channelId: number }> {
-  const [row] = await session.unsafe<{ responder_id: number; channel_id: number }[]>(
-    `select responder_id, channel_id from ${db.quoted}.pgrr_register($1, $2, $3, 4)`,
-    [channel, host, pid],
-  )
-  return { responder: row!.responder_id, channelId: row!.channel_id }
-}
-
 test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s other registrations, gives back their SQL callers\', and leaves another process\'s', { timeout: 30_000 }, async (t) => {
   const s = db.quoted
   const [writer, sibling, stranger] = [await ownSession(t, 'writer'), await ownSession(t, 'sibling'), await ownSession(t, 'stranger')]
-  const a = await register(writer, 'replies.sql.a', 'host-1', 7)
-  const b = await register(sibling, 'replies.sql.b', 'host-1', 7)
-  const c = await register(stranger, 'replies.sql.c', 'host-1', 8)
+  const a = await registerOn(db, writer, 'replies.sql.a', 'host-1', 7)
+  const b = await registerOn(db, sibling, 'replies.sql.b', 'host-1', 7)
+  const c = await registerOn(db, stranger, 'replies.sql.c', 'host-1', 8)
   // Another registration of the process, on a channel whose replies may be 10 bytes at most.
   await db.sql.unsafe(`select * from ${s}.pgrr_configure_channel('replies.sql.d', 10, 1)`)
-  const d = await register(await ownSession(t, 'small-limit'), 'replies.sql.d', 'host-1', 7)
+  const d = await registerOn(db, await ownSession(t, 'small-limit'), 'replies.sql.d', 'host-1', 7)
   const replyChannel = `pgrr_test_replies_${process.pid}`
   const heard: string[] = []
   const listening = await db.sql.listen(replyChannel, (payload) => heard.push(payload))
