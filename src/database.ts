@@ -101,6 +101,9 @@ const statementNames = new Map<string, string>()
 /** The last statement queued on each session: node-postgres runs one at a time and wants callers to wait. */
 const sessionTails = new WeakMap<pg.Client, Promise<unknown>>()
 
+/** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
+export type PoolQuery = <Row = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>
+
 /**
  * Runs one of the library's statements. `prepare` (the default) makes it a named prepared statement:
  * parsed and planned once per connection. Turn it off through a transaction pooler that does not track

@@ -3,6 +3,7 @@
  * its telemetry. Its own module, so that the client and the responder import it and not each other.
  */
 import type { Pool } from '../database.ts'
+export type { PoolQuery } from '../database.ts'
 import type { Listener } from '../listener.ts'
 import type { Logger } from '../logger.ts'
 import type { ClientOptions } from '../options.ts'
@@ -13,8 +14,6 @@ import type { ReplyQueue } from '../responder/replies.ts'
 import type { Sweeps } from '../responder/sweeps.ts'
 import type { Telemetry } from '../telemetry.ts'
 
-/** Runs a statement on the pool, prepared unless the pool turned out to be a transaction pooler. */
-export type PoolQuery = <Row = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>
 
 /** Parts of the client its servers share. */
 export interface ClientContext {

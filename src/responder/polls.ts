@@ -4,7 +4,7 @@
  * which of their channels have pending requests, and only the responders of those claim. A process
  * serving 100 channels otherwise ran 50 claims a second while idle, each on its own session.
  */
-import type { PoolQuery } from '../client/context.ts'
+import type { PoolQuery } from '../database.ts'
 import type { Logger } from '../logger.ts'
 import type { Statements } from '../statements.ts'
 

@@ -5,8 +5,7 @@
  * serving 100 channels ran 20 sweeps and vacuums a second, which took more server CPU than the requests
  * themselves (docs/benchmarks.md, "One channel or a hundred").
  */
-import type { PoolQuery } from '../client/context.ts'
-import type { Pool } from '../database.ts'
+import type { Pool, PoolQuery } from '../database.ts'
 import type { Logger } from '../logger.ts'
 import type { Statements } from '../statements.ts'
 
