@@ -7,8 +7,9 @@
 -- and p99 handler time, last error) are kept in its memory and written to its row on its lease renewal
 -- (pgrr_renew, 05_registration.sql, every 500 ms, one statement for all of a process's registrations)
 -- when they changed since the last one: no row is written per request, and they are at most about half a
--- second old while the responder's event loop turns. pgrr_services reads both, for the live responders only (pgrr_live_responder, the one definition
--- of live). Ping is not here: it travels to each responder as an addressed request (15_scatter.sql).
+-- second old while the responder's event loop turns. pgrr_services reads both, for the live responders
+-- only (pgrr_live_responder, the one definition of live). Ping is not here: it travels to each responder as
+-- an addressed request (15_scatter.sql).
 -- Only the session that registered a responder writes its info (backend pid and login, as every responder
 -- entry point checks), and its stats that one or another registration of its process (see pgrr_renew);
 -- anything else is ignored.
