@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import postgres from 'postgres'
-import { clientFor, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
+import { clientFor, deferred, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('leases')
 
@@ -98,4 +98,38 @@ test('a client serving two channels keeps both leases running, on the other sess
   await waitFor(async () => (await leases([ids[1]!]))[0]?.running || undefined, { message: 'the second lease renewed alone' })
   assert.equal(first.state, 'reconnecting')
   assert.equal(await client.request('leases.ts.b', 'y'), 'b:y')
+})
+
+test('a renewal held up behind a long statement on one registration\'s session does not stop the leases', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const client = await clientFor(t, db)
+  const release = deferred()
+  t.after(() => release.resolve())
+  const first = await client.serve('leases.busy.a', async (text: string) => {
+    await release.promise
+    return text
+  })
+  const second = await client.serve('leases.busy.b', (text: string) => text)
+  t.after(() => Promise.all([first.close(), second.close()]))
+  const ids = [first.responderId!, second.responderId!]
+  const reply = client.request('leases.busy.a', 'held')
+  const [row] = await waitFor(() => db.sql.unsafe<{ id: string }[]>(
+    `select id::text from ${s}.pgrr_request where responder_id = $1 and state = 'claimed'`, [ids[0]!],
+  ).then((rows) => (rows.length > 0 ? rows : undefined)), { message: 'the request handed to the first channel' })
+  // The reply to it, on the first registration's session, waits on a row lock the test holds.
+  const blocker = await ownSession(t, 'blocker')
+  await blocker.unsafe('begin')
+  await blocker.unsafe(`select id from ${s}.pgrr_request where id = $1 for update`, [row!.id])
+  release.resolve()
+  await waitFor(async () => {
+    const [waiting] = await db.sql.unsafe<{ waiting: boolean }[]>(
+      `select a.wait_event_type = 'Lock' as waiting
+         from pg_stat_activity a join ${s}.pgrr_responder r on r.backend_pid = a.pid where r.id = $1`, [ids[0]!],
+    )
+    return waiting?.waiting || undefined
+  }, { message: 'the first registration\'s session waits on the row lock' })
+  await expireLeases()
+  await waitFor(async () => (await leases(ids)).every((lease) => lease.running) || undefined, { message: 'both leases renewed on the other session' })
+  await blocker.unsafe('rollback')
+  assert.equal(await reply, 'held')
 })

@@ -35,7 +35,8 @@ export class Leases {
   readonly #logger: Logger
   readonly #members = new Set<LeaseMember>()
   #timer: NodeJS.Timeout | undefined
-  #renewing = false
+  /** The members on whose sessions a renewal is on its way. */
+  readonly #renewing = new Set<LeaseMember>()
 
   constructor(options: { statements: Statements; logger: Logger }) {
     this.#statements = options.statements
@@ -57,12 +58,12 @@ export class Leases {
   }
 
   /**
-   * One renewal of every active registration, on the session of the first of them, unless the last one is
-   * still on its way (a slow work session must not pile them up). A failure (that session lost) is
-   * logged: the next renewal goes on another registration's session.
+   * One renewal of every active registration, on the session of the first of them that has no renewal on
+   * its way: a session busy with a long statement (a large reply, a wait on a row lock) delays only the
+   * renewal queued on it, the next one goes on another registration's session, and no session gets a pile
+   * of them. A failure (that session lost) is logged: the next renewal goes on another session.
    */
   async #renew(): Promise<void> {
-    if (this.#renewing) return
     const members: LeaseMember[] = []
     const ids: number[] = []
     for (const member of this.#members) {
@@ -71,21 +72,22 @@ export class Leases {
       members.push(member)
       ids.push(registration.responderId)
     }
-    const [writer] = members
+    const at = members.findIndex((member) => !this.#renewing.has(member))
+    const writer = members[at]
     if (writer === undefined) return
-    this.#renewing = true
+    this.#renewing.add(writer)
     try {
       // Statistics ride on the renewal when they changed since the last one, counters always: the renewal
       // rewrites each row anyway.
       const stats = members.map((member) => member.stats?.unwritten())
       const statsValues = stats.some((entry) => entry !== undefined) ? stats.map((entry) => entry?.json ?? null) : null
       const counters = members.map((member) => counterRow(member.counters?.()))
-      await writer.query(this.#statements.renew, [ids[0], ids, statsValues, counters])
+      await writer.query(this.#statements.renew, [ids[at], ids, statsValues, counters])
       stats.forEach((entry, i) => entry !== undefined && members[i]?.stats?.written(entry.version))
     } catch (error) {
       this.#logger.debug({ err: error }, 'lease renewal failed')
     } finally {
-      this.#renewing = false
+      this.#renewing.delete(writer)
     }
   }
 }
