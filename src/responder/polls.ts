@@ -60,21 +60,20 @@ export class Polls {
   /** One poll, unless the last one is still on its way (a slow pool must not pile them up). */
   async #poll(): Promise<void> {
     if (this.#polling) return
-    const channels = new Set<number>()
+    // The responders polled for, by the channel of their registration (between sessions: not polled for).
+    const polled = new Map<PollMember, number>()
     for (const member of this.#members.keys()) {
       const channelId = member.channelId()
-      if (channelId !== undefined) channels.add(channelId)
+      if (channelId !== undefined) polled.set(member, channelId)
     }
-    if (channels.size === 0) return
+    if (polled.size === 0) return
     this.#polling = true
     const { poolQuery, statements, logger } = this.#options
     try {
-      const rows = await poolQuery<{ channel_id: number }>(statements.pendingChannels, [[...channels]])
+      const rows = await poolQuery<{ channel_id: number }>(statements.pendingChannels, [[...new Set(polled.values())]])
       const pending = new Set(rows.map((row) => row.channel_id))
-      for (const member of this.#members.keys()) {
-        const channelId = member.channelId()
-        if (channelId !== undefined && pending.has(channelId)) member.wake()
-      }
+      // Those still running: one may have left while the statement ran.
+      for (const [member, channelId] of polled) if (pending.has(channelId) && this.#members.has(member)) member.wake()
     } catch (error) {
       logger.debug({ err: error }, 'poll failed')
     } finally {
