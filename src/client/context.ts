@@ -3,7 +3,6 @@
  * its telemetry. Its own module, so that the client and the responder import it and not each other.
  */
 import type { Pool } from '../database.ts'
-export type { PoolQuery } from '../database.ts'
 import type { Listener } from '../listener.ts'
 import type { Logger } from '../logger.ts'
 import type { ClientOptions } from '../options.ts'
@@ -13,7 +12,6 @@ import type { Polls } from '../responder/polls.ts'
 import type { ReplyQueue } from '../responder/replies.ts'
 import type { Sweeps } from '../responder/sweeps.ts'
 import type { Telemetry } from '../telemetry.ts'
-
 
 /** Parts of the client its servers share. */
 export interface ClientContext {

@@ -4,9 +4,9 @@
  * when retryable; see pgrr_reap). In polling mode (LISTEN does not deliver: a transaction pooler) it is how
  * every reply arrives. The timer runs only while requests are in flight.
  */
+import type { PoolQuery } from '../database.ts'
 import type { Logger } from '../logger.ts'
 import type { Statements } from '../statements.ts'
-import type { PoolQuery } from './context.ts'
 import type { ReplyMux } from './reply-mux.ts'
 
 export interface RecoveryCheckOptions {

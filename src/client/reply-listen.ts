@@ -11,9 +11,9 @@
  * does not depend on it, and the recovery check (the table) stays what catches a missed notification.
  */
 import { toPgrrError } from '../database-error.ts'
+import type { PoolQuery } from '../database.ts'
 import type { Listener, NotificationHandler } from '../listener.ts'
 import type { Logger } from '../logger.ts'
-import type { PoolQuery } from './context.ts'
 
 export interface ReplyListenOptions {
   readonly listener: Listener

@@ -4,12 +4,12 @@
  * or from rows read from the table. Every outcome read is acknowledged (deleted) in a later batch.
  */
 import { BatchQueue } from '../batch-queue.ts'
+import type { PoolQuery } from '../database.ts'
 import { ConnectionError, InvalidPayloadError, RemoteError, responderDeadlineCode, ResponderLostError, TimeoutError, type PgrrError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { decodePayload } from '../payload.ts'
 import type { Statements } from '../statements.ts'
 import { decodeReplies, isReplyEntry, type Headers, type ReplyEntry } from '../wire.ts'
-import type { PoolQuery } from './context.ts'
 import type { PendingRequest, Settle } from './pending-request.ts'
 
 /** A request as pgrr_fetch returns it. */

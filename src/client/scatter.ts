@@ -7,12 +7,12 @@
  */
 import { assertChannelName } from '../channel-name.ts'
 import { toPgrrError } from '../database-error.ts'
+import type { PoolQuery } from '../database.ts'
 import { CancelledError, ClosedError, TimeoutError, type PgrrError } from '../errors.ts'
 import { durationOption, integerOption } from '../option-values.ts'
 import { encodePayload } from '../payload.ts'
 import type { Statements } from '../statements.ts'
 import type { AddressedKind, Headers } from '../wire.ts'
-import type { PoolQuery } from './context.ts'
 import type { PendingRequest } from './pending-request.ts'
 import { encodeHeaders } from './prepare.ts'
 import { sendStatusError } from './send.ts'

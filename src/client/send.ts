@@ -5,10 +5,10 @@
  */
 import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
 import { toPgrrError } from '../database-error.ts'
+import type { PoolQuery } from '../database.ts'
 import { InvalidChannelError, InvalidOptionError, InvalidPayloadError, NoRespondersError, PayloadTooLargeError, type PgrrError } from '../errors.ts'
 import type { Statements } from '../statements.ts'
 import type { Telemetry } from '../telemetry.ts'
-import type { PoolQuery } from './context.ts'
 import { remainingMs, type PendingRequest, type Settle } from './pending-request.ts'
 import type { ReplyMux } from './reply-mux.ts'
 

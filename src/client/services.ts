@@ -5,12 +5,12 @@
  * request that each answers without its handler).
  */
 import { toPgrrError } from '../database-error.ts'
+import type { PoolQuery } from '../database.ts'
 import type { PgrrError } from '../errors.ts'
 import type { PingReply } from '../responder/addressed.ts'
 import type { HandlerStats } from '../responder/service-stats.ts'
 import type { ServiceInfo } from '../responder/service-info.ts'
 import type { Statements } from '../statements.ts'
-import type { PoolQuery } from './context.ts'
 import { requestAll, type AddressedResponder, type ScatterContext } from './scatter.ts'
 
 /** A live responder as it describes itself. */

@@ -5,11 +5,11 @@
  */
 import { randomBytes } from 'node:crypto'
 import { BatchQueue } from '../batch-queue.ts'
+import type { PoolQuery } from '../database.ts'
 import type { Listener } from '../listener.ts'
 import type { Logger } from '../logger.ts'
 import type { StreamStatements } from '../stream-statements.ts'
 import { decodeParts, type PartEntry } from '../stream-wire.ts'
-import type { PoolQuery } from './context.ts'
 
 /** A stream, as its part channel sees it. */
 export interface PartReceiver {

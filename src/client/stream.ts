@@ -9,6 +9,7 @@
  * or throws the error, after the last part. The part channel is stream-parts.ts.
  */
 import { toPgrrError } from '../database-error.ts'
+import type { PoolQuery } from '../database.ts'
 import { CancelledError, ClosedError, ConnectionError, InvalidPayloadError, type PgrrError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { durationOption, integerOption } from '../option-values.ts'
@@ -16,7 +17,6 @@ import type { RequestOptions } from '../options.ts'
 import { decodePayload } from '../payload.ts'
 import type { StreamStatements } from '../stream-statements.ts'
 import type { PartEntry } from '../stream-wire.ts'
-import type { PoolQuery } from './context.ts'
 import type { PendingRequest, StreamSpec } from './pending-request.ts'
 import type { StreamParts } from './stream-parts.ts'
 
