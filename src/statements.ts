@@ -22,6 +22,7 @@ export function renderStatements(schema: string) {
     vacuum: `vacuum (skip_locked) ${s}.pgrr_request`,
     register: `select responder_id, channel_id, service_channel, control_channel, inbox_channel from ${s}.pgrr_register($1::text, $2::text, $3::int, $4::int)`,
     unregister: `select ${s}.pgrr_unregister($1::int)`,
+    release: `select ${s}.pgrr_release($1::int)`,
     renew: `select ${s}.pgrr_renew($1::int, $2::int[], $3::jsonb[], $4::bigint[])`,
     pendingChannels: `select channel_id from ${s}.pgrr_pending_channels($1::int[]) as channel_id`,
     claim: `select id, payload, payload_json, headers, attempt, remaining_ms, queued_ms from ${s}.pgrr_claim($1::int, $2::int, $3::int)`,

@@ -2,8 +2,9 @@
 // pgrr_reply on one registration's session writes the TypeScript callers' outcomes of the other
 // registrations of the same login and process, gives back their SQL callers' (which need their own session),
 // and touches nothing of another process's. A client serving two channels answers TypeScript and SQL callers
-// of both when their handlers end together; and when the session writing for both dies mid-statement, or
-// the database refuses the statement, the other registration's outcome is written on its own session.
+// of both when their handlers end together; when the session they share dies mid-statement, the requests of
+// both are lost, never hung, and both answer again; when the database refuses the statement, the other
+// registration's outcome is written, and the refused one's registration alone is released.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { ResponderLostError } from '../src/index.ts'
@@ -112,7 +113,7 @@ test('a process serving two channels answers the TypeScript and SQL callers of b
   assert.deepEqual(replies.sort(), channels.flatMap((channel) => ['sql1', 'sql2', 'ts1', 'ts2'].map((tag) => `${channel} ${tag} -> ${channel}:${tag}`)).sort())
 })
 
-test('the session writing two registrations\' outcomes dies mid-statement: the other registration writes its own', { timeout: 60_000 }, async (t) => {
+test('the session writing two registrations\' outcomes dies mid-statement: the requests of both are lost, never hung, and both channels answer again', { timeout: 60_000 }, async (t) => {
   const s = db.quoted
   const host = await clientFor(t, db, { checkIntervalMs: 200 })
   const gate = deferred()
@@ -126,7 +127,7 @@ test('the session writing two registrations\' outcomes dies mid-statement: the o
     }, { concurrency: 4, sweepIntervalMs: 200 }))
   }
   const client = await clientFor(t, db, { checkIntervalMs: 200 })
-  // Two outcomes for a, one for b: a's session writes the three.
+  // Two outcomes for a, one for b, written by one statement on the session both are registered on.
   const forA = ['a1', 'a2'].map((tag) => client.request<string>('replies.loss.a', tag, { timeoutMs: 20_000 }))
   const forB = client.request<string>('replies.loss.b', 'b1', { timeoutMs: 20_000 })
   await started.all.promise
@@ -137,17 +138,22 @@ test('the session writing two registrations\' outcomes dies mid-statement: the o
     `select 1 from ${s}.pgrr_request q join ${s}.pgrr_channel c on c.id = q.channel_id where c.name = 'replies.loss.b' for update of q`,
   )
   const [writer] = await db.sql.unsafe<{ pid: number }[]>(`select backend_pid as pid from ${s}.pgrr_responder where id = $1`, [servers[0]!.responderId!])
+  const old = servers.map((server) => server.responderId)
   gate.resolve()
   await waitFor(async () => (await db.sql`select 1 from pg_stat_activity where pid = ${writer!.pid} and wait_event_type = 'Lock'`).length === 1, {
-    message: 'a\'s session waits on b\'s request row, in the statement writing both',
+    message: 'the session waits on b\'s request row, in the statement writing both',
   })
   await db.sql`select pg_terminate_backend(${writer!.pid})`
   await blocker.unsafe('commit')
-  assert.equal(await forB, 'replies.loss.b:b1', 'b\'s outcome is written on its own session')
-  // a's requests were held by the session that died: lost (their outcomes went with it), never hung.
-  const errors = await collectErrors(forA)
-  assert.equal(errors.length, 2)
+  // The requests were held by the session that died: lost (their outcomes went with it), never hung.
+  const errors = await collectErrors([...forA, forB])
+  assert.equal(errors.length, 3)
   for (const error of errors) assert.ok(error instanceof ResponderLostError, `lost with their responder: ${String(error)}`)
+  await waitFor(() => servers.every((server, i) => server.state === 'running' && server.responderId !== old[i]) || undefined, {
+    message: 'both registered again',
+  })
+  assert.deepEqual(await Promise.all([client.request('replies.loss.a', 'again'), client.request('replies.loss.b', 'again')]),
+    ['replies.loss.a:again', 'replies.loss.b:again'])
 })
 
 test('the database refuses the statement writing two registrations\' outcomes: the other registration\'s is written, the refused one\'s request is lost', { timeout: 60_000 }, async (t) => {
@@ -159,13 +165,15 @@ test('the database refuses the statement writing two registrations\' outcomes: t
   const host = await clientFor(t, db, { checkIntervalMs: 200 })
   const gate = deferred()
   const started = { count: 0, all: deferred() }
+  const servers = []
   for (const channel of ['replies.refused.a', 'replies.refused.b']) {
-    await host.serve(channel, async (payload: string) => {
+    servers.push(await host.serve(channel, async (payload: string) => {
       if (++started.count === 2) started.all.resolve()
       await gate.promise
       return payload
-    }, { sweepIntervalMs: 200 })
+    }, { sweepIntervalMs: 200 }))
   }
+  const old = servers.map((server) => server.responderId)
   const client = await clientFor(t, db, { checkIntervalMs: 200 })
   const refused = client.request<string>('replies.refused.a', 'refuse me', { timeoutMs: 20_000 })
   const fine = client.request<string>('replies.refused.b', 'fine', { timeoutMs: 20_000 })
@@ -173,5 +181,9 @@ test('the database refuses the statement writing two registrations\' outcomes: t
   gate.resolve()
   assert.equal(await fine, 'fine')
   const [error] = await collectErrors([refused])
-  assert.ok(error instanceof ResponderLostError, `the refused reply's request is lost with the session that held it: ${String(error)}`)
+  assert.ok(error instanceof ResponderLostError, `the refused reply's request is lost with the registration that held it: ${String(error)}`)
+  // The refused one's registration alone was released and made again; the other's went on.
+  await waitFor(() => (servers[0]!.state === 'running' && servers[0]!.responderId !== old[0]) || undefined, { message: 'a registered again' })
+  assert.equal(servers[1]!.responderId, old[1])
+  assert.equal(await client.request('replies.refused.a', 'again'), 'again')
 })

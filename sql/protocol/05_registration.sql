@@ -1,20 +1,22 @@
 -- 05_registration.sql: a responder announces itself, keeps its lease running (with its counters), and drains.
 --
--- A responder is a row of pgrr_responder and a dedicated session: the session that registered it holds
--- its responder lock until it ends (see 04_liveness.sql), and only that session may use the responder id:
--- every responder entry point checks pgrr_registered_here (backend pid and login).
+-- A responder is a row of pgrr_responder and the session that registered it: that session holds its
+-- responder lock until the registration ends (see 04_liveness.sql), and only that session may use the
+-- responder id: every responder entry point checks pgrr_registered_here (backend pid and login). A process
+-- keeps all its registrations on one session (one per channel it serves); one of them ends with
+-- pgrr_release while the others go on, all of them with the session.
 -- Responders serve only channels granted to them, closed by default: pgrr_register refuses (42501) a login
 -- that is neither the owner (or a member of it), a superuser, nor a member of a role granted the channel in
 -- pgrr_channel_grant (12_admin.sql). Revoking does not stop a responder already registered; it stops its
 -- next registration.
--- Locks: the responder lock (session level, exclusive), taken by pgrr_register, released when the
--- session ends; and the first reply bell of every lane (03_bells.sql). NOTIFY: none.
+-- Locks: the responder lock (session level, exclusive), taken by pgrr_register, released by pgrr_release
+-- or when the session ends; and the first reply bell of every lane (03_bells.sql). NOTIFY: none, except
+-- pgrr_release's reap (04_liveness.sql).
 
 -- pgrr_register(channel, host, pid, concurrency): a responder announces itself. Refuses (42501) a login
 -- that may not serve the channel (see above). Creates the service if new, inserts the responder row and
 -- takes its responder lock and its first reply bells on the calling session, which must stay dedicated to
--- this responder: from the
--- commit on, it is live (pgrr_live_responder). Returns the NOTIFY channels to LISTEN on: the service's,
+-- its process's registrations: from the commit on, it is live (pgrr_live_responder). Returns the NOTIFY channels to LISTEN on: the service's,
 -- the responder's control channel (cancellations) and its inbox (requests handed to it, see pgrr_send);
 -- the responder then calls pgrr_handed, for what was handed to it before its LISTEN.
 create function :SCHEMA.pgrr_register(p_channel text, p_host text, p_pid int, p_concurrency int)
@@ -154,5 +156,69 @@ begin
   update :SCHEMA.pgrr_responder r
      set unregistered = true
    where r.id = p_responder and r.backend_pid = pg_backend_pid() and r.login = session_user and not r.unregistered;
+end
+$$;
+
+-- pgrr_release(responder): ends one registration of this session while the session goes on with its
+-- others: what the end of the session does for all of them, for this one alone. Gives back every lock of
+-- the registration: the request locks of the SQL callers' requests it claimed, its reply bells, its
+-- channel's claim bell when no other registration of that channel is on this session (03_bells.sql), and
+-- its responder lock; then deletes its row (from here on it is gone, 04_liveness.sql) and reaps what it
+-- still held (pgrr_reap: back to the queue, or lost). Does nothing for a responder id this session did not
+-- register. Its own transaction: the advisory locks go at once, the row and the reap at commit, and an
+-- awaiter that wakes in between finds the request still claimed by a responder whose lock is free, which
+-- is gone: it reaps it itself.
+-- Locks: gives back the session's advisory locks named above (those it holds, read in pg_locks: a lock
+-- held twice keeps one hold); row locks of the requests reaped. NOTIFY: pgrr_reap's.
+create function :SCHEMA.pgrr_release(p_responder int) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_channel_id int;
+begin
+  select w.channel_id into v_channel_id
+    from :SCHEMA.pgrr_responder w
+   where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
+  if not found then
+    return;
+  end if;
+  -- Request locks: those of the SQL callers' requests it claimed (a handed one has none) that this session
+  -- holds, one hold each (each claim takes one, each reply gives one back).
+  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(q.id))
+     from :SCHEMA.pgrr_request q
+    where q.responder_id = p_responder and q.state in ('claimed', 'cancelled') and q.reply_to is null and not q.handed
+      and exists (select 1 from pg_locks l
+                   where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
+                     and l.objsubid = 2 and l.classid = :SCHEMA.pgrr_ns_request()::oid
+                     and l.objid = :SCHEMA.pgrr_request_key(q.id)::oid);
+  -- Reply bells: every one of its keys this session holds (its setting names the current one of each lane,
+  -- but a reply that aborted leaves the next one held as well, until the next ring, 03_bells.sql).
+  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), b.key)
+     from (select :SCHEMA.pgrr_reply_bell_key(p_responder, lane, k) as key
+             from generate_series(0, :SCHEMA.pgrr_reply_lanes() - 1) lane, generate_series(0, 3) k) b
+    where exists (select 1 from pg_locks l
+                   where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
+                     and l.objsubid = 2 and l.classid = :SCHEMA.pgrr_ns_reply_bell()::oid and l.objid = b.key::oid);
+  for v_lane in 0..:SCHEMA.pgrr_reply_lanes() - 1 loop
+    perform set_config(:SCHEMA.pgrr_reply_bell_setting(p_responder, v_lane), '', false);
+  end loop;
+  -- The claim bell belongs to the channel: it stays while another registration of the channel is here.
+  if not exists (select 1 from :SCHEMA.pgrr_responder w
+                  where w.channel_id = v_channel_id and w.id <> p_responder
+                    and w.backend_pid = pg_backend_pid() and w.login = session_user) then
+    perform pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), b.key)
+       from (select :SCHEMA.pgrr_bell_key(v_channel_id, k) as key from generate_series(0, 2) k) b
+      where exists (select 1 from pg_locks l
+                     where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
+                       and l.objsubid = 2 and l.classid = :SCHEMA.pgrr_ns_bell()::oid and l.objid = b.key::oid);
+    perform set_config('pgrr.bell_' || to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || v_channel_id, '', false);
+  end if;
+  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
+  delete from :SCHEMA.pgrr_responder r where r.id = p_responder;
+  perform :SCHEMA.pgrr_reap(array(select q.id from :SCHEMA.pgrr_request q
+                                   where q.responder_id = p_responder and q.state = 'claimed'));
 end
 $$;

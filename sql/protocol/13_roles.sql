@@ -104,7 +104,7 @@ begin
   end if;
   execute format('grant select on table %1$s.pgrr_migration, %1$s.pgrr_protocol to %2$I', s, p_role);
   execute format(
-    'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), '
+    'grant execute on function %1$s.pgrr_register(text, text, int, int), %1$s.pgrr_unregister(int), %1$s.pgrr_release(int), '
     '%1$s.pgrr_renew(int, int[], jsonb[], bigint[]), %1$s.pgrr_claim(int, int, int), %1$s.pgrr_pending_channels(int[]), '
     '%1$s.pgrr_reply(int, bigint[], boolean[], text[], boolean[], text[], text[], int[]), %1$s.pgrr_sweep(), '
     '%1$s.pgrr_reply_one(int, bigint, boolean, text, boolean, text, text), '

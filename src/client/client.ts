@@ -26,6 +26,7 @@ import { Server } from '../responder/server.ts'
 import { Leases } from '../responder/lease.ts'
 import { Polls } from '../responder/polls.ts'
 import { ReplyQueue } from '../responder/replies.ts'
+import { ResponderSession } from '../responder/responder-session.ts'
 import { Sweeps } from '../responder/sweeps.ts'
 import { assertMigrated } from '../schema-version.ts'
 import { renderStatements, type Statements } from '../statements.ts'
@@ -89,6 +90,8 @@ export class Client {
   readonly #leases: Leases
   /** The polls of this client's responders, one statement for all of them. */
   readonly #polls: Polls
+  /** The session all this client's responders register on. */
+  readonly #responderSession: ResponderSession
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -150,6 +153,7 @@ export class Client {
     this.#sweeps = new Sweeps({ pool: this.#pool, poolQuery: query, statements, logger })
     this.#leases = new Leases({ statements, logger })
     this.#polls = new Polls({ poolQuery: query, statements, logger })
+    this.#responderSession = new ResponderSession({ connection: this.#options, statements, logger })
     this.#check = new RecoveryCheck({
       statements,
       logger,
@@ -215,6 +219,7 @@ export class Client {
       replies: this.#replyQueue,
       leases: this.#leases,
       polls: this.#polls,
+      responderSession: this.#responderSession,
     }
   }
 

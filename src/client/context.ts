@@ -10,6 +10,7 @@ import type { Statements } from '../statements.ts'
 import type { Leases } from '../responder/lease.ts'
 import type { Polls } from '../responder/polls.ts'
 import type { ReplyQueue } from '../responder/replies.ts'
+import type { ResponderSession } from '../responder/responder-session.ts'
 import type { Sweeps } from '../responder/sweeps.ts'
 import type { Telemetry } from '../telemetry.ts'
 
@@ -34,4 +35,6 @@ export interface ClientContext {
   readonly leases: Leases
   /** The outcomes of the client's responders, written together (src/responder/replies.ts). */
   readonly replies: ReplyQueue
+  /** The session all the client's responders register on (src/responder/responder-session.ts). */
+  readonly responderSession: ResponderSession
 }

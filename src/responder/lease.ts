@@ -4,7 +4,7 @@
  * responder's counters (for `pgrr status`) and its handler statistics when they changed. A loop blocked by a
  * CPU-bound handler, or a process stopped, lets them run out (pgrr_lease(), 1.5 s), and sends then prefer
  * the responders that still turn; their sessions, which still hold the responder locks, say they are not
- * dead. A lease says that the process turns, so one statement on one registration's session renews every
+ * dead. A lease says that the process turns, so one statement on the responders' session renews every
  * registration of the process: a process serving 100 channels ran 200 renewals and 20 counter reports a
  * second, a third of its server CPU and two fifths of its own while idle (docs/benchmarks.md, "One channel or
  * a hundred").
@@ -35,8 +35,8 @@ export class Leases {
   readonly #logger: Logger
   readonly #members = new Set<LeaseMember>()
   #timer: NodeJS.Timeout | undefined
-  /** The members on whose sessions a renewal is on its way. */
-  readonly #renewing = new Set<LeaseMember>()
+  /** A renewal is on its way. */
+  #renewing = false
 
   constructor(options: { statements: Statements; logger: Logger }) {
     this.#statements = options.statements
@@ -58,12 +58,12 @@ export class Leases {
   }
 
   /**
-   * One renewal of every active registration, on the session of the first of them that has no renewal on
-   * its way: a session busy with a long statement (a large reply, a wait on a row lock) delays only the
-   * renewal queued on it, the next one goes on another registration's session, and no session gets a pile
-   * of them. A failure (that session lost) is logged: the next renewal goes on another session.
+   * One renewal of every active registration, on their session (the client's responders share one). One at
+   * a time: a session busy with a long statement (a large reply, a wait on a row lock) gets no pile of
+   * them. A failure (the session lost) is logged: the next renewal goes on the next session.
    */
   async #renew(): Promise<void> {
+    if (this.#renewing) return
     const members: LeaseMember[] = []
     const ids: number[] = []
     for (const member of this.#members) {
@@ -72,22 +72,21 @@ export class Leases {
       members.push(member)
       ids.push(registration.responderId)
     }
-    const at = members.findIndex((member) => !this.#renewing.has(member))
-    const writer = members[at]
+    const writer = members[0]
     if (writer === undefined) return
-    this.#renewing.add(writer)
+    this.#renewing = true
     try {
       // Statistics ride on the renewal when they changed since the last one, counters always: the renewal
       // rewrites each row anyway.
       const stats = members.map((member) => member.stats?.unwritten())
       const statsValues = stats.some((entry) => entry !== undefined) ? stats.map((entry) => entry?.json ?? null) : null
       const counters = members.map((member) => counterRow(member.counters?.()))
-      await writer.query(this.#statements.renew, [ids[at], ids, statsValues, counters])
+      await writer.query(this.#statements.renew, [ids[0], ids, statsValues, counters])
       stats.forEach((entry, i) => entry !== undefined && members[i]?.stats?.written(entry.version))
     } catch (error) {
       this.#logger.debug({ err: error }, 'lease renewal failed')
     } finally {
-      this.#renewing.delete(writer)
+      this.#renewing = false
     }
   }
 }

@@ -1,14 +1,15 @@
 /**
  * A responder's registration (05_registration.sql): what pgrr_register gives it, and what the parts of a
- * responder are told about it and about the server's lifecycle. A registration lasts as long as the session
- * that made it; each new one gets the next generation, so that what belonged to a lost session is
- * recognised and dropped. Its session is opened and ended here: openRegistration(), endRegistration().
+ * responder are told about it and about the server's lifecycle. A registration lasts until it is released
+ * or its session ends (a client's responders share one, responder-session.ts); each new one gets the next
+ * generation, so that what belonged to a lost or released registration is recognised and dropped. It is
+ * opened here: openRegistration().
  */
-import { createSession, endSession, query, type Session } from '../database.ts'
+import { query, type Session } from '../database.ts'
 import { toPgrrError } from '../database-error.ts'
 import type { Listener, NotificationHandler } from '../listener.ts'
 import type { Logger } from '../logger.ts'
-import type { ClientOptions } from '../options.ts'
+import type { ResponderSession, SessionMember } from './responder-session.ts'
 import type { Statements } from '../statements.ts'
 import type { Telemetry } from '../telemetry.ts'
 
@@ -76,33 +77,34 @@ export interface Unlisteners {
   inbox: () => Promise<void>
 }
 
-/** Who hears a registration's channels, and who is told that its session ended. */
+/** Who hears a registration's channels. */
 export interface RegistrationHandlers {
   readonly service: NotificationHandler
   readonly control: NotificationHandler
   readonly inbox: NotificationHandler
-  readonly ended: (work: Session) => void
 }
 
 /**
- * Opens a registration: a new session (its advisory locks are this registration's), pgrr_register on it,
- * then LISTEN on its service, control and inbox channels. When any step fails, nothing of it is left.
+ * Opens a registration: pgrr_register on the client's responders' session (`member` joins it, and is told
+ * when it is lost), then LISTEN on its service, control and inbox channels. When any step fails, nothing of
+ * it is left: the registration is released, or the session ended when no other registration is on it.
  */
 export async function openRegistration(
-  options: ClientOptions,
+  sessions: ResponderSession,
+  member: SessionMember,
   listener: Listener,
   statements: Statements,
   registration: { channel: string; host: string; concurrency: number; info: string | null },
   handlers: RegistrationHandlers,
+  waitMs: number,
 ): Promise<{ work: Session; row: RegisteredRow; unlisten: Unlisteners }> {
-  const work: Session = createSession(options, { onEnd: () => handlers.ended(work) })
+  const work = await sessions.join(member)
   let row: RegisteredRow
   try {
-    await work.connect()
     const { channel, host, concurrency, info } = registration
     row = await register(work, statements, channel, host, concurrency, info)
   } catch (error) {
-    await endSession(work)
+    await sessions.leave(member, work, undefined, waitMs)
     throw toPgrrError(error)
   }
   try {
@@ -113,23 +115,7 @@ export async function openRegistration(
     }
     return { work, row, unlisten }
   } catch (error) {
-    await endSession(work)
+    await sessions.leave(member, work, row.responder_id, waitMs)
     throw error
   }
-}
-
-/**
- * Ends a registration's session. Its locks are released on purpose first, behind any statement still
- * running: node-postgres cuts the connection under a running statement, and the server would hold the
- * responder lock until it noticed. Once this resolves, no send picks the responder (unless the server took
- * longer than `waitMs` to answer).
- */
-export async function endRegistration(work: Session, waitMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([
-    query(work, 'select pg_advisory_unlock_all()', []).catch(() => undefined),
-    new Promise((resolve) => (timer = setTimeout(resolve, waitMs))),
-  ])
-  clearTimeout(timer)
-  await endSession(work)
 }

@@ -1,10 +1,12 @@
 /**
- * The responder side. A server owns one dedicated session (its "work" connection): it registers there,
- * which makes it live for request(); it claims batches of pending requests there, which takes their
- * request locks; and it writes replies there, which releases them. That session's locks are what callers
- * block on and what tells them the responder died, so it is never pooled, never recycled, and when it
- * breaks, the requests it held are given up (callers see them lost, or retried) and the server registers
- * anew on a fresh session.
+ * The responder side. A server registers on its client's responders' session (its "work" session, one
+ * for all the client's servers, responder-session.ts), which makes it live for request(); it claims
+ * batches of pending requests there, which takes their request locks; and its replies are written there,
+ * which releases them. That session's locks are what callers block on and what tells them the responder
+ * died, so it is never pooled; when a statement of the server is refused, its registration is released
+ * (its locks given back, what it held taken back) and it registers again; when the session breaks, the
+ * requests it held are given up (callers see them lost, or retried) and every server of the client
+ * registers anew on a fresh session.
  *
  * Handlers run outside any transaction, at most `concurrency` at once. A NOTIFY on the service channel, a
  * finished handler while a backlog remains, a reconnect, or the slow poll triggers the next claim.
@@ -16,7 +18,7 @@
  * the lease (with the counters and statistics).
  */
 import type { ClientContext } from '../client/context.ts'
-import { endSession, query, type Session } from '../database.ts'
+import { query, type Session } from '../database.ts'
 import { ClosedError, ConnectionError } from '../errors.ts'
 import { durationOption, integerOption } from '../option-values.ts'
 import type { ServeOptions } from '../options.ts'
@@ -28,7 +30,6 @@ import { Handoffs } from './handoff.ts'
 import { Jobs, type Job } from './jobs.ts'
 import type { LeaseMember } from './lease.ts'
 import {
-  endRegistration,
   openRegistration,
   type Registration,
   type ResponderContext,
@@ -36,6 +37,7 @@ import {
   type Unlisteners,
 } from './registration.ts'
 import { Replies } from './replies.ts'
+import type { SessionMember } from './responder-session.ts'
 import { encodeServiceInfo } from './service-info.ts'
 import { ServiceStats } from './service-stats.ts'
 import { StreamSender } from './stream.ts'
@@ -44,7 +46,8 @@ import { renderStreamStatements } from '../stream-statements.ts'
 export type { ServerState } from './registration.ts'
 
 const maxBackoffMs = 5000
-/** How long close() waits for the responder's locks to be released before cutting the connection. */
+/** How long close() waits for the responder's locks to be released (before cutting the connection, when
+ * it was the last registration on it). */
 const closeWaitMs = 5000
 
 /** A responder for one channel. Start it with `client.serve()` or `serve()`. */
@@ -67,8 +70,14 @@ export class Server {
   readonly #info: string | null
   readonly #stats = new ServiceStats()
   readonly #streams: StreamSender
-  /** The dedicated session; undefined between a loss and the next registration. */
+  /** The session it is registered on; undefined between a loss and the next registration. */
   #work: Session | undefined
+  /** What the responders' session knows of this server: told when the session is lost. */
+  readonly #member: SessionMember = {
+    lost: (session) => {
+      if (session === this.#work) this.#workLost()
+    },
+  }
   #state: ServerState = 'starting'
   #session: Registration | undefined
   #generation = 0
@@ -252,8 +261,8 @@ export class Server {
   }
 
   /**
-   * Immediate stop: aborts running handlers and ends the session, which releases the locks of their
-   * requests (callers see them lost, or retried when retryable). Idempotent.
+   * Immediate stop: aborts running handlers and releases the registration, which gives back the locks of
+   * their requests (callers see them lost, or retried when retryable). Idempotent.
    */
   async close(): Promise<void> {
     if (this.#state === 'closed') return
@@ -268,10 +277,11 @@ export class Server {
     await this.#stopListening()
     this.#jobs.abandonAll(new ClosedError('the responder closed'))
     this.#addressed.clear()
+    const responderId = this.#session?.responderId
     this.#session = undefined
     const work = this.#work
     this.#work = undefined
-    if (work !== undefined) await endRegistration(work, closeWaitMs)
+    if (work !== undefined) await this.#context.responderSession.leave(this.#member, work, responderId, closeWaitMs)
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
@@ -279,11 +289,12 @@ export class Server {
   }
 
   async #register(): Promise<void> {
-    const { statements, listener, host, options } = this.#context
+    const { statements, listener, host } = this.#context
     // The generation this registration gets once it is in place; handoffs before that are not its own yet.
     const mine = { generation: -1 }
     const { work, row, unlisten } = await openRegistration(
-      options,
+      this.#context.responderSession,
+      this.#member,
       listener,
       statements,
       { channel: this.channel, host, concurrency: this.#concurrency, info: this.#info },
@@ -297,15 +308,13 @@ export class Server {
           this.#addressed.cancel(ids)
         },
         inbox: (payload) => this.#handoffs.handedOff(payload, mine.generation),
-        ended: (ended) => {
-          if (ended === this.#work) this.#workLost()
-        },
       },
+      closeWaitMs,
     )
     if (this.#state === 'closed' || this.#state === 'draining') {
       // Stopped while this registration was under way: nothing of it may outlive the stop.
       await Promise.all([unlisten.service(), unlisten.control(), unlisten.inbox()].map((done) => done.catch(() => undefined)))
-      await endSession(work)
+      await this.#context.responderSession.leave(this.#member, work, row.responder_id, closeWaitMs)
       return
     }
     this.#work = work
@@ -358,15 +367,19 @@ export class Server {
     return query<Row>(work, text, values)
   }
 
-  /** Ends the work session on purpose (which releases its locks) and carries on with a fresh one. */
+  /**
+   * A statement was refused: what this registration holds is in doubt. Releases it on purpose (its locks
+   * given back, its requests taken back) and carries on with a new registration.
+   */
   #recycleWork(): void {
     const old = this.#work
+    const responderId = this.#session?.responderId
     this.#work = undefined
-    if (old !== undefined) void endSession(old)
+    if (old !== undefined) void this.#context.responderSession.leave(this.#member, old, responderId, closeWaitMs)
     this.#workLost()
   }
 
-  /** The work session ended: its locks are gone, so its requests are no longer ours. Register anew. */
+  /** The registration ended (its session lost, or released): its requests are no longer ours. Register anew. */
   #workLost(): void {
     // While reconnecting, a registration attempt is already scheduled or running (and retries on failure).
     if (this.#state === 'closed' || this.#state === 'starting' || this.#state === 'reconnecting') return

@@ -1,0 +1,167 @@
+// One session for all of a client's responders (src/responder/responder-session.ts, pgrr_release in
+// sql/protocol/05_registration.sql): every channel a client serves is registered on the same backend;
+// closing one server gives back exactly its registration's locks (its responder lock, its reply bells, its
+// channel's claim bell, the request locks of the SQL callers' requests it claimed) and takes back what it
+// held, while the others go on; when the session is lost, every server registers again on one new session.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { clientFor, deferred, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
+
+const db = useTestSchema('session')
+
+/** The backend each responder was registered on. */
+async function backends(ids: number[]): Promise<number[]> {
+  const rows = await db.sql.unsafe<{ pid: number }[]>(
+    `select backend_pid as pid from ${db.quoted}.pgrr_responder where id = any($1::int[]) order by id`, [ids],
+  )
+  return rows.map((row) => row.pid)
+}
+
+/**
+ * The advisory locks `pid` holds of a registration: its responder lock, its 64 reply bell keys, the three
+ * claim bell keys of its channel, and the request lock of request `id`. Each as [what, key].
+ */
+async function heldLocks(pid: number, responder: number, channelId: number, id: string): Promise<string[]> {
+  const s = db.quoted
+  const rows = await db.sql.unsafe<{ what: string }[]>(
+    `with keys (what, ns, key) as (
+       select 'responder', ${s}.pgrr_ns_responder(), $2::int
+       union all
+       select 'reply bell ' || lane || '/' || k, ${s}.pgrr_ns_reply_bell(), ${s}.pgrr_reply_bell_key($2, lane, k)
+         from generate_series(0, 15) lane, generate_series(0, 3) k
+       union all
+       select 'claim bell ' || k, ${s}.pgrr_ns_bell(), ${s}.pgrr_bell_key($3, k) from generate_series(0, 2) k
+       union all
+       select 'request', ${s}.pgrr_ns_request(), ${s}.pgrr_request_key($4::bigint)
+     )
+     select k.what from keys k
+      where exists (select 1 from pg_locks l
+                     where l.locktype = 'advisory' and l.pid = $1 and l.granted and l.objsubid = 2
+                       and l.classid = k.ns::oid and l.objid = k.key::oid)
+      order by k.what`,
+    [pid, responder, channelId, id],
+  )
+  return rows.map((row) => row.what)
+}
+
+test('a client registers all its channels on one session', { timeout: 30_000 }, async (t) => {
+  const client = await clientFor(t, db)
+  const servers = await Promise.all(['a', 'b', 'c'].map((name) => client.serve(`session.one.${name}`, (text: string) => `${name}:${text}`)))
+  t.after(() => Promise.all(servers.map((server) => server.close())))
+  const pids = await backends(servers.map((server) => server.responderId!))
+  assert.equal(pids.length, 3)
+  assert.equal(new Set(pids).size, 1, `one backend for three registrations, got ${pids.join(', ')}`)
+  assert.deepEqual(await Promise.all(['a', 'b', 'c'].map((name) => client.request(`session.one.${name}`, 'x'))), ['a:x', 'b:x', 'c:x'])
+})
+
+test('closing one server releases exactly its registration\'s locks and takes back its request; the others go on', { timeout: 60_000 }, async (t) => {
+  const s = db.quoted
+  // An SQL caller's request, queued before any responder is live, with a second attempt: the first
+  // responder claims it as it starts, which takes its request lock on the shared session.
+  const caller = await ownSession(t, 'caller')
+  const channelX = await ownSession(t, 'channel')
+  const { responder: placeholder, channelId } = await registerOn(db, channelX, 'session.release.x')
+  await channelX.unsafe(`select ${s}.pgrr_release($1)`, [placeholder])
+  const [queued] = await db.sql.unsafe<{ id: string }[]>(
+    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt, max_attempts)
+     values (${s}.pgrr_random_id(), $1, 'held', clock_timestamp() + interval '40 s', 'pending', 0, 2)
+     returning id::text`,
+    [channelId],
+  )
+  const id = queued!.id
+  const awaited = caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '40 s') as reply`, [id])
+  awaited.catch(() => undefined)
+
+  const client = await clientFor(t, db)
+  const started = deferred<string>()
+  const x = await client.serve('session.release.x', async (text: string, { signal }) => {
+    started.resolve(text)
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    return 'never written'
+  })
+  const y = await client.serve('session.release.y', (text: string) => `y:${text}`)
+  t.after(() => Promise.all([x.close(), y.close()]))
+  assert.equal(await started.promise, 'held')
+  const [pid] = await backends([x.responderId!])
+  const xId = x.responderId!
+  const yId = y.responderId!
+  // Before: the shared session holds x's responder lock, a reply bell in every lane, the request's lock, and
+  // the claim bell of x's channel (its claim of an SQL caller's request rang it).
+  const before = await heldLocks(pid!, xId, channelId, id)
+  assert.ok(before.includes('responder') && before.includes('request') && before.includes('claim bell 2'), `held before: ${before.join(', ')}`)
+  assert.equal(before.filter((what) => what.startsWith('reply bell')).length, 16)
+
+  await x.close()
+  assert.deepEqual(await heldLocks(pid!, xId, channelId, id), [], 'nothing of the closed registration is held')
+  const [yLocks] = await db.sql.unsafe<{ held: boolean }[]>(
+    `select exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.pid = $1 and l.objsubid = 2
+                      and l.classid = ${s}.pgrr_ns_responder()::oid and l.objid = $2::int::oid) as held`, [pid, yId],
+  )
+  assert.equal(yLocks!.held, true, 'the other registration keeps its responder lock')
+  assert.deepEqual(await backends([xId, yId]), [pid], 'the closed registration\'s row is gone, the other\'s stays')
+  assert.equal(await client.request('session.release.y', 'still'), 'y:still')
+
+  // The request went back to the queue; a responder of another session can claim it (its request lock is
+  // free) and its SQL awaiter gets the reply.
+  const other = await clientFor(t, db)
+  const again = await other.serve('session.release.x', (text: string) => `again:${text}`)
+  t.after(() => again.close())
+  const [answer] = await awaited
+  assert.equal(answer!.reply, 'again:held')
+})
+
+test('when the session is lost, every server registers again on one new session', { timeout: 60_000 }, async (t) => {
+  const client = await clientFor(t, db)
+  const a = await client.serve('session.lost.a', (text: string) => `a:${text}`)
+  const b = await client.serve('session.lost.b', (text: string) => `b:${text}`)
+  t.after(() => Promise.all([a.close(), b.close()]))
+  const [pid] = await backends([a.responderId!])
+  const old = [a.responderId!, b.responderId!]
+  await db.sql.unsafe('select pg_terminate_backend($1)', [pid])
+  await waitFor(() => (a.state === 'running' && b.state === 'running' && a.responderId !== old[0] && b.responderId !== old[1]) || undefined,
+    { message: 'both servers registered again' })
+  const pids = await backends([a.responderId!, b.responderId!])
+  assert.equal(pids.length, 2)
+  assert.equal(new Set(pids).size, 1, `one new backend for both, got ${pids.join(', ')}`)
+  assert.notEqual(pids[0], pid)
+  assert.deepEqual([await client.request('session.lost.a', 'x'), await client.request('session.lost.b', 'y')], ['a:x', 'b:y'])
+})
+
+test('pgrr_release does nothing for a responder this session did not register', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const owner = await ownSession(t, 'owner')
+  const stranger = await ownSession(t, 'stranger')
+  const { responder } = await registerOn(db, owner, 'session.stranger')
+  await stranger.unsafe(`select ${s}.pgrr_release($1)`, [responder])
+  const [row] = await db.sql.unsafe<{ live: boolean }[]>(
+    `select exists (select 1 from ${s}.pgrr_live_responder where id = $1) as live`, [responder],
+  )
+  assert.equal(row!.live, true)
+  const error = await rejection(stranger.unsafe(`select ${s}.pgrr_claim($1, (select channel_id from ${s}.pgrr_responder where id = $1), 1)`, [responder]))
+  assert.equal(error.code, '42501')
+})
+
+test('when releasing one registration fails, the session is ended: nothing of it stays held, and the others register again', { timeout: 60_000 }, async (t) => {
+  const s = db.quoted
+  const client = await clientFor(t, db)
+  const x = await client.serve('session.refused.x', (text: string) => text)
+  const y = await client.serve('session.refused.y', (text: string) => `y:${text}`)
+  t.after(() => Promise.all([x.close(), y.close()]))
+  const xId = x.responderId!
+  const yId = y.responderId!
+  const [pid] = await backends([xId])
+  // The database refuses to delete x's row, so pgrr_release fails as a whole.
+  await db.sql.unsafe(`create function ${s}.session_refuse() returns trigger language plpgsql as $$
+    begin
+      if old.id = ${xId} then raise exception 'release refused by the test'; end if;
+      return old;
+    end $$`)
+  await db.sql.unsafe(`create trigger session_refuse before delete on ${s}.pgrr_responder for each row execute function ${s}.session_refuse()`)
+  t.after(() => db.sql.unsafe(`drop function if exists ${s}.session_refuse() cascade`))
+  await x.close()
+  await waitFor(async () => (await db.sql`select 1 from pg_stat_activity where pid = ${pid!}`).length === 0 || undefined, {
+    message: 'the shared session ended',
+  })
+  await waitFor(() => (y.state === 'running' && y.responderId !== yId) || undefined, { message: 'the other server registered again' })
+  assert.equal(await client.request('session.refused.y', 'z'), 'y:z')
+})
