@@ -7,7 +7,7 @@
 // registration's outcome is written, and the refused one's registration alone is released.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { ResponderLostError } from '../src/index.ts'
+import { ResponderLostError, type Server } from '../src/index.ts'
 import { clientFor, collectErrors, deferred, ownSession, registerOn, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('replies')
@@ -118,7 +118,7 @@ test('the session writing two registrations\' outcomes dies mid-statement: the r
   const host = await clientFor(t, db, { checkIntervalMs: 200 })
   const gate = deferred()
   const started = { count: 0, all: deferred() }
-  const servers = []
+  const servers: Server[] = []
   for (const channel of ['replies.loss.a', 'replies.loss.b']) {
     servers.push(await host.serve(channel, async (payload: string) => {
       if (++started.count === 3) started.all.resolve()
@@ -165,7 +165,7 @@ test('the database refuses the statement writing two registrations\' outcomes: t
   const host = await clientFor(t, db, { checkIntervalMs: 200 })
   const gate = deferred()
   const started = { count: 0, all: deferred() }
-  const servers = []
+  const servers: Server[] = []
   for (const channel of ['replies.refused.a', 'replies.refused.b']) {
     servers.push(await host.serve(channel, async (payload: string) => {
       if (++started.count === 2) started.all.resolve()

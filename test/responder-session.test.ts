@@ -95,7 +95,7 @@ test('closing one server releases exactly its registration\'s locks and takes ba
   assert.deepEqual(await heldLocks(pid!, xId, channelId, id), [], 'nothing of the closed registration is held')
   const [yLocks] = await db.sql.unsafe<{ held: boolean }[]>(
     `select exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.pid = $1 and l.objsubid = 2
-                      and l.classid = ${s}.pgrr_ns_responder()::oid and l.objid = $2::int::oid) as held`, [pid, yId],
+                      and l.classid = ${s}.pgrr_ns_responder()::oid and l.objid = $2::int::oid) as held`, [pid!, yId],
   )
   assert.equal(yLocks!.held, true, 'the other registration keeps its responder lock')
   assert.deepEqual(await backends([xId, yId]), [pid], 'the closed registration\'s row is gone, the other\'s stays')
@@ -117,7 +117,7 @@ test('when the session is lost, every server registers again on one new session'
   t.after(() => Promise.all([a.close(), b.close()]))
   const [pid] = await backends([a.responderId!])
   const old = [a.responderId!, b.responderId!]
-  await db.sql.unsafe('select pg_terminate_backend($1)', [pid])
+  await db.sql.unsafe('select pg_terminate_backend($1)', [pid!])
   await waitFor(() => (a.state === 'running' && b.state === 'running' && a.responderId !== old[0] && b.responderId !== old[1]) || undefined,
     { message: 'both servers registered again' })
   const pids = await backends([a.responderId!, b.responderId!])
