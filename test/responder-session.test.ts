@@ -1,8 +1,10 @@
 // One session for all of a client's responders (src/responder/responder-session.ts, pgrr_release in
 // sql/protocol/05_registration.sql): every channel a client serves is registered on the same backend;
 // closing one server gives back exactly its registration's locks (its responder lock, its reply bells, its
-// channel's claim bell, the request locks of the SQL callers' requests it claimed) and takes back what it
-// held, while the others go on; when the session is lost, every server registers again on one new session.
+// channel's claim bell unless another registration of the channel stays, the request locks of the SQL
+// callers' requests it claimed) and takes back what it held, while the others go on; what a statement cut
+// off part-way left behind (a registration, a claim) is given back too; when a release fails the session is
+// ended; when the session is lost, every server registers again on one new session.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { clientFor, deferred, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
@@ -164,4 +166,109 @@ test('when releasing one registration fails, the session is ended: nothing of it
   })
   await waitFor(() => (y.state === 'running' && y.responderId !== yId) || undefined, { message: 'the other server registered again' })
   assert.equal(await client.request('session.refused.y', 'z'), 'y:z')
+})
+
+/** How many advisory locks `pid` holds in the responder and reply bell namespaces, and of which responders. */
+async function registrationLocks(pid: number): Promise<{ responders: number[]; bells: number; bellOwners: number[] }> {
+  const s = db.quoted
+  const [row] = await db.sql.unsafe<{ responders: number[] | null; bells: number; owners: number[] | null }[]>(
+    `select array_agg(l.objid::bigint::int order by l.objid) filter (where l.classid = ${s}.pgrr_ns_responder()::oid) as responders,
+            count(*) filter (where l.classid = ${s}.pgrr_ns_reply_bell()::oid)::int as bells,
+            array_agg(distinct (l.objid::bigint / 64)::int) filter (where l.classid = ${s}.pgrr_ns_reply_bell()::oid) as owners
+       from pg_locks l
+      where l.locktype = 'advisory' and l.pid = $1 and l.objsubid = 2`,
+    [pid],
+  )
+  return { responders: row!.responders ?? [], bells: row!.bells, bellOwners: row!.owners ?? [] }
+}
+
+test('a registration that fails half way leaves no lock on the session its siblings go on with', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const client = await clientFor(t, db)
+  const y = await client.serve('session.half.y', (text: string) => `y:${text}`)
+  t.after(() => y.close())
+  const [pid] = await backends([y.responderId!])
+  // The database refuses the description, in the statement that registers: after pgrr_register took the
+  // responder lock and the reply bells (session locks, which outlive the statement's rollback).
+  await db.sql.unsafe(`create function ${s}.session_refuse_info() returns trigger language plpgsql as $$
+    begin raise exception 'description refused by the test'; end $$`)
+  await db.sql.unsafe(`create trigger session_refuse_info before update on ${s}.pgrr_responder for each row
+    when (new.info is distinct from old.info) execute function ${s}.session_refuse_info()`)
+  t.after(() => db.sql.unsafe(`drop function if exists ${s}.session_refuse_info() cascade`))
+  await rejection(client.serve('session.half.x', (text: string) => text, { description: 'refused' }))
+  assert.deepEqual(await registrationLocks(pid!), { responders: [y.responderId!], bells: 16, bellOwners: [y.responderId!] })
+  assert.deepEqual(await backends([y.responderId!]), [pid], 'the other registration goes on, on the same session')
+  assert.equal(await client.request('session.half.y', 'z'), 'y:z')
+})
+
+test('a claim that fails after taking request locks: the registration is released with them, and the request is answered', { timeout: 60_000 }, async (t) => {
+  const s = db.quoted
+  const client = await clientFor(t, db, { checkIntervalMs: 200 })
+  const y = await client.serve('session.claim.y', (text: string) => `y:${text}`)
+  t.after(() => y.close())
+  const [pid] = await backends([y.responderId!])
+  // The first claim of the poisoned request fails after its request lock was taken (an AFTER trigger runs
+  // at the end of the statement); the next one goes through.
+  // (A sequence counts the claims: nextval is not rolled back with the statement.)
+  await db.sql.unsafe(`create sequence ${s}.session_poison`)
+  await db.sql.unsafe(`create function ${s}.session_poison() returns trigger language plpgsql as $$
+    begin
+      if new.state = 'claimed' and new.payload = 'poison' and nextval('${s}.session_poison') = 1 then
+        raise exception 'claim refused by the test';
+      end if;
+      return new;
+    end $$`)
+  t.after(() => db.sql.unsafe(`drop sequence if exists ${s}.session_poison`))
+  t.after(() => db.sql.unsafe(`drop function if exists ${s}.session_poison() cascade`))
+  const channelX = await ownSession(t, 'channel-x')
+  const { responder: placeholder, channelId } = await registerOn(db, channelX, 'session.claim.x')
+  await channelX.unsafe(`select ${s}.pgrr_release($1)`, [placeholder])
+  const [queued] = await db.sql.unsafe<{ id: string }[]>(
+    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt, max_attempts)
+     values (${s}.pgrr_random_id(), $1, 'poison', clock_timestamp() + interval '40 s', 'pending', 0, 1)
+     returning id::text`,
+    [channelId],
+  )
+  await db.sql.unsafe(`create trigger session_poison after update on ${s}.pgrr_request for each row execute function ${s}.session_poison()`)
+  const caller = await ownSession(t, 'caller')
+  const awaited = caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '40 s') as reply`, [queued!.id])
+  const x = await client.serve('session.claim.x', (text: string) => `x:${text}`)
+  t.after(() => x.close())
+  const [answer] = await awaited
+  assert.equal(answer!.reply, 'x:poison')
+  const [claims] = await db.sql.unsafe<{ n: number }[]>(`select last_value::int as n from ${s}.session_poison`)
+  assert.equal(claims!.n, 2, 'the first claim was refused, the second went through')
+  // Its request lock is not held on the shared session any more: neither the hold the failed claim left, nor
+  // the reply's.
+  const [held] = await db.sql.unsafe<{ held: boolean }[]>(
+    `select exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.pid = $1 and l.objsubid = 2
+                      and l.classid = ${s}.pgrr_ns_request()::oid and l.objid = ${s}.pgrr_request_key($2::bigint)::oid) as held`,
+    [pid!, queued!.id],
+  )
+  assert.equal(held!.held, false)
+  assert.equal(await client.request('session.claim.y', 'z'), 'y:z')
+})
+
+test('two servers of one channel on a client: closing one keeps the channel\'s claim bell for the other', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const setup = await ownSession(t, 'setup')
+  const { responder: placeholder, channelId } = await registerOn(db, setup, 'session.twice')
+  await setup.unsafe(`select ${s}.pgrr_release($1)`, [placeholder])
+  // An SQL caller's request queued before the servers start: the claim that takes it rings the bell.
+  const [queued] = await db.sql.unsafe<{ id: string }[]>(
+    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt)
+     values (${s}.pgrr_random_id(), $1, 'ring', clock_timestamp() + interval '30 s', 'pending', 0) returning id::text`,
+    [channelId],
+  )
+  const client = await clientFor(t, db)
+  const first = await client.serve('session.twice', (text: string) => `1:${text}`)
+  const second = await client.serve('session.twice', (text: string) => `2:${text}`)
+  t.after(() => Promise.all([first.close(), second.close()]))
+  await waitFor(async () => (await db.sql.unsafe(`select 1 from ${s}.pgrr_request where id = $1 and state = 'replied'`, [queued!.id])).length === 1 || undefined,
+    { message: 'the queued request answered' })
+  const [pid] = await backends([first.responderId!])
+  const bell = async () => (await heldLocks(pid!, first.responderId!, channelId, queued!.id)).filter((what) => what.startsWith('claim bell'))
+  assert.equal((await bell()).length, 2, 'the token and one bell')
+  await second.close()
+  assert.equal((await bell()).length, 2, 'still held for the other registration of the channel')
 })

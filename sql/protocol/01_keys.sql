@@ -12,9 +12,9 @@
 --   request    (pgrr_ns_request(), pgrr_request_key(id)): held by the responder that claimed a request
 --              made from SQL, from the claim to the commit of its reply (07_claim.sql, 09_reply.sql); its
 --              SQL awaiter blocks on it (10_await.sql).
---   responder  (pgrr_ns_responder(), responder id): held by a responder's session from its registration
---              until the session ends (05_registration.sql): what says that the session still has what was
---              given to it (04_liveness.sql).
+--   responder  (pgrr_ns_responder(), responder id): held by the session a responder registered on, from
+--              its registration until it is released or the session ends (05_registration.sql): what says
+--              that the responder still has what was given to it (04_liveness.sql).
 --   bell       (pgrr_ns_bell(), pgrr_bell_key(channel id, 0 to 2)): a channel's claim bell, rung by
 --              claims, which SQL awaiters of pending requests block on (03_bells.sql).
 --   reply bell (pgrr_ns_reply_bell(), pgrr_reply_bell_key(responder id, lane, 0 to 3)): a responder's reply

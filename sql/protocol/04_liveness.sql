@@ -12,8 +12,9 @@
 --         it no longer exists. Whose requests are taken back (pgrr_reap) and whose rows are deleted
 --         (pgrr_sweep_older_than). A draining responder is neither: it takes nothing new and keeps what
 --         it holds.
--- The responder lock (pgrr_ns_responder(), responder id) is held by the responder's session from its
--- registration until the session ends: its release is how death shows at once. Its key is easy to compute
+-- The responder lock (pgrr_ns_responder(), responder id) is held by the session the responder registered
+-- on, from its registration until it is released (pgrr_release) or the session ends: its release is how
+-- death shows at once. Its key is easy to compute
 -- (responder ids count up from 1), and any login may take any advisory lock, so a lock held proves less:
 -- a session that takes it once the responder's session has ended makes a phantom, listed as live and sent
 -- requests that nobody runs. So "gone" also checks the session itself (pid and the role it authenticated

@@ -144,9 +144,9 @@ end
 $$;
 
 -- pgrr_unregister(responder): stop being live (drain): no new request goes to this responder (see
--- pgrr_live_responder), whoever holds its responder lock. The row and the lock stay until the session
--- ends (the sweep then deletes the row): the requests in flight, claimed or handed, are still this
--- session's to answer. Does nothing for a responder id this session did not register.
+-- pgrr_live_responder), whoever holds its responder lock. The row and the lock stay until the
+-- registration ends (pgrr_release, or the session's end, after which the sweep deletes the row): the
+-- requests in flight, claimed or handed, are still this registration's to answer. Does nothing for a responder id this session did not register.
 create function :SCHEMA.pgrr_unregister(p_responder int) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -160,16 +160,19 @@ end
 $$;
 
 -- pgrr_release(responder): ends one registration of this session while the session goes on with its
--- others: what the end of the session does for all of them, for this one alone. Gives back every lock of
--- the registration: the request locks of the SQL callers' requests it claimed, its reply bells, its
--- channel's claim bell when no other registration of that channel is on this session (03_bells.sql), and
--- its responder lock; then deletes its row (from here on it is gone, 04_liveness.sql) and reaps what it
--- still held (pgrr_reap: back to the queue, or lost). Does nothing for a responder id this session did not
--- register. Its own transaction: the advisory locks go at once, the row and the reap at commit, and an
--- awaiter that wakes in between finds the request still claimed by a responder whose lock is free, which
--- is gone: it reaps it itself.
--- Locks: gives back the session's advisory locks named above (those it holds, read in pg_locks: a lock
--- held twice keeps one hold); row locks of the requests reaped. NOTIFY: pgrr_reap's.
+-- others: what the end of the session does for all of them, for this one alone. Gives back its responder
+-- lock first (an awaiter woken by any lock below finds it gone), deletes its row (from here on it is gone,
+-- 04_liveness.sql), then gives back every lock of this session in the protocol's namespaces that no
+-- registration left on it accounts for: the released one's reply bells, its channel's claim bell unless
+-- another registration of that channel is here (03_bells.sql), the request locks of the SQL callers'
+-- requests it claimed (07_claim.sql), and any lock a failed statement left behind (session locks survive a
+-- rollback: a claim or a registration cut off part-way). Then reaps what it still held (pgrr_reap: back to
+-- the queue, or lost). Null, or a responder id this session did not register: only the locks nothing
+-- accounts for. Its own transaction: the locks go at once, the row and the reap at commit; an awaiter that
+-- wakes in between finds its request claimed by a responder whose lock is free, which is gone, and reaps it
+-- itself. A lock held twice for a request still claimed here (2^-32, 01_keys.sql) keeps its second hold.
+-- Locks: gives back this session's advisory locks named above (read in pg_locks, every hold of each);
+-- row locks of the requests reaped. NOTIFY: pgrr_reap's.
 create function :SCHEMA.pgrr_release(p_responder int) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -178,47 +181,66 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_channel_id int;
+  v_requests int[];
+  r record;
+  v_ns int;
+  v_key int;
 begin
   select w.channel_id into v_channel_id
     from :SCHEMA.pgrr_responder w
    where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
-  if not found then
-    return;
+  if found then
+    perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
+    delete from :SCHEMA.pgrr_responder w where w.id = p_responder;
+    for v_lane in 0..:SCHEMA.pgrr_reply_lanes() - 1 loop
+      perform set_config(:SCHEMA.pgrr_reply_bell_setting(p_responder, v_lane), '', false);
+    end loop;
+    if not exists (select 1 from :SCHEMA.pgrr_responder w
+                    where w.channel_id = v_channel_id and w.backend_pid = pg_backend_pid() and w.login = session_user) then
+      perform set_config('pgrr.bell_' || to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || v_channel_id, '', false);
+    end if;
   end if;
-  -- Request locks: those of the SQL callers' requests it claimed (a handed one has none) that this session
-  -- holds, one hold each (each claim takes one, each reply gives one back).
-  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(q.id))
-     from :SCHEMA.pgrr_request q
-    where q.responder_id = p_responder and q.state in ('claimed', 'cancelled') and q.reply_to is null and not q.handed
-      and exists (select 1 from pg_locks l
-                   where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
-                     and l.objsubid = 2 and l.classid = :SCHEMA.pgrr_ns_request()::oid
-                     and l.objid = :SCHEMA.pgrr_request_key(q.id)::oid);
-  -- Reply bells: every one of its keys this session holds (its setting names the current one of each lane,
-  -- but a reply that aborted leaves the next one held as well, until the next ring, 03_bells.sql).
-  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_reply_bell(), b.key)
-     from (select :SCHEMA.pgrr_reply_bell_key(p_responder, lane, k) as key
-             from generate_series(0, :SCHEMA.pgrr_reply_lanes() - 1) lane, generate_series(0, 3) k) b
-    where exists (select 1 from pg_locks l
-                   where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
-                     and l.objsubid = 2 and l.classid = :SCHEMA.pgrr_ns_reply_bell()::oid and l.objid = b.key::oid);
-  for v_lane in 0..:SCHEMA.pgrr_reply_lanes() - 1 loop
-    perform set_config(:SCHEMA.pgrr_reply_bell_setting(p_responder, v_lane), '', false);
+  -- What the registrations left here account for: their responder locks and reply bells (by responder id,
+  -- the key's high bits), their channels' claim bells, and the request locks of the SQL callers' requests
+  -- they claimed (a handed one has none).
+  v_requests := array(select :SCHEMA.pgrr_request_key(q.id)
+                        from :SCHEMA.pgrr_request q
+                        join :SCHEMA.pgrr_responder w on w.id = q.responder_id
+                       where w.backend_pid = pg_backend_pid() and w.login = session_user
+                         and q.state in ('claimed', 'cancelled') and q.reply_to is null and not q.handed);
+  for r in
+    select l.classid::bigint as ns, l.objid::bigint as key
+      from pg_locks l
+     where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock' and l.objsubid = 2
+       and l.classid in (:SCHEMA.pgrr_ns_request()::oid, :SCHEMA.pgrr_ns_responder()::oid,
+                         :SCHEMA.pgrr_ns_bell()::oid, :SCHEMA.pgrr_ns_reply_bell()::oid)
+  loop
+    -- pg_locks shows the two keys as unsigned.
+    v_ns := (r.ns - case when r.ns >= 2147483648 then 4294967296 else 0 end)::int;
+    v_key := (r.key - case when r.key >= 2147483648 then 4294967296 else 0 end)::int;
+    continue when case
+      when v_ns = :SCHEMA.pgrr_ns_request() then v_key = any (v_requests)
+      when v_ns = :SCHEMA.pgrr_ns_responder() then
+        exists (select 1 from :SCHEMA.pgrr_responder w
+                 where w.id = v_key and w.backend_pid = pg_backend_pid() and w.login = session_user)
+      when v_ns = :SCHEMA.pgrr_ns_bell() then
+        r.key % 4 < 3 and exists (select 1 from :SCHEMA.pgrr_responder w
+                                   where w.channel_id = r.key / 4 and w.backend_pid = pg_backend_pid() and w.login = session_user)
+      else
+        exists (select 1 from :SCHEMA.pgrr_responder w
+                 where w.id % 67108864 = r.key / 64 and w.backend_pid = pg_backend_pid() and w.login = session_user)
+    end;
+    -- Every hold of it (advisory locks count them; an unlock of a lock not held would warn).
+    for v_try in 1..100 loop
+      exit when not exists (select 1 from pg_locks l
+                             where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
+                               and l.objsubid = 2 and l.classid = r.ns::oid and l.objid = r.key::oid);
+      perform pg_advisory_unlock(v_ns, v_key);
+    end loop;
   end loop;
-  -- The claim bell belongs to the channel: it stays while another registration of the channel is here.
-  if not exists (select 1 from :SCHEMA.pgrr_responder w
-                  where w.channel_id = v_channel_id and w.id <> p_responder
-                    and w.backend_pid = pg_backend_pid() and w.login = session_user) then
-    perform pg_advisory_unlock(:SCHEMA.pgrr_ns_bell(), b.key)
-       from (select :SCHEMA.pgrr_bell_key(v_channel_id, k) as key from generate_series(0, 2) k) b
-      where exists (select 1 from pg_locks l
-                     where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
-                       and l.objsubid = 2 and l.classid = :SCHEMA.pgrr_ns_bell()::oid and l.objid = b.key::oid);
-    perform set_config('pgrr.bell_' || to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || v_channel_id, '', false);
+  if v_channel_id is not null then
+    perform :SCHEMA.pgrr_reap(array(select q.id from :SCHEMA.pgrr_request q
+                                     where q.responder_id = p_responder and q.state = 'claimed'));
   end if;
-  perform pg_advisory_unlock(:SCHEMA.pgrr_ns_responder(), p_responder);
-  delete from :SCHEMA.pgrr_responder r where r.id = p_responder;
-  perform :SCHEMA.pgrr_reap(array(select q.id from :SCHEMA.pgrr_request q
-                                   where q.responder_id = p_responder and q.state = 'claimed'));
 end
 $$;

@@ -363,6 +363,7 @@ export class Client {
     this.#closed = true
     this.#check.stop()
     this.#replyListen?.close()
+    this.#responderSession.close()
     await Promise.all([...this.#servers].map((server) => server.close()))
     const error = new ClosedError('the client was closed before the reply arrived')
     this.#requests.giveUpAll(error)

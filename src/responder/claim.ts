@@ -84,8 +84,8 @@ export class ClaimLoop {
       this.#claiming = false
       // Never claim again straight away: on a broken session the next statement fails without yielding to
       // the event loop. And a claim that failed part-way may hold request locks of rows it did not claim
-      // (session locks survive a rollback): only ending the session releases them. So: a new session,
-      // a new registration, and claims resume from there.
+      // (session locks survive a rollback): releasing the registration gives them back (pgrr_release), or
+      // ending the session. So: a new registration, and claims resume from there.
       this.#backlog = false
       this.#options.failed(session)
       return

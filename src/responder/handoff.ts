@@ -23,7 +23,7 @@ export interface HandoffsOptions extends ResponderContext {
   readonly state: () => ServerState
   /** Slots the running claim may fill, 0 when none runs. */
   readonly claimReserved: () => number
-  /** Ends the work session on purpose, which gives back what was handed to it, and registers anew. */
+  /** Releases the registration on purpose, which gives back what was handed to it, and registers anew. */
   readonly recycle: () => void
 }
 
@@ -94,7 +94,7 @@ export class Handoffs {
     }
   }
 
-  /** The running claim failed: its session is about to end, and what was handed to it with it (reaped: lost, or retried). */
+  /** The running claim failed: its registration is about to end, and what was handed to it with it (reaped: lost, or retried). */
   claimFailed(): void {
     this.#deferred = []
   }
@@ -151,8 +151,8 @@ export class Handoffs {
       await this.#options.query(this.#options.statements.decline, [session.responderId, ids])
     } catch (error) {
       if (session === undefined || session.generation !== this.#options.generation() || isConnectionLoss(error)) return
-      // The requests stay handed to this responder: only ending the session gives them back (reaped).
-      this.#options.logger.error({ err: error }, 'declining handed requests failed; restarting the responder session')
+      // The requests stay handed to this responder: only ending the registration gives them back (reaped).
+      this.#options.logger.error({ err: error }, 'declining handed requests failed; registering the responder again')
       this.#options.recycle()
     } finally {
       // Pending again, or gone with the session (a new registration's pgrr_handed does not return them).

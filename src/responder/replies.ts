@@ -5,7 +5,7 @@
  * of, on the session of the responder with the most of them; the statement gives back those of SQL callers
  * of the other responders, which their own sessions write. A lone outcome goes in the scalar
  * pgrr_reply_one, and so does each large one (batch-queue.ts, aloneOverChars). A reply the database refuses
- * ends the session, which releases every request it holds.
+ * releases the registration, which gives back every request it holds.
  */
 import { aloneOverChars, BatchQueue, splitAlone } from '../batch-queue.ts'
 import { isConnectionLoss } from '../database-error.ts'
@@ -69,7 +69,7 @@ export class ReplyQueue {
    * other one writes, on its own session, what it gave back. When it fails, each writes its own: the
    * writer's own are lost with its session if that is what failed (the others' requests are still held, and
    * one written by a statement whose answer was lost is found replied, and left), and one the database
-   * refuses ends the session of its own responder, as when each writes alone.
+   * refuses releases its own responder's registration, as when each writes alone.
    */
   async #writeTogether(groups: Map<Replies, Group>): Promise<void> {
     let writer: [Replies, Group] | undefined
@@ -89,7 +89,7 @@ export class ReplyQueue {
 export interface RepliesOptions extends ResponderContext {
   /** The client's queue of outcomes, shared by its responders. */
   readonly queue: ReplyQueue
-  /** Ends the work session on purpose, which releases its requests, and registers anew. */
+  /** Releases the registration on purpose, which gives back its requests, and registers anew. */
   readonly recycle: () => void
   /** These outcomes were written, or are gone with their session. */
   readonly written: (ids: readonly { readonly id: string }[]) => void
@@ -187,11 +187,12 @@ export class Replies {
     return rest
   }
 
-  /** A write failed: unless its session is gone anyway, the database refused it, and the session ends. */
+  /** A write failed: unless its session is gone anyway, the database refused it, and the registration is released. */
   #refused(session: Registration, error: unknown): void {
     if (session.generation !== this.#options.generation() || isConnectionLoss(error)) return
-    // Ending the session releases every lock it holds, so no caller waits on a reply that cannot be written.
-    this.#options.logger.error({ err: error }, 'writing replies failed; restarting the responder session')
+    // Releasing the registration gives back every lock it holds, so no caller waits on a reply that cannot
+    // be written.
+    this.#options.logger.error({ err: error }, 'writing replies failed; registering the responder again')
     this.#options.recycle()
   }
 

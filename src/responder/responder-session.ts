@@ -26,6 +26,8 @@ export class ResponderSession {
   #opening: Promise<Session> | undefined
   /** The members on the current session. */
   #members = new Set<SessionMember>()
+  /** The client closes: its servers leave without releasing, and the last one ends the session. */
+  #closing = false
 
   constructor(options: {
     connection: ConnectionOptions & { sessionConnectionString?: string }
@@ -48,12 +50,18 @@ export class ResponderSession {
     return session
   }
 
+  /** Whether `session` is the current one (not lost, not ended). */
+  isCurrent(session: Session): boolean {
+    return session === this.#session
+  }
+
   /**
-   * `member` leaves `session`, with its registration `responderId` (undefined: it has none there). The last
-   * member ends the session, which releases every lock at once; any other releases its own registration's
-   * (pgrr_release) and the session goes on. Waits at most `waitMs` for the release (it runs behind the
-   * statements queued on the session); when the release fails, the session is ended: no lock of the
-   * registration may stay behind, and the others register again.
+   * `member` leaves `session`, with its registration `responderId` (undefined: it has none there, its
+   * registration failed). The last member ends the session, which releases every lock at once; any other
+   * releases its own registration (pgrr_release, which also gives back what a failed statement left
+   * behind) and the session goes on. Waits at most `waitMs` for the release (it runs behind the statements
+   * queued on the session); when the release fails, the session is ended: no lock of the registration may
+   * stay behind, and the others register again.
    */
   async leave(member: SessionMember, session: Session, responderId: number | undefined, waitMs: number): Promise<void> {
     if (session !== this.#session || !this.#members.delete(member)) return
@@ -62,8 +70,8 @@ export class ResponderSession {
       await endWithLocks(session, waitMs)
       return
     }
-    if (responderId === undefined) return
-    const released = query(session, this.#statements.release, [responderId]).then(
+    if (this.#closing) return
+    const released = query(session, this.#statements.release, [responderId ?? null]).then(
       () => undefined,
       (error: unknown) => {
         this.#logger.warn({ err: error }, 'releasing a registration failed; ending the responders\' session')
@@ -74,6 +82,11 @@ export class ResponderSession {
     let timer: NodeJS.Timeout | undefined
     await Promise.race([released, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))])
     clearTimeout(timer)
+  }
+
+  /** The client closes: its servers leave without a release each; the last ends the session. */
+  close(): void {
+    this.#closing = true
   }
 
   /** Ends the session on purpose (which releases all its locks): every member is lost and registers again. */

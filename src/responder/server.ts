@@ -82,6 +82,8 @@ export class Server {
   #session: Registration | undefined
   #generation = 0
   #failures = 0
+  /** Recycled, and no claim has gone through since (see #recycleWork). */
+  #recycledSinceClaim = false
   #unlisten: Unlisteners | undefined
   #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
@@ -137,6 +139,7 @@ export class Server {
       jobs,
       claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
       settled: () => {
+        this.#recycledSinceClaim = false
         this.#handoffs.claimSettled()
         this.#addressed.startNext()
       },
@@ -311,10 +314,15 @@ export class Server {
       },
       closeWaitMs,
     )
-    if (this.#state === 'closed' || this.#state === 'draining') {
-      // Stopped while this registration was under way: nothing of it may outlive the stop.
+    const lost = !this.#context.responderSession.isCurrent(work)
+    if (lost || this.#state === 'closed' || this.#state === 'draining') {
+      // Stopped while this registration was under way: nothing of it may outlive the stop. Or its session
+      // was lost meanwhile (before this server was there to be told): register again.
       await Promise.all([unlisten.service(), unlisten.control(), unlisten.inbox()].map((done) => done.catch(() => undefined)))
       await this.#context.responderSession.leave(this.#member, work, row.responder_id, closeWaitMs)
+      if (lost && this.#state !== 'closed' && this.#state !== 'draining') {
+        throw new ConnectionError('the responders\' session ended while registering')
+      }
       return
     }
     this.#work = work
@@ -369,13 +377,21 @@ export class Server {
 
   /**
    * A statement was refused: what this registration holds is in doubt. Releases it on purpose (its locks
-   * given back, its requests taken back) and carries on with a new registration.
+   * given back, with any a statement cut off part-way left behind, its requests taken back) and carries on
+   * with a new registration on the same session. Refused again before a claim went through since: the
+   * trouble may be the session's own (a prepared statement gone stale), so the session is ended, and every
+   * server of the client registers again on a new one.
    */
   #recycleWork(): void {
     const old = this.#work
     const responderId = this.#session?.responderId
     this.#work = undefined
-    if (old !== undefined) void this.#context.responderSession.leave(this.#member, old, responderId, closeWaitMs)
+    if (old !== undefined) {
+      const sessions = this.#context.responderSession
+      if (this.#recycledSinceClaim) sessions.end(old)
+      else void sessions.leave(this.#member, old, responderId, closeWaitMs)
+    }
+    this.#recycledSinceClaim = true
     this.#workLost()
   }
 
