@@ -1,9 +1,9 @@
 // What an idle responder process costs: `node --import tsx bench/idle-responder.ts [channels] [seconds]
 // [rounds]` (DATABASE_URL) serves `channels` channels (default 100) from one client, nobody sending, and,
 // 10 s after the last registration (the start-up's work done), measures over `seconds` (default 20) the CPU its backends took in PostgreSQL and the CPU of this process,
-// both in ms per second, `rounds` times (default 3). What is left is housekeeping: lease renewals, polls,
-// sweeps. Prints one JSON object. Uses a schema of its own, dropped at the end. 100 channels need more
-// than PostgreSQL 15's default 100 connections (a registration is a session of its own).
+// both in ms per second, `rounds` times (default 3), and the sessions the process holds (`sessions`).
+// What is left is housekeeping: lease renewals, polls, sweeps. Prints one JSON object. Uses a schema of its
+// own, dropped at the end.
 import postgres from 'postgres'
 import { connect, migrate, type Server } from '../src/index.ts'
 import { withApplicationName } from './database-url.ts'
@@ -27,6 +27,7 @@ try {
       servers.push(await client.serve(`idle.${index}`, async (payload: unknown) => payload, { concurrency: 64 }))
     }
     await new Promise((resolve) => setTimeout(resolve, settleMs))
+    const [held] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = 'pgrr-bench-idle-responder'`
     const samples: { serverCpuMsPerSecond: number | null; nodeCpuMsPerSecond: number }[] = []
     for (let round = 0; round < rounds; round++) {
       const meter = new ServerCpuMeter('postgres', admin)
@@ -42,7 +43,7 @@ try {
         nodeCpuMsPerSecond: Math.round((nodeUs.user + nodeUs.system) / 1000 / elapsedSeconds * 10) / 10,
       })
     }
-    process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), channels, seconds, samples })}\n`)
+    process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), channels, seconds, sessions: held?.n ?? null, samples })}\n`)
   } finally {
     await Promise.all(servers.map((server) => server.close()))
     await client.close()
