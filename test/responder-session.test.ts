@@ -6,7 +6,7 @@
 // off part-way left behind (a registration, a claim) is given back too; when a release fails the session is
 // ended; when the session is lost, every server registers again on one new session.
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import { clientFor, deferred, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
 
 const db = useTestSchema('session')
@@ -46,6 +46,27 @@ async function heldLocks(pid: number, responder: number, channelId: number, id: 
   return rows.map((row) => row.what)
 }
 
+/**
+ * An SQL caller's request (no reply channel) stored pending on `channel` before any responder of it is
+ * live, without a NOTIFY: the first responder's claim takes it, with its request lock. The channel is made
+ * by a registration released at once (on a session of the test's own). Returns the request id and channel.
+ */
+async function queueSqlRequest(
+  t: TestContext, channel: string, payload: string, maxAttempts = 1,
+): Promise<{ id: string; channelId: number }> {
+  const s = db.quoted
+  const setup = await ownSession(t, 'setup')
+  const { responder, channelId } = await registerOn(db, setup, channel)
+  await setup.unsafe(`select ${s}.pgrr_release($1)`, [responder])
+  const [row] = await db.sql.unsafe<{ id: string }[]>(
+    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt, max_attempts)
+     values (${s}.pgrr_random_id(), $1, $2, clock_timestamp() + interval '40 s', 'pending', 0, $3)
+     returning id::text`,
+    [channelId, payload, maxAttempts],
+  )
+  return { id: row!.id, channelId }
+}
+
 test('a client registers all its channels on one session', { timeout: 30_000 }, async (t) => {
   const client = await clientFor(t, db)
   const servers = await Promise.all(['a', 'b', 'c'].map((name) => client.serve(`session.one.${name}`, (text: string) => `${name}:${text}`)))
@@ -61,16 +82,7 @@ test('closing one server releases exactly its registration\'s locks and takes ba
   // An SQL caller's request, queued before any responder is live, with a second attempt: the first
   // responder claims it as it starts, which takes its request lock on the shared session.
   const caller = await ownSession(t, 'caller')
-  const channelX = await ownSession(t, 'channel')
-  const { responder: placeholder, channelId } = await registerOn(db, channelX, 'session.release.x')
-  await channelX.unsafe(`select ${s}.pgrr_release($1)`, [placeholder])
-  const [queued] = await db.sql.unsafe<{ id: string }[]>(
-    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt, max_attempts)
-     values (${s}.pgrr_random_id(), $1, 'held', clock_timestamp() + interval '40 s', 'pending', 0, 2)
-     returning id::text`,
-    [channelId],
-  )
-  const id = queued!.id
+  const { id, channelId } = await queueSqlRequest(t, 'session.release.x', 'held', 2)
   const awaited = caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '40 s') as reply`, [id])
   awaited.catch(() => undefined)
 
@@ -220,18 +232,10 @@ test('a claim that fails after taking request locks: the registration is release
     end $$`)
   t.after(() => db.sql.unsafe(`drop sequence if exists ${s}.session_poison`))
   t.after(() => db.sql.unsafe(`drop function if exists ${s}.session_poison() cascade`))
-  const channelX = await ownSession(t, 'channel-x')
-  const { responder: placeholder, channelId } = await registerOn(db, channelX, 'session.claim.x')
-  await channelX.unsafe(`select ${s}.pgrr_release($1)`, [placeholder])
-  const [queued] = await db.sql.unsafe<{ id: string }[]>(
-    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt, max_attempts)
-     values (${s}.pgrr_random_id(), $1, 'poison', clock_timestamp() + interval '40 s', 'pending', 0, 1)
-     returning id::text`,
-    [channelId],
-  )
+  const { id: queuedId } = await queueSqlRequest(t, 'session.claim.x', 'poison')
   await db.sql.unsafe(`create trigger session_poison after update on ${s}.pgrr_request for each row execute function ${s}.session_poison()`)
   const caller = await ownSession(t, 'caller')
-  const awaited = caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '40 s') as reply`, [queued!.id])
+  const awaited = caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '40 s') as reply`, [queuedId])
   const x = await client.serve('session.claim.x', (text: string) => `x:${text}`)
   t.after(() => x.close())
   const [answer] = await awaited
@@ -243,7 +247,7 @@ test('a claim that fails after taking request locks: the registration is release
   const [held] = await db.sql.unsafe<{ held: boolean }[]>(
     `select exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.pid = $1 and l.objsubid = 2
                       and l.classid = ${s}.pgrr_ns_request()::oid and l.objid = ${s}.pgrr_request_key($2::bigint)::oid) as held`,
-    [pid!, queued!.id],
+    [pid!, queuedId],
   )
   assert.equal(held!.held, false)
   assert.equal(await client.request('session.claim.y', 'z'), 'y:z')
@@ -251,23 +255,15 @@ test('a claim that fails after taking request locks: the registration is release
 
 test('two servers of one channel on a client: closing one keeps the channel\'s claim bell for the other', { timeout: 30_000 }, async (t) => {
   const s = db.quoted
-  const setup = await ownSession(t, 'setup')
-  const { responder: placeholder, channelId } = await registerOn(db, setup, 'session.twice')
-  await setup.unsafe(`select ${s}.pgrr_release($1)`, [placeholder])
-  // An SQL caller's request queued before the servers start: the claim that takes it rings the bell.
-  const [queued] = await db.sql.unsafe<{ id: string }[]>(
-    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, attempt)
-     values (${s}.pgrr_random_id(), $1, 'ring', clock_timestamp() + interval '30 s', 'pending', 0) returning id::text`,
-    [channelId],
-  )
+  const { id: queuedId, channelId } = await queueSqlRequest(t, 'session.twice', 'ring')
   const client = await clientFor(t, db)
   const first = await client.serve('session.twice', (text: string) => `1:${text}`)
   const second = await client.serve('session.twice', (text: string) => `2:${text}`)
   t.after(() => Promise.all([first.close(), second.close()]))
-  await waitFor(async () => (await db.sql.unsafe(`select 1 from ${s}.pgrr_request where id = $1 and state = 'replied'`, [queued!.id])).length === 1 || undefined,
+  await waitFor(async () => (await db.sql.unsafe(`select 1 from ${s}.pgrr_request where id = $1 and state = 'replied'`, [queuedId])).length === 1 || undefined,
     { message: 'the queued request answered' })
   const [pid] = await backends([first.responderId!])
-  const bell = async () => (await heldLocks(pid!, first.responderId!, channelId, queued!.id)).filter((what) => what.startsWith('claim bell'))
+  const bell = async () => (await heldLocks(pid!, first.responderId!, channelId, queuedId)).filter((what) => what.startsWith('claim bell'))
   assert.equal((await bell()).length, 2, 'the token and one bell')
   await second.close()
   assert.equal((await bell()).length, 2, 'still held for the other registration of the channel')
