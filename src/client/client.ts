@@ -23,11 +23,7 @@ import { choiceOption, durationOption, integerOption } from '../option-values.ts
 import type { ClientOptions, RequestOptions, ServeOptions } from '../options.ts'
 import type { Handler } from '../responder/handler.ts'
 import { Server } from '../responder/server.ts'
-import { Leases } from '../responder/lease.ts'
-import { Polls } from '../responder/polls.ts'
-import { ReplyQueue } from '../responder/replies.ts'
-import { ResponderSession } from '../responder/responder-session.ts'
-import { Sweeps } from '../responder/sweeps.ts'
+import { ClientResponders } from '../responder/client-responders.ts'
 import { assertMigrated } from '../schema-version.ts'
 import { renderStatements, type Statements } from '../statements.ts'
 import { combineTelemetry, type Telemetry } from '../telemetry.ts'
@@ -82,16 +78,8 @@ export class Client {
   readonly #cancels: BatchQueue<string>
   readonly #mux: ReplyMux
   readonly #check: RecoveryCheck
-  /** The sweeps of this client's responders, once for all of them. */
-  readonly #sweeps: Sweeps
-  /** The outcomes of this client's responders, written together whatever their channel. */
-  readonly #replyQueue = new ReplyQueue()
-  /** The leases of this client's responders, renewed in one statement for all of them. */
-  readonly #leases: Leases
-  /** The polls of this client's responders, one statement for all of them. */
-  readonly #polls: Polls
-  /** The session all this client's responders register on. */
-  readonly #responderSession: ResponderSession
+  /** What this client's responders share: their session, reply queue, leases, polls and sweeps. */
+  readonly #responders: ClientResponders
   #polling = false
   /** What streamed requests use of this client, made at the first one. */
   #streamHost: StreamHost | undefined
@@ -150,10 +138,7 @@ export class Client {
       mux,
       settle,
     })
-    this.#sweeps = new Sweeps({ pool: this.#pool, poolQuery: query, statements, logger })
-    this.#leases = new Leases({ statements, logger })
-    this.#polls = new Polls({ poolQuery: query, statements, logger })
-    this.#responderSession = new ResponderSession({ connection: this.#options, statements, logger })
+    this.#responders = new ClientResponders({ connection: this.#options, pool: this.#pool, poolQuery: query, statements, logger })
     this.#check = new RecoveryCheck({
       statements,
       logger,
@@ -215,11 +200,7 @@ export class Client {
       telemetry: this.#telemetry,
       host: hostname(),
       polling: this.#polling,
-      sweeps: this.#sweeps,
-      replies: this.#replyQueue,
-      leases: this.#leases,
-      polls: this.#polls,
-      responderSession: this.#responderSession,
+      responders: this.#responders,
     }
   }
 
@@ -363,7 +344,7 @@ export class Client {
     this.#closed = true
     this.#check.stop()
     this.#replyListen?.close()
-    this.#responderSession.close()
+    this.#responders.session.close()
     await Promise.all([...this.#servers].map((server) => server.close()))
     const error = new ClosedError('the client was closed before the reply arrived')
     this.#requests.giveUpAll(error)

@@ -165,7 +165,7 @@ export class Server {
       state: () => this.#state,
       claimReserved: () => this.#claims.reserved,
     })
-    this.#replies = new Replies({ ...shared, queue: context.replies, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
+    this.#replies = new Replies({ ...shared, queue: context.responders.replies, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
     this.#lease = { ...shared, stats: this.#stats, counters: () => jobs.counters(), active: () => this.#state === 'running' || this.#state === 'draining' }
   }
 
@@ -207,12 +207,12 @@ export class Server {
       // A request handed over while the LISTEN session was away: its NOTIFY is lost.
       void this.#handoffs.recover()
     })
-    this.#leavePolls = this.#context.polls.join(
+    this.#leavePolls = this.#context.responders.polls.join(
       { channelId: () => this.#session?.channelId, wake: () => this.#claims.wake() },
       this.#pollIntervalMs,
     )
-    this.#leaveSweeps = this.#context.sweeps.join(this.#sweepIntervalMs)
-    this.#leaveLeases = this.#context.leases.join(this.#lease)
+    this.#leaveSweeps = this.#context.responders.sweeps.join(this.#sweepIntervalMs)
+    this.#leaveLeases = this.#context.responders.leases.join(this.#lease)
     this.#claims.wake()
   }
 
@@ -284,7 +284,7 @@ export class Server {
     this.#session = undefined
     const work = this.#work
     this.#work = undefined
-    if (work !== undefined) await this.#context.responderSession.leave(this.#member, work, responderId, closeWaitMs)
+    if (work !== undefined) await this.#context.responders.session.leave(this.#member, work, responderId, closeWaitMs)
     this.#notifyIdle()
     this.#onClosed()
     for (const hook of this.#closeHooks) await hook().catch(() => undefined)
@@ -296,7 +296,7 @@ export class Server {
     // The generation this registration gets once it is in place; handoffs before that are not its own yet.
     const mine = { generation: -1 }
     const { work, row, unlisten } = await openRegistration(
-      this.#context.responderSession,
+      this.#context.responders.session,
       this.#member,
       listener,
       statements,
@@ -314,12 +314,12 @@ export class Server {
       },
       closeWaitMs,
     )
-    const lost = !this.#context.responderSession.isCurrent(work)
+    const lost = !this.#context.responders.session.isCurrent(work)
     if (lost || this.#state === 'closed' || this.#state === 'draining') {
       // Stopped while this registration was under way: nothing of it may outlive the stop. Or its session
       // was lost meanwhile (before this server was there to be told): register again.
       await Promise.all([unlisten.service(), unlisten.control(), unlisten.inbox()].map((done) => done.catch(() => undefined)))
-      await this.#context.responderSession.leave(this.#member, work, row.responder_id, closeWaitMs)
+      await this.#context.responders.session.leave(this.#member, work, row.responder_id, closeWaitMs)
       if (lost && this.#state !== 'closed' && this.#state !== 'draining') {
         throw new ConnectionError('the responders\' session ended while registering')
       }
@@ -354,7 +354,7 @@ export class Server {
 
   /** A job ended with an outcome. */
   #jobFinished(job: Job, result: Result): void {
-    this.#context.sweeps.handled()
+    this.#context.responders.sweeps.handled()
     this.#stats.record(performance.now() - job.startedAt, result)
     // Every claimed request gets an outcome written, even a cancelled one: that releases its lock.
     if (job.generation === this.#generation && this.#state !== 'closed') {
@@ -387,7 +387,7 @@ export class Server {
     const responderId = this.#session?.responderId
     this.#work = undefined
     if (old !== undefined) {
-      const sessions = this.#context.responderSession
+      const sessions = this.#context.responders.session
       if (this.#recycledSinceClaim) sessions.end(old)
       else void sessions.leave(this.#member, old, responderId, closeWaitMs)
     }
