@@ -89,12 +89,6 @@ export class ResponderSession {
     this.#closing = true
   }
 
-  /** Ends the session on purpose (which releases all its locks): every member is lost and registers again. */
-  end(session: Session): void {
-    if (session === this.#session) this.#lose(session)
-    void endSession(session)
-  }
-
   async #open(): Promise<Session> {
     const session: Session = createSession(this.#options, {
       onEnd: () => {

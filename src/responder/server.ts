@@ -82,8 +82,6 @@ export class Server {
   #session: Registration | undefined
   #generation = 0
   #failures = 0
-  /** Recycled, and no claim has gone through since (see #recycleWork). */
-  #recycledSinceClaim = false
   #unlisten: Unlisteners | undefined
   #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
@@ -139,7 +137,6 @@ export class Server {
       jobs,
       claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
       settled: () => {
-        this.#recycledSinceClaim = false
         this.#handoffs.claimSettled()
         this.#addressed.startNext()
       },
@@ -378,20 +375,13 @@ export class Server {
   /**
    * A statement was refused: what this registration holds is in doubt. Releases it on purpose (its locks
    * given back, with any a statement cut off part-way left behind, its requests taken back) and carries on
-   * with a new registration on the same session. Refused again before a claim went through since: the
-   * trouble may be the session's own (a prepared statement gone stale), so the session is ended, and every
-   * server of the client registers again on a new one.
+   * with a new registration on the same session; the other servers of the client go on undisturbed.
    */
   #recycleWork(): void {
     const old = this.#work
     const responderId = this.#session?.responderId
     this.#work = undefined
-    if (old !== undefined) {
-      const sessions = this.#context.responders.session
-      if (this.#recycledSinceClaim) sessions.end(old)
-      else void sessions.leave(this.#member, old, responderId, closeWaitMs)
-    }
-    this.#recycledSinceClaim = true
+    if (old !== undefined) void this.#context.responders.session.leave(this.#member, old, responderId, closeWaitMs)
     this.#workLost()
   }
 
