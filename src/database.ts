@@ -62,11 +62,14 @@ export interface SessionHandlers {
   onEnd?: () => void
 }
 
+/** What a dedicated session connects with: `sessionConnectionString` when set, else `connectionString`. */
+export type SessionOptions = ConnectionOptions & { sessionConnectionString?: string }
+
 /**
  * A dedicated session, not yet connected (call `connect()`). Uses `sessionConnectionString` when set:
  * sessions need a direct connection, not a transaction pooler.
  */
-export function createSession(options: ConnectionOptions & { sessionConnectionString?: string }, handlers: SessionHandlers = {}): Session {
+export function createSession(options: SessionOptions, handlers: SessionHandlers = {}): Session {
   const logger: Logger = options.logger ?? silentLogger
   const client = new pg.Client(settings(options, options.sessionConnectionString ?? options.connectionString))
   // Without a listener an 'error' event would crash the process; 'end' follows it and reports the loss.

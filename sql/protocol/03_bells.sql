@@ -50,6 +50,12 @@ begin
 end
 $$;
 
+-- The session setting that holds which claim bell (0 or 1) of a channel the holder's session holds (see
+-- above). Casts, not text || int, so that it is inlined (see pgrr_reply_bell_setting).
+create function :SCHEMA.pgrr_bell_setting(p_channel_id int) returns text
+language sql immutable
+as $$ select 'pgrr.bell_' || pg_catalog.to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || p_channel_id::text $$;
+
 -- pgrr_ring(responder, channel): called by pgrr_claim after it claimed requests made from SQL (reply_to
 -- null). The bell holder rings (see above);
 -- a responder that is not the holder becomes it when nobody is (it takes the token, then a bell).
@@ -62,7 +68,7 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_setting constant text := 'pgrr.bell_' || to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || p_channel_id;
+  v_setting constant text := :SCHEMA.pgrr_bell_setting(p_channel_id);
   v_parity int := nullif(current_setting(v_setting, true), '')::int;
 begin
   if v_parity is null then

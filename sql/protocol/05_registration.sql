@@ -197,7 +197,7 @@ begin
     end loop;
     if not exists (select 1 from :SCHEMA.pgrr_responder w
                     where w.channel_id = v_channel_id and w.backend_pid = pg_backend_pid() and w.login = session_user) then
-      perform set_config('pgrr.bell_' || to_hex(:SCHEMA.pgrr_ns_bell()) || '_' || v_channel_id, '', false);
+      perform set_config(:SCHEMA.pgrr_bell_setting(v_channel_id), '', false);
     end if;
   end if;
   -- What the registrations left here account for: their responder locks and reply bells (by responder id,
@@ -220,9 +220,7 @@ begin
     v_key := (r.key - case when r.key >= 2147483648 then 4294967296 else 0 end)::int;
     continue when case
       when v_ns = :SCHEMA.pgrr_ns_request() then v_key = any (v_requests)
-      when v_ns = :SCHEMA.pgrr_ns_responder() then
-        exists (select 1 from :SCHEMA.pgrr_responder w
-                 where w.id = v_key and w.backend_pid = pg_backend_pid() and w.login = session_user)
+      when v_ns = :SCHEMA.pgrr_ns_responder() then :SCHEMA.pgrr_registered_here(v_key)
       when v_ns = :SCHEMA.pgrr_ns_bell() then
         r.key % 4 < 3 and exists (select 1 from :SCHEMA.pgrr_responder w
                                    where w.channel_id = r.key / 4 and w.backend_pid = pg_backend_pid() and w.login = session_user)

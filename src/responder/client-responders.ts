@@ -3,9 +3,8 @@
  * session they register on (responder-session.ts), the queue their outcomes are written from
  * (replies.ts), their lease renewals (lease.ts), their polls (polls.ts) and their sweeps (sweeps.ts).
  */
-import type { Pool, PoolQuery } from '../database.ts'
+import type { Pool, PoolQuery, SessionOptions } from '../database.ts'
 import type { Logger } from '../logger.ts'
-import type { ConnectionOptions } from '../options.ts'
 import type { Statements } from '../statements.ts'
 import { Leases } from './lease.ts'
 import { Polls } from './polls.ts'
@@ -27,7 +26,7 @@ export class ClientResponders {
   readonly sweeps: Sweeps
 
   constructor(options: {
-    connection: ConnectionOptions & { sessionConnectionString?: string }
+    connection: SessionOptions
     pool: Pool
     poolQuery: PoolQuery
     statements: Statements

@@ -6,8 +6,7 @@
  * When the session is lost, every registration on it is lost with it, and each registers again on the next
  * one, which the first of them opens.
  */
-import { createSession, endSession, query, type Session } from '../database.ts'
-import type { ConnectionOptions } from '../options.ts'
+import { createSession, endSession, query, type Session, type SessionOptions } from '../database.ts'
 import { toPgrrError } from '../database-error.ts'
 import type { Logger } from '../logger.ts'
 import type { Statements } from '../statements.ts'
@@ -19,7 +18,7 @@ export interface SessionMember {
 
 /** The responders' session of one client. */
 export class ResponderSession {
-  readonly #options: ConnectionOptions & { sessionConnectionString?: string }
+  readonly #options: SessionOptions
   readonly #statements: Statements
   readonly #logger: Logger
   #session: Session | undefined
@@ -30,7 +29,7 @@ export class ResponderSession {
   #closing = false
 
   constructor(options: {
-    connection: ConnectionOptions & { sessionConnectionString?: string }
+    connection: SessionOptions
     statements: Statements
     logger: Logger
   }) {
@@ -79,9 +78,7 @@ export class ResponderSession {
         void endSession(session)
       },
     )
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([released, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))])
-    clearTimeout(timer)
+    await within(released, waitMs)
   }
 
   /** The client closes: its servers leave without a release each; the last ends the session. */
@@ -102,7 +99,6 @@ export class ResponderSession {
       throw toPgrrError(error)
     }
     this.#session = session
-    this.#members = new Set()
     return session
   }
 
@@ -122,11 +118,13 @@ export class ResponderSession {
  * than `waitMs` to answer).
  */
 async function endWithLocks(session: Session, waitMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([
-    query(session, 'select pg_advisory_unlock_all()', []).catch(() => undefined),
-    new Promise((resolve) => (timer = setTimeout(resolve, waitMs))),
-  ])
-  clearTimeout(timer)
+  await within(query(session, 'select pg_advisory_unlock_all()', []).catch(() => undefined), waitMs)
   await endSession(session)
+}
+
+/** Waits for `work`, or `ms` at most (the work goes on behind). */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([work, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+  clearTimeout(timer)
 }
