@@ -121,7 +121,8 @@ concept, the Postgres job queues and workflow engines (pg-boss, graphile-worker,
 Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process per system.
 
   --systems a,b          ${SYSTEM_NAMES.join(', ')}
-                         (default: all but the measuring aids floor-pg and pgrr-protocol)
+                         (default: all but the measuring aids floor-pg, pgrr-protocol, floor-batch,
+                         batch-sketch and batch-row-sketch)
   --concurrency 1,16,64  requests in flight per scenario (default: 1,16,64)
   --count n              measured requests per scenario (default: ${FULL_DEFAULTS.count}, quick: ${QUICK_DEFAULTS.count})
   --runs n               run the whole matrix n times, one pass after the other, and report each

@@ -1,5 +1,6 @@
 // `pgrr bench` on a server shared with another database: its cleanup ends only its own database's benchmark
-// sessions, and a run refuses to start while another run holds the server (whatever its database).
+// sessions, and a run refuses to start while another run holds the server (whatever its database). And the
+// measuring aids that stand in for other designs answer every request and leave nothing behind.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -18,16 +19,18 @@ function otherSession(applicationName: string): postgres.Sql {
   return postgres(url.toString(), { max: 1, onnotice: () => {}, connection: { application_name: applicationName } })
 }
 
-function bench(): Promise<{ code: number | null; stderr: string }> {
+function bench(args = ['--systems', 'floor-select1', '--concurrency', '1', '--count', '50']): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'bench', '--systems', 'floor-select1', '--concurrency', '1', '--count', '50', '--time-cap', '10', '--database-url', databaseUrl()], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'bench', ...args, '--time-cap', '10', '--database-url', databaseUrl()], {
       cwd: repoRoot,
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     })
+    let stdout = ''
     let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
     child.once('error', reject)
-    child.once('exit', (code) => resolve({ code, stderr }))
+    child.once('exit', (code) => resolve({ code, stdout, stderr }))
   })
 }
 
@@ -61,4 +64,18 @@ test('a run refuses to start while another database of the server runs one', { t
   const run = await bench()
   assert.notEqual(run.code, 0)
   assert.match(run.stderr, new RegExp(`another benchmark run is in progress on this server \\(database ${other}`))
+})
+
+test('the batching sketches and the batched floor answer every request and drop their schemas', { timeout: 120_000 }, async () => {
+  const systems = ['floor-batch', 'batch-sketch', 'batch-row-sketch']
+  const run = await bench(['--systems', systems.join(','), '--concurrency', '1,16', '--count', '300', '--json'])
+  assert.equal(run.code, 0, run.stderr)
+  const { results } = JSON.parse(run.stdout) as { results: { system: string; concurrency: number; count: number; errors: number; requestsPerSec: number }[] }
+  assert.deepEqual(
+    results.map((result) => [result.system, result.concurrency, result.count, result.errors]),
+    systems.flatMap((system) => [[system, 1, 300, 0], [system, 16, 300, 0]]),
+  )
+  for (const result of results) assert.ok(result.requestsPerSec > 0, `${result.system} measured nothing`)
+  const left = await admin`select nspname from pg_namespace where nspname like 'pgrr_bench_batch%'`
+  assert.deepEqual([...left], [])
 })

@@ -1,0 +1,89 @@
+// The batches of batch-sketch with no table (a measuring aid): each caller batch is one NOTIFY carrying its
+// requests, each responder batch one NOTIFY per caller carrying its replies. Between this and batch-sketch lies
+// the cost of a row per request; between floor-notify and this, what batching NOTIFYs gains.
+import { randomBytes } from 'node:crypto'
+import { transform } from '../payload.ts'
+import type { Peer, PeerConfig } from '../peer.ts'
+import { batcher, openClients } from './batch-sketch.ts'
+import { openClient } from './floor-pg.ts'
+
+const NOTIFY = { name: 'floor_batch_notify', text: 'select pg_notify($1, $2)' }
+/** One statement NOTIFYing each caller its replies. */
+const NOTIFY_EACH = {
+  name: 'floor_batch_notify_each',
+  text: 'select count(pg_notify(channel, entries)) from unnest($1::text[], $2::text[]) as n(channel, entries)',
+}
+
+function requestChannel(config: PeerConfig): string {
+  return `${config.service}_floor_batch`
+}
+
+export const peer: Peer = {
+  async openCaller(config) {
+    const [listen, senders] = await Promise.all([
+      openClient(config.databaseUrl, 'floor-batch-caller-listen'),
+      openClients(config.databaseUrl, 'floor-batch-caller'),
+    ])
+    const replyChannel = `${config.service}_floor_batch_${process.pid}`
+    const prefix = randomBytes(6).toString('hex')
+    const waiting = new Map<string, { resolve: (reply: string) => void; reject: (error: unknown) => void }>()
+    let nextId = 0
+    listen.on('notification', ({ payload = '' }) => {
+      for (const [id, reply] of JSON.parse(payload) as [string, string][]) {
+        waiting.get(id)?.resolve(reply)
+        waiting.delete(id)
+      }
+    })
+    await listen.query(`listen "${replyChannel}"`)
+    const send = batcher<[string, string]>(senders, async (client, batch) => {
+      try {
+        await client.query({ ...NOTIFY, values: [requestChannel(config), JSON.stringify([replyChannel, batch])] })
+      } catch (error) {
+        for (const [id] of batch) waiting.get(id)?.reject(error)
+      }
+    })
+    return {
+      call(payload) {
+        const id = `${prefix}${nextId++}`
+        return new Promise<string>((resolve, reject) => {
+          waiting.set(id, { resolve, reject })
+          send([id, payload])
+        })
+      },
+      async close() {
+        await Promise.all([listen.end(), ...senders.map((client) => client.end())])
+      },
+    }
+  },
+
+  async startResponder(config) {
+    const [listen, senders] = await Promise.all([
+      openClient(config.databaseUrl, 'floor-batch-responder-listen'),
+      openClients(config.databaseUrl, 'floor-batch-responder'),
+    ])
+    const reply = batcher<{ channel: string; entry: [string, string] }>(senders, async (client, batch) => {
+      const perCaller = new Map<string, [string, string][]>()
+      for (const { channel, entry } of batch) {
+        const entries = perCaller.get(channel) ?? []
+        entries.push(entry)
+        perCaller.set(channel, entries)
+      }
+      const channels = [...perCaller.keys()]
+      const entries = channels.map((channel) => JSON.stringify(perCaller.get(channel)))
+      // A lost reply shows up as a timeout on the caller's side.
+      await client.query({ ...NOTIFY_EACH, values: [channels, entries] }).catch(() => {})
+    })
+    listen.on('notification', ({ payload = '' }) => {
+      const [channel, batch] = JSON.parse(payload) as [string, [string, string][]]
+      for (const [id, body] of batch) reply({ channel, entry: [id, transform(body)] })
+    })
+    await listen.query(`listen "${requestChannel(config)}"`)
+    const { rows } = await senders[0]!.query<{ server_version: string }>('show server_version')
+    return {
+      serverVersion: rows[0]?.server_version,
+      async close() {
+        await Promise.all([listen.end(), ...senders.map((client) => client.end())])
+      },
+    }
+  },
+}
