@@ -105,6 +105,7 @@ export async function timeFunctions(options: FunctionOptions): Promise<FunctionT
           Array(replyIds.length).fill(false),
           Array(replyIds.length).fill(null),
           Array(replyIds.length).fill(null),
+          null,
         ]),
       )
 

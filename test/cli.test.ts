@@ -159,9 +159,11 @@ describe('help and usage', () => {
 })
 
 test('bench takes --verbose and --schema like every command (--schema is ignored: it has schemas of its own)', { timeout }, async () => {
-  const result = await pgrr(['bench', '--functions', '--rounds', '1', '--calls', '1', '--batch', '1', '--schema', schema, '--verbose'])
+  // A batch of 2: the batch statements run too (their parameters follow the protocol's functions).
+  const result = await pgrr(['bench', '--functions', '--rounds', '1', '--calls', '2', '--batch', '2', '--schema', schema, '--verbose'])
   assertExit(result, 0)
   assert.match(result.stdout, /^step +requests\/call +µs\/call +µs\/request$/m)
+  for (const step of ['send', 'reply', 'ack', 'send, queued', 'claim']) assert.match(result.stdout, new RegExp(`^${step} +2 `, 'm'))
   assert.match(result.stderr, new RegExp(`^pgrr bench: --schema ${schema} is ignored: the benchmark uses schemas of its own$`, 'm'))
 })
 
