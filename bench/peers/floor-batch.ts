@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { transform } from '../payload.ts'
 import type { Peer, PeerConfig } from '../peer.ts'
-import { batcher, openClients } from './batch-sketch.ts'
+import { batcher, openBatchCaller, openClients, resolveEach, type Waiter } from './batching.ts'
 import { openClient } from './floor-pg.ts'
 
 const NOTIFY = { name: 'floor_batch_notify', text: 'select pg_notify($1, $2)' }
@@ -20,24 +20,13 @@ function requestChannel(config: PeerConfig): string {
 
 export const peer: Peer = {
   async openCaller(config) {
-    const [listen, senders] = await Promise.all([
-      openClient(config.databaseUrl, 'floor-batch-caller-listen'),
-      openClients(config.databaseUrl, 'floor-batch-caller'),
-    ])
-    const replyChannel = `${config.service}_floor_batch_${process.pid}`
+    const waiting = new Map<string, Waiter>()
+    const caller = await openBatchCaller(config, 'floor-batch-caller', (payload) => resolveEach(waiting, payload))
     const prefix = randomBytes(6).toString('hex')
-    const waiting = new Map<string, { resolve: (reply: string) => void; reject: (error: unknown) => void }>()
     let nextId = 0
-    listen.on('notification', ({ payload = '' }) => {
-      for (const [id, reply] of JSON.parse(payload) as [string, string][]) {
-        waiting.get(id)?.resolve(reply)
-        waiting.delete(id)
-      }
-    })
-    await listen.query(`listen "${replyChannel}"`)
-    const send = batcher<[string, string]>(senders, async (client, batch) => {
+    const send = batcher<[string, string]>(caller.senders, async (client, batch) => {
       try {
-        await client.query({ ...NOTIFY, values: [requestChannel(config), JSON.stringify([replyChannel, batch])] })
+        await client.query({ ...NOTIFY, values: [requestChannel(config), JSON.stringify([caller.replyChannel, batch])] })
       } catch (error) {
         for (const [id] of batch) waiting.get(id)?.reject(error)
       }
@@ -50,9 +39,7 @@ export const peer: Peer = {
           send([id, payload])
         })
       },
-      async close() {
-        await Promise.all([listen.end(), ...senders.map((client) => client.end())])
-      },
+      close: caller.close,
     }
   },
 

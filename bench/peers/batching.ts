@@ -1,0 +1,121 @@
+// What the batching measuring aids (floor-batch, batch-sketch, batch-row-sketch) share: statements that each
+// take whatever queued while the one before ran, callers whose replies come back as JSON arrays of
+// [id, reply], and the sketches' responder, which claims what a NOTIFY names and replies in batches.
+import type pg from 'pg'
+import type { PeerConfig, ResponderSession } from '../peer.ts'
+import { openClient } from './floor-pg.ts'
+
+/** Statements running at once on each side, each on a connection of its own (as pgrr-ts runs two). */
+const STATEMENTS_AT_ONCE = 2
+
+/** A connection for each statement that may run at once. */
+export async function openClients(databaseUrl: string, role: string): Promise<pg.Client[]> {
+  return await Promise.all(Array.from({ length: STATEMENTS_AT_ONCE }, () => openClient(databaseUrl, role)))
+}
+
+/**
+ * Runs `run` on batches of what was pushed: each of `clients` runs one batch at a time, and a push while all
+ * are busy waits for the next batch.
+ */
+export function batcher<T>(clients: pg.Client[], run: (client: pg.Client, batch: T[]) => Promise<void>): (item: T) => void {
+  const idle = [...clients]
+  let queued: T[] = []
+  const next = (): void => {
+    const client = idle.pop()
+    if (client === undefined) return
+    const batch = queued
+    queued = []
+    void run(client, batch).finally(() => {
+      idle.push(client)
+      if (queued.length > 0) next()
+    })
+  }
+  return (item) => {
+    queued.push(item)
+    if (queued.length === 1) next()
+  }
+}
+
+export interface Waiter {
+  resolve: (reply: string) => void
+  reject: (error: unknown) => void
+}
+
+/** A caller's LISTEN connection, with `onReply` handed every NOTIFY it hears, and its senders. */
+export async function openBatchCaller(
+  config: PeerConfig,
+  role: string,
+  onReply: (payload: string) => void,
+): Promise<{ replyChannel: string; senders: pg.Client[]; close: () => Promise<void> }> {
+  const [listen, senders] = await Promise.all([openClient(config.databaseUrl, `${role}-listen`), openClients(config.databaseUrl, role)])
+  const replyChannel = `${config.service}_${role.replaceAll('-', '_')}_${process.pid}`
+  listen.on('notification', ({ payload = '' }) => onReply(payload))
+  await listen.query(`listen "${replyChannel}"`)
+  return { replyChannel, senders, close: async () => void (await Promise.all([listen, ...senders].map((client) => client.end()))) }
+}
+
+/** Resolves the waiters of a NOTIFY carrying a JSON array of [id, reply]. */
+export function resolveEach(waiting: Map<string, Waiter>, payload: string): void {
+  for (const [id, reply] of JSON.parse(payload) as [string, string][]) {
+    waiting.get(id)?.resolve(reply)
+    waiting.delete(id)
+  }
+}
+
+/** The responder of a sketch: its table, the ids a NOTIFY names, how a claimed row is answered. */
+export interface SketchResponder<Row> {
+  role: string
+  schema: string
+  /** `create unlogged table if not exists …` */
+  createTable: string
+  requestChannel: string
+  /** Claims the ids ($1, text[]) not claimed yet, returning the rows to answer. */
+  claim: { name: string; text: string }
+  /** Deletes the answered rows ($1 ids, $2 answers, both text[]) and NOTIFYs their callers. */
+  reply: { name: string; text: string }
+  /** The ids a request NOTIFY names. */
+  ids: (payload: string) => string[]
+  /** A claimed row's id and answer. */
+  answer: (row: Row) => { id: string; answer: string }
+}
+
+/**
+ * Starts a sketch's responder: claims and replies share its connections, whichever is free taking the next
+ * batch of either (a claim and a reply each on connections of their own gave less: more, smaller statements).
+ */
+export async function startSketchResponder<Row>(config: PeerConfig, sketch: SketchResponder<Row>): Promise<ResponderSession> {
+  const [listen, workers] = await Promise.all([
+    openClient(config.databaseUrl, `${sketch.role}-listen`),
+    openClients(config.databaseUrl, sketch.role),
+  ])
+  const [first] = workers as [pg.Client]
+  await first.query(`create schema if not exists ${sketch.schema}`)
+  await first.query(sketch.createTable)
+  type Work = { claim: string } | { id: string; answer: string }
+  const work = batcher<Work>(workers, async (client, batch) => {
+    const claims: string[] = []
+    const ids: string[] = []
+    const answers: string[] = []
+    for (const item of batch) {
+      if ('claim' in item) claims.push(item.claim)
+      else {
+        ids.push(item.id)
+        answers.push(item.answer)
+      }
+    }
+    // A failure shows up as a timeout on the caller's side.
+    if (ids.length > 0) await client.query({ ...sketch.reply, values: [ids, answers] }).catch(() => {})
+    if (claims.length === 0) return
+    const claimed = await client.query<Row & pg.QueryResultRow>({ ...sketch.claim, values: [claims] }).catch(() => ({ rows: [] as Row[] }))
+    for (const row of claimed.rows) work(sketch.answer(row))
+  })
+  listen.on('notification', ({ payload = '' }) => {
+    for (const id of sketch.ids(payload)) work({ claim: id })
+  })
+  await listen.query(`listen "${sketch.requestChannel}"`)
+  const { rows } = await first.query<{ server_version: string }>('show server_version')
+  return {
+    serverVersion: rows[0]?.server_version,
+    close: async () => void (await Promise.all([listen, ...workers].map((client) => client.end()))),
+  }
+}
