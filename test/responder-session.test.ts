@@ -4,7 +4,8 @@
 // channel's claim bell unless another registration of the channel stays, the request locks of the SQL
 // callers' requests it claimed) and takes back what it held, while the others go on; what a statement cut
 // off part-way left behind (a registration, a claim) is given back too; when a release fails the session is
-// ended; when the session is lost, every server registers again on one new session.
+// ended; when the session is lost, every server registers again on one new session; a refusal that comes
+// back with every registration makes each one wait longer.
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
 import { clientFor, deferred, ownSession, registerOn, rejection, useTestSchema, waitFor } from './helpers.ts'
@@ -251,6 +252,56 @@ test('a claim that fails after taking request locks: the registration is release
   )
   assert.equal(held!.held, false)
   assert.equal(await client.request('session.claim.y', 'z'), 'y:z')
+})
+
+test('a claim refused every time: each registration after a refusal waits longer, until a claim goes through', { timeout: 60_000 }, async (t) => {
+  const s = db.quoted
+  // The refusals counted in the warning of each registration that follows one.
+  const refusals: number[] = []
+  let counted: { n: number; done: () => void } | undefined
+  const warnings = (n: number): Promise<void> => new Promise((done) => (refusals.length >= n ? done() : (counted = { n, done })))
+  const logger = {
+    debug: () => {}, info: () => {}, error: () => {},
+    warn: (entry: object | string, message?: string) => {
+      if (message !== 'responder session lost; registering again' || typeof entry !== 'object') return
+      refusals.push((entry as { refusals: number }).refusals)
+      if (counted !== undefined && refusals.length >= counted.n) counted.done()
+    },
+  }
+  const client = await clientFor(t, db, { logger })
+  await db.sql.unsafe(`create function ${s}.session_refuse_claims() returns trigger language plpgsql as $$
+    begin
+      if new.state = 'claimed' and new.payload like 'poison%' then raise exception 'claim refused by the test'; end if;
+      return new;
+    end $$`)
+  t.after(() => db.sql.unsafe(`drop function if exists ${s}.session_refuse_claims() cascade`))
+  const refuse = () => db.sql.unsafe(`create trigger session_refuse_claims after update on ${s}.pgrr_request for each row execute function ${s}.session_refuse_claims()`)
+  const accept = () => db.sql.unsafe(`drop trigger session_refuse_claims on ${s}.pgrr_request`)
+  const caller = await ownSession(t, 'caller')
+  const awaitReply = (id: string) => caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '40 s') as reply`, [id])
+
+  const first = await queueSqlRequest(t, 'session.refused', 'poison 1')
+  await refuse()
+  const firstReply = awaitReply(first.id)
+  // Claims come by the poll too, so that a request queued later is found without a NOTIFY.
+  const server = await client.serve('session.refused', (text: string) => `ok:${text}`, { pollIntervalMs: 100 })
+  t.after(() => server.close())
+  await warnings(4)
+  // One more refusal each time (the wait before registering again doubles with it), none forgotten in between.
+  assert.deepEqual(refusals.slice(0, 4), [1, 2, 3, 4])
+  await accept()
+  assert.equal((await firstReply)[0]!.reply, 'ok:poison 1')
+
+  // A claim went through: the count starts again from one.
+  const seen = refusals.length
+  await refuse()
+  const second = await queueSqlRequest(t, 'session.refused', 'poison 2')
+  const secondReply = awaitReply(second.id)
+  await warnings(seen + 1)
+  assert.equal(refusals[seen], 1)
+  await accept()
+  assert.equal((await secondReply)[0]!.reply, 'ok:poison 2')
+  assert.equal(await client.request('session.refused', 'again'), 'ok:again')
 })
 
 test('two servers of one channel on a client: closing one keeps the channel\'s claim bell for the other', { timeout: 30_000 }, async (t) => {

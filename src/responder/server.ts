@@ -81,7 +81,14 @@ export class Server {
   #state: ServerState = 'starting'
   #session: Registration | undefined
   #generation = 0
+  /** Registration attempts that failed in a row. */
   #failures = 0
+  /**
+   * Registrations released because a statement of theirs was refused, with no claim gone through since: a
+   * refusal that comes back with every registration (a request whose claim always fails, say) waits longer
+   * each time instead of registering again and again at once.
+   */
+  #refusals = 0
   #unlisten: Unlisteners | undefined
   #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
@@ -137,6 +144,8 @@ export class Server {
       jobs,
       claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
       settled: () => {
+        // A claim went through: this registration works.
+        this.#refusals = 0
         this.#handoffs.claimSettled()
         this.#addressed.startNext()
       },
@@ -382,6 +391,7 @@ export class Server {
     const responderId = this.#session?.responderId
     this.#work = undefined
     if (old !== undefined) void this.#context.responders.session.leave(this.#member, old, responderId, closeWaitMs)
+    this.#refusals++
     this.#workLost()
   }
 
@@ -399,14 +409,14 @@ export class Server {
       this.#notifyIdle()
       return
     }
-    this.#context.logger.warn('responder session lost; registering again')
+    this.#context.logger.warn({ refusals: this.#refusals }, 'responder session lost; registering again')
     this.#state = 'reconnecting'
     void this.#stopListening()
     this.#scheduleRegister()
   }
 
   #scheduleRegister(): void {
-    const ceiling = Math.min(maxBackoffMs, 50 * 2 ** this.#failures)
+    const ceiling = Math.min(maxBackoffMs, 50 * 2 ** (this.#failures + this.#refusals))
     this.#retryTimer = setTimeout(async () => {
       if (this.#state !== 'reconnecting') return
       try {
