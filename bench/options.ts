@@ -33,7 +33,7 @@ export interface BenchOptions {
   phaseTimeCapMs: number
   /** Size of every request body, in bytes, for every system. @default 100 */
   payloadBytes: number
-  /** Channels the requests are spread over, each with a live responder (pgrr-ts and nats only). @default 1 */
+  /** Channels the requests are spread over, each with a live responder (pgrr-ts, pgrr-sql and nats only). @default 1 */
   channels: number
   /** `concurrency` of the pgrr responder's `serve()` (pgrr-ts and pgrr-sql). @default 64 */
   serveConcurrency: number
@@ -129,7 +129,7 @@ Absurd), NATS, RabbitMQ and Redis. One responder process and one caller process 
                          scenario's median (ratios: the median of each pass's ratio; errors: the sum)
   --payload-bytes n      size of every request body, for every system (default: ${PAYLOAD_BYTES}, at least ${MIN_PAYLOAD_BYTES})
   --channels n           spread the requests over n channels, round robin, each served by the responder
-                         process (pgrr-ts and nats only; default: 1)
+                         process (pgrr-ts, pgrr-sql and nats only; default: 1)
   --serve-concurrency n  the pgrr responder's serve() concurrency (pgrr-ts and pgrr-sql only; default: 64,
                          the library's own default is 10)
   --time-cap seconds     hard cap per phase (default: ${FULL_DEFAULTS.phaseTimeCapMs / 1000}, quick: ${QUICK_DEFAULTS.phaseTimeCapMs / 1000})
@@ -275,14 +275,14 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     channels: values.channels ? parsePositive('--channels', values.channels) : 1,
     serveConcurrency: values['serve-concurrency'] ? parsePositive('--serve-concurrency', values['serve-concurrency']) : SERVE_CONCURRENCY,
   }
-  const spreadable: readonly string[] = ['pgrr-ts', 'nats']
+  const spreadable: readonly string[] = ['pgrr-ts', 'pgrr-sql', 'nats']
   const unspread = options.systems.filter((system) => !spreadable.includes(system))
   const notPgrr = options.systems.filter((system) => system !== 'pgrr-ts' && system !== 'pgrr-sql')
   if (options.serveConcurrency !== SERVE_CONCURRENCY && notPgrr.length > 0) {
     throw new Error(`--serve-concurrency: only pgrr-ts and pgrr-sql have a pgrr responder (not ${notPgrr.join(', ')}): name them in --systems`)
   }
   if (options.channels > 1 && unspread.length > 0) {
-    throw new Error(`--channels: only pgrr-ts and nats spread their requests over channels (not ${unspread.join(', ')}): name them in --systems`)
+    throw new Error(`--channels: only pgrr-ts, pgrr-sql and nats spread their requests over channels (not ${unspread.join(', ')}): name them in --systems`)
   }
   if (cotenancy) {
     return {

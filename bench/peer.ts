@@ -14,8 +14,8 @@ export interface PeerConfig {
   /** The service name (channel, subject, queue) every system routes on. */
   service: string
   /**
-   * Channels the requests are spread over, round robin, each with the responder serving it (pgrr-ts and
-   * nats only: `--channels`); 1 means `service` alone. @default 1
+   * Channels the requests are spread over, round robin, each with the responder serving it (pgrr-ts,
+   * pgrr-sql and nats only: `--channels`); 1 means `service` alone. @default 1
    */
   channels?: number
   /** `concurrency` of the pgrr responder's `serve()` (`--serve-concurrency`). @default 64 */

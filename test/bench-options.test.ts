@@ -27,15 +27,15 @@ test('--scenario fleet: its defaults, the matrix options it shares, and 0 as the
   assert.equal(custom.options.count, 500)
 })
 
-test('the plain matrix is unchanged by the scenario options; --channels spreads pgrr-ts and nats only', () => {
+test('the plain matrix is unchanged by the scenario options; --channels spreads pgrr-ts, pgrr-sql and nats only', () => {
   const parsed = parseBenchArgs([], env)
   assert.equal(parsed.kind, 'bench')
   if (parsed.kind !== 'bench') return
   assert.deepEqual(parsed.options.concurrency, [1, 16, 64])
   assert.equal(parsed.options.channels, 1)
-  const spread = parseBenchArgs(['--systems', 'pgrr-ts,nats', '--channels', '100'], env)
+  const spread = parseBenchArgs(['--systems', 'pgrr-ts,pgrr-sql,nats', '--channels', '100'], env)
   assert.equal(spread.kind === 'bench' && spread.options.channels, 100)
-  assert.throws(() => parseBenchArgs(['--channels', '100'], env), /--channels: only pgrr-ts and nats .*floor-notify/)
+  assert.throws(() => parseBenchArgs(['--channels', '100'], env), /--channels: only pgrr-ts, pgrr-sql and nats .*floor-notify/)
   assert.throws(() => parseBenchArgs(['--systems', 'nats', '--channels', '0'], env), /--channels: expected a positive integer/)
   assert.throws(() => parseBenchArgs(['--long', '--channels', '2'], env), /--channels: only for the matrix/)
 })

@@ -2,7 +2,7 @@
 // by the same TypeScript responder as pgrr-ts.
 import { openSqlCaller } from './sql-caller.ts'
 import { startPgrrResponder } from './pgrr-ts.ts'
-import type { Peer } from '../peer.ts'
+import { serviceNames, type Peer } from '../peer.ts'
 
 export const peer: Peer = {
   openCaller: (config, concurrency) =>
@@ -10,7 +10,7 @@ export const peer: Peer = {
       databaseUrl: config.databaseUrl,
       role: 'pgrr-sql-caller',
       schema: config.pgrrSchema,
-      service: config.service,
+      services: serviceNames(config),
       concurrency,
     }),
   startResponder: startPgrrResponder,

@@ -3,13 +3,14 @@
 // the proof of concept is called). Shared by `pgrr-sql` and `poc`, whose SQL surfaces have the same shape.
 import postgres from 'postgres'
 import { quoteIdentifier, withApplicationName } from '../database-url.ts'
-import type { CallerSession } from '../peer.ts'
+import { roundRobin, type CallerSession } from '../peer.ts'
 
 export async function openSqlCaller(options: {
   databaseUrl: string
   role: string
   schema: string
-  service: string
+  /** The channels requests go to, round robin (one for the proof of concept). */
+  services: string[]
   concurrency: number
 }): Promise<CallerSession> {
   const sql = postgres(withApplicationName(options.databaseUrl, options.role), { max: options.concurrency, onnotice: () => {} })
@@ -19,12 +20,13 @@ export async function openSqlCaller(options: {
   const schema = quoteIdentifier(options.schema)
   const requestText = `select ${schema}.request($1, $2) as id`
   const awaitReplyText = `select ${schema}.await_reply($1) as reply`
+  const service = roundRobin(options.services)
 
   return {
     async call(payload, worker) {
       const connection = connections[worker]
       if (!connection) throw new Error(`no connection for worker ${worker}`)
-      const [sent] = await connection.unsafe<[{ id: string }]>(requestText, [options.service, payload], { prepare: true })
+      const [sent] = await connection.unsafe<[{ id: string }]>(requestText, [service(), payload], { prepare: true })
       const [replied] = await connection.unsafe<[{ reply: string }]>(awaitReplyText, [sent.id], { prepare: true })
       return replied.reply
     },

@@ -10,7 +10,7 @@ export const peer: Peer = {
       databaseUrl: config.databaseUrl,
       role: 'poc-caller',
       schema: config.pocSchema,
-      service: config.service,
+      services: [config.service],
       concurrency,
     }),
   startResponder: (config) =>
