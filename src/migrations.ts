@@ -15,7 +15,7 @@ import { quoteIdentifier, quoteLiteral } from './database.ts'
  * schema-version.ts); `migrate()` installs this one. Release 0.1.0 was protocol 1. Raised with every
  * release whose protocol differs from the last.
  */
-export const protocolVersion = 6
+export const protocolVersion = 7
 
 export interface SqlFile {
   name: string

@@ -1,7 +1,8 @@
 // One reply statement for every channel a process serves (sql/protocol/09_reply.sql, src/responder/replies.ts):
 // pgrr_reply on one registration's session writes the TypeScript callers' outcomes of the other
-// registrations of the same login and process, gives back their SQL callers' (which need their own session),
-// and touches nothing of another process's. A client serving two channels answers TypeScript and SQL callers
+// registrations of the same login and process, and their SQL callers' when they registered on the same
+// session (as a client's registrations do), gives back those of a registration on another session (which
+// holds what their awaiters wait on), and touches nothing of another process's. A client serving two channels answers TypeScript and SQL callers
 // of both when their handlers end together; when the session they share dies mid-statement, the requests of
 // both are lost, never hung, and both answer again; when the database refuses the statement, the other
 // registration's outcome is written, and the refused one's registration alone is released.
@@ -81,6 +82,66 @@ test('pgrr_reply writes the TypeScript callers\' outcomes of its process\'s othe
   const after = await states()
   assert.equal(after.siblingSql, 'replied:late write')
   assert.equal(after.stranger, 'replied:its own')
+})
+
+test('pgrr_reply writes the SQL callers\' outcomes of a registration on its own session: the sibling\'s bell rings, its request lock goes', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const writer = await ownSession(t, 'shared')
+  const a = await registerOn(db, writer, 'replies.shared.a', 'host-2', 9)
+  const b = await registerOn(db, writer, 'replies.shared.b', 'host-2', 9)
+  // Two requests of SQL callers held by b: one handed over (its awaiter waits on b's reply bell of its lane),
+  // one claimed (its awaiter waits on its request lock, which the claim took on this session).
+  const held: Record<'handed' | 'claimed', string> = { handed: '', claimed: '' }
+  for (const kind of ['handed', 'claimed'] as const) {
+    const [row] = await db.sql.unsafe<{ id: string }[]>(
+      `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, responder_id, claimed_at, attempt, handed)
+       values (${s}.pgrr_random_id(), $1, 'x', clock_timestamp() + interval '30 s', 'claimed', $2, clock_timestamp(), 1, $3)
+       returning id::text`,
+      [b.channelId, b.responder, kind === 'handed'],
+    )
+    held[kind] = row!.id
+  }
+  // Which of b's reply bells of the handed request's lane the session holds (0 to 3): the reply moves it on.
+  const [{ pid }] = await writer.unsafe<{ pid: number }[]>('select pg_backend_pid() as pid') as unknown as [{ pid: number }]
+  const [{ lane }] = await db.sql.unsafe<{ lane: number }[]>(
+    `select ${s}.pgrr_reply_lane(seq) as lane from ${s}.pgrr_request where id = $1::bigint`, [held.handed],
+  ) as unknown as [{ lane: number }]
+  const bells = async () => (await db.sql.unsafe<{ k: number }[]>(
+    `select k from generate_series(0, 3) k
+      where exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.pid = $1 and l.granted and l.objsubid = 2
+                      and l.classid = ${s}.pgrr_ns_reply_bell()::oid and l.objid = ${s}.pgrr_reply_bell_key($2, $3, k)::oid)
+      order by k`,
+    [pid, b.responder, lane],
+  )).map((row) => row.k)
+  const before = await bells()
+  assert.equal(before.length, 1)
+  const [locked] = await writer.unsafe<{ ok: boolean }[]>(`select ${s}.pgrr_hold_request_lock($1::bigint) as ok`, [held.claimed])
+  assert.equal(locked!.ok, true)
+  const awaiters = (['handed', 'claimed'] as const).map(async (kind) => {
+    const caller = await ownSession(t, `caller-${kind}`)
+    const [row] = await caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '20 s') as reply`, [held[kind]])
+    return row!.reply
+  })
+  // Both awaiters wait: nothing is written yet.
+  await waitFor(async () => {
+    const [row] = await db.sql.unsafe<{ n: number }[]>(
+      `select count(*)::int as n from pg_stat_activity where application_name in ('pgrr-test-caller-handed', 'pgrr-test-caller-claimed') and wait_event_type = 'Lock'`,
+    )
+    return row!.n === 2
+  }, { message: 'both awaiters block' })
+  const [result] = await writer.unsafe<{ elsewhere: string[] }[]>(
+    `select elsewhere::text[] as elsewhere from ${s}.pgrr_reply($1, $2::bigint[], '{f,f}', '{handed reply,claimed reply}', '{f,f}', '{NULL,NULL}', null, $3::int[])`,
+    [a.responder, [held.handed, held.claimed], [b.responder, b.responder]],
+  )
+  assert.deepEqual(result!.elsewhere, [], 'nothing left for another statement')
+  assert.deepEqual(await bells(), [(before[0]! + 1) % 4], 'b\'s bell of the lane rang')
+  assert.deepEqual(await Promise.all(awaiters), ['handed reply', 'claimed reply'])
+  const [lock] = await db.sql.unsafe<{ held: boolean }[]>(
+    `select exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.objsubid = 2
+                      and l.classid = ${s}.pgrr_ns_request()::oid and l.objid = ${s}.pgrr_request_key($1::bigint)::oid) as held`,
+    [held.claimed],
+  )
+  assert.equal(lock!.held, false, 'the claimed request\'s lock is given back')
 })
 
 test('a process serving two channels answers the TypeScript and SQL callers of both when their handlers end together', { timeout: 60_000 }, async (t) => {

@@ -4,8 +4,9 @@
 -- lone reply (pgrr_reply_one, a few statements instead of one large one). An outcome is written by the
 -- session that registered its responder, or, for a TypeScript caller's request, by that of another
 -- registration of the same process (same login, host and pid), so that one statement carries the outcomes
--- of every channel a process serves; a request made from SQL is answered on its own responder's session,
--- which holds what its awaiter waits on. A reply is a HOT update (the
+-- of every channel a process serves; a request made from SQL is answered on the session its responder
+-- registered on (since protocol 7 any registration of the process on that session writes it: they share
+-- it), which holds what its awaiter waits on. A reply is a HOT update (the
 -- pending index is keyed on the one column only a claim changes), and the caller deletes the row once it
 -- has read it (10_await.sql, 11_caller.sql).
 -- A reply (or error reply) for a request whose deadline has passed is refused, whatever the responder's
@@ -142,10 +143,12 @@ $$;
 -- statement carries the outcomes of all the registrations of one process, however many channels it serves.
 -- A request is written only when it is still held by the responder named for it, and that responder is
 -- responder or one of the same process (the same login, host and pid as responder's registration); any
--- other is ignored. A request made from SQL needs its own responder's session, which holds what its awaiter
--- waits on: a claimed one's request lock, which moves from session to transaction scope first, so that its
--- awaiter wakes exactly when this commits (a handed one's reply bell rings instead). Those of another
--- responder are left as they are and returned in elsewhere, for that responder's session to write.
+-- other is ignored. A request made from SQL needs the session its responder registered on (this one for
+-- all the registrations of a process, which share their session), which holds what its awaiter waits on:
+-- a claimed one's request lock, which moves from session to transaction scope first, so that its awaiter
+-- wakes exactly when this commits (a handed one's reply bell of its responder rings instead). Those of a
+-- responder registered on another session are left as they are and returned in elsewhere, for that
+-- session to write.
 -- Rows the caller cancelled meanwhile are deleted instead. A reply (or error message) larger than its
 -- channel's max_payload_bytes is stored as a failure with code INVALID_REPLY (or the handler's code) and a
 -- message that says so. NOTIFY: per TypeScript caller, JSON arrays of entries [id, 'r', is_json, body (,
@@ -172,6 +175,8 @@ declare
   v_host text;
   v_pid int;
   v_team int[];
+  -- Per member of v_team: registered on this session (it holds the locks its SQL callers wait on).
+  v_here boolean[];
   v_limits int[];
   v_channels text[];
   v_now constant timestamptz := clock_timestamp();
@@ -182,12 +187,13 @@ begin
   -- The responders whose requests this writes, with their channel's limit (a responder serves one channel):
   -- this session's own (every request of a responder belongs to the session that registered it; those made
   -- from SQL also carry a request lock that the session holds), none when this session did not register
-  -- it; then those named of the same process. (Arrays looked up by position below, and a single
-  -- responder's call makes no second look-up: as one table of responders joined to the input, a call cost
-  -- 45-60 µs more of server time than protocol 3's, this way 25-40 µs for a lone outcome, 5 for 40.)
-  select array[w.id], array[coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())], array[c.name],
+  -- it; then those named of the same process, and whether each registered on this session. (Arrays looked
+  -- up by position below, and a single responder's call makes no second look-up: as one table of
+  -- responders joined to the input, a call cost 45-60 µs more of server time than protocol 3's, this way
+  -- 25-40 µs for a lone outcome, 5 for 40.)
+  select array[w.id], array[true], array[coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())], array[c.name],
          w.host, w.pid
-    into v_team, v_limits, v_channels, v_host, v_pid
+    into v_team, v_here, v_limits, v_channels, v_host, v_pid
     from :SCHEMA.pgrr_responder w
     join :SCHEMA.pgrr_channel c on c.id = w.channel_id
    where w.id = p_responder and w.backend_pid = pg_backend_pid() and w.login = session_user;
@@ -195,9 +201,10 @@ begin
     return;
   end if;
   if p_responders is not null then
-    select v_team || array_agg(w.id), v_limits || array_agg(coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())),
+    select v_team || array_agg(w.id), v_here || array_agg(w.backend_pid = pg_backend_pid()),
+           v_limits || array_agg(coalesce(c.max_payload_bytes, :SCHEMA.pgrr_default_max_payload_bytes())),
            v_channels || array_agg(c.name)
-      into v_team, v_limits, v_channels
+      into v_team, v_here, v_limits, v_channels
       from :SCHEMA.pgrr_responder w
       join :SCHEMA.pgrr_channel c on c.id = w.channel_id
      where w.id = any(p_responders) and w.id <> p_responder and w.login = session_user
@@ -207,7 +214,7 @@ begin
     -- Materialized, so that every join below probes the primary key once per input row: inline, the
     -- generic plan re-ran the unnest (bodies included) once per matching row, quadratic in the batch.
     with input as materialized (
-      select t.id, k.responder, k.responder = p_responder as own, v_limits[k.n] as max_bytes, v_channels[k.n] as channel,
+      select t.id, k.responder, v_here[k.n] as here, v_limits[k.n] as max_bytes, v_channels[k.n] as channel,
              coalesce(t.failed, false) as failed, t.body, coalesce(t.is_json, false) as is_json, t.code,
              case when t.headers is not null and octet_length(t.headers) <= 65536
                   then :SCHEMA.pgrr_parse_headers(t.headers) end as headers
@@ -242,7 +249,7 @@ begin
     held as materialized (
       select o.* from owned o
        where case when o.reply_to is not null then true
-                  when not o.own then false
+                  when not o.here then false
                   when o.handed then true
                   else :SCHEMA.pgrr_release_request_lock(o.id) end
     ),
@@ -267,7 +274,7 @@ begin
         from held h,
              lateral (select coalesce(octet_length(h.body) > h.max_bytes, false) as too_large) x
        where q.ctid = h.tid and q.id = h.id and h.state = 'claimed'
-      returning q.id, q.seq, q.reply_to, q.handed, q.state = 'failed' as failed,
+      returning q.id, q.seq, q.responder_id as responder, q.reply_to, q.handed, q.state = 'failed' as failed,
                 case when q.state = 'failed' then q.error_message else q.reply end as body,
                 q.reply_json as is_json, q.error_code as code, q.reply_headers as headers,
                 q.deadline < v_now and h.code is distinct from 'PGRR_DEADLINE' as late
@@ -289,28 +296,28 @@ begin
              lateral (select case when coalesce(octet_length(e.full_entry) <= :SCHEMA.pgrr_notify_entry_max_bytes(), false) then e.full_entry
                                   else :SCHEMA.pgrr_reply_short_entry(e.id, e.failed, e.code, e.is_json) end as entry) x
     )
-    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as lane,
-           null::bigint as late_id, null::bigint as elsewhere_id
+    select s.reply_to, '[' || string_agg(s.entry, ',' order by s.id) || ']' as payload, null::int as responder,
+           null::int as lane, null::bigint as late_id, null::bigint as elsewhere_id
       from sized s
      group by s.reply_to, s.alone, case when s.alone then s.id else (s.running - 1) / 6000 end
-    -- A row without reply_to for each lane where a handed request of an SQL caller was answered (all of them
-    -- this session's own): ring it.
+    -- A row without reply_to for each responder and lane where a handed request of an SQL caller was answered
+    -- (all of them registered on this session): ring it.
     union all
-    select distinct null, null, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint, null::bigint
+    select distinct null, null, d.responder, :SCHEMA.pgrr_reply_lane(d.seq), null::bigint, null::bigint
       from done d where d.reply_to is null and d.handed
     -- One for each reply refused as late.
     union all
-    select null, null, null, d.id, null from done d where d.late
-    -- And one for each request of an SQL caller held by another responder of this process.
+    select null, null, null, null, d.id, null from done d where d.late
+    -- And one for each request of an SQL caller held by a responder registered on another session.
     union all
-    select null, null, null, null, o.id from owned o where o.reply_to is null and not o.own
+    select null, null, null, null, null, o.id from owned o where o.reply_to is null and not o.here
   loop
     if r.late_id is not null then
       late := late || r.late_id;
     elsif r.elsewhere_id is not null then
       elsewhere := elsewhere || r.elsewhere_id;
     elsif r.reply_to is null then
-      perform :SCHEMA.pgrr_ring_reply(p_responder, r.lane);
+      perform :SCHEMA.pgrr_ring_reply(r.responder, r.lane);
     else
       perform pg_notify(r.reply_to, r.payload);
       notified := notified + 1;

@@ -2,8 +2,9 @@
  * Writing outcomes (09_reply.sql): every request a responder holds gets one, even a cancelled one, since
  * writing it is what releases the request. The outcomes of all of a client's responders wait in one queue
  * (ReplyQueue): those finished in the same turn go in one statement (pgrr_reply) whatever channel they are
- * of, on the session of the responder with the most of them; the statement gives back those of SQL callers
- * of the other responders, which their own sessions write. A lone outcome goes in the scalar
+ * of, on the session of the responder with the most of them (the client's responders share one: every
+ * outcome is written there); the statement gives back those of SQL callers of a responder registered on
+ * another session, which that session writes. A lone outcome goes in the scalar
  * pgrr_reply_one, and so does each large one (batch-queue.ts, aloneOverChars). A reply the database refuses
  * releases the registration, which gives back every request it holds.
  */
