@@ -4,6 +4,7 @@
  * have been missed: after the connection breaks it reconnects with jittered backoff on a new session,
  * LISTENs again on every channel, and then runs the reconnect hooks, which re-read the table (the truth).
  */
+import { retryDelayMs } from './backoff.ts'
 import { createSession, endSession, query, quoteIdentifier, type Session } from './database.ts'
 import { ClosedError, ConnectionError } from './errors.ts'
 import { silentLogger, type Logger } from './logger.ts'
@@ -21,7 +22,6 @@ export interface ListenerOptions extends ConnectionOptions {
 
 type State = 'new' | 'connected' | 'reconnecting' | 'closed'
 
-const maxBackoffMs = 5000
 /** Longest wait for an UNLISTEN (see listen()). */
 const unlistenTimeoutMs = 2000
 
@@ -170,13 +170,10 @@ export class Listener {
 
   #scheduleReconnect(): void {
     if (this.#retryTimer !== undefined || this.#reconnecting || this.#state === 'closed') return
-    // Full jitter: processes that lost the server together do not come back together.
-    const ceiling = Math.min(maxBackoffMs, 50 * 2 ** this.#failures)
-    const delay = this.#failures === 0 ? Math.random() * 50 : Math.random() * ceiling
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined
       void this.#reconnect()
-    }, delay)
+    }, retryDelayMs(this.#failures))
   }
 
   async #reconnect(): Promise<void> {

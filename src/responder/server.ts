@@ -14,8 +14,8 @@
  * This file is the lifecycle (start, register, register again after a lost session, drain, close) and the
  * LISTENs; it owns the state the parts share (the state, the registration and its generation, the work
  * session) and wires them: jobs.ts runs the handlers, claim.ts claims, handoff.ts takes handed requests,
- * replies.ts writes outcomes, the client's sweeps.ts sweeps, its polls.ts polls and its lease.ts renews
- * the lease (with the counters and statistics).
+ * replies.ts writes outcomes, register-again.ts says when to register again, the client's sweeps.ts sweeps,
+ * its polls.ts polls and its lease.ts renews the lease (with the counters and statistics).
  */
 import type { ClientContext } from '../client/context.ts'
 import { query, type Session } from '../database.ts'
@@ -28,6 +28,7 @@ import { ClaimLoop } from './claim.ts'
 import type { Handler, Result } from './handler.ts'
 import { Handoffs } from './handoff.ts'
 import { Jobs, type Job } from './jobs.ts'
+import { RegisterAgain } from './register-again.ts'
 import type { LeaseMember } from './lease.ts'
 import {
   openRegistration,
@@ -45,7 +46,6 @@ import { renderStreamStatements } from '../stream-statements.ts'
 
 export type { ServerState } from './registration.ts'
 
-const maxBackoffMs = 5000
 /** How long close() waits for the responder's locks to be released (before cutting the connection, when
  * it was the last registration on it). */
 const closeWaitMs = 5000
@@ -81,21 +81,13 @@ export class Server {
   #state: ServerState = 'starting'
   #session: Registration | undefined
   #generation = 0
-  /** Registration attempts that failed in a row. */
-  #failures = 0
-  /**
-   * Registrations released because a statement of theirs was refused, with no claim gone through since: a
-   * refusal that comes back with every registration (a request whose claim always fails, say) waits longer
-   * each time instead of registering again and again at once.
-   */
-  #refusals = 0
+  readonly #registerAgain: RegisterAgain
   #unlisten: Unlisteners | undefined
   #draining: Promise<void> | undefined
   #removeReconnectHook: (() => void) | undefined
   #leavePolls: (() => void) | undefined
   #leaveSweeps: (() => void) | undefined
   #leaveLeases: (() => void) | undefined
-  #retryTimer: NodeJS.Timeout | undefined
   #idleWaiters: (() => void)[] = []
   readonly #closedPromise: Promise<void>
   #resolveClosed!: () => void
@@ -144,8 +136,7 @@ export class Server {
       jobs,
       claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
       settled: () => {
-        // A claim went through: this registration works.
-        this.#refusals = 0
+        this.#registerAgain.claimed()
         this.#handoffs.claimSettled()
         this.#addressed.startNext()
       },
@@ -173,6 +164,12 @@ export class Server {
     })
     this.#replies = new Replies({ ...shared, queue: context.responders.replies, recycle, written: (outcomes) => this.#handoffs.written(outcomes) })
     this.#lease = { ...shared, stats: this.#stats, counters: () => jobs.counters(), active: () => this.#state === 'running' || this.#state === 'draining' }
+    this.#registerAgain = new RegisterAgain({
+      attempt: () => this.#register(),
+      wanted: () => this.#state === 'reconnecting',
+      registered: () => this.#registeredAgain(),
+      logger: context.logger,
+    })
   }
 
   /** Current lifecycle state. */
@@ -280,7 +277,7 @@ export class Server {
     this.#leaveSweeps?.()
     this.#leaveLeases?.()
     this.#streams.stop()
-    clearTimeout(this.#retryTimer)
+    this.#registerAgain.cancel()
     this.#jobs.stopDeadlines()
     this.#removeReconnectHook?.()
     await this.#stopListening()
@@ -391,7 +388,7 @@ export class Server {
     const responderId = this.#session?.responderId
     this.#work = undefined
     if (old !== undefined) void this.#context.responders.session.leave(this.#member, old, responderId, closeWaitMs)
-    this.#refusals++
+    this.#registerAgain.refused()
     this.#workLost()
   }
 
@@ -409,32 +406,19 @@ export class Server {
       this.#notifyIdle()
       return
     }
-    this.#context.logger.warn({ refusals: this.#refusals }, 'responder session lost; registering again')
+    this.#context.logger.warn({ refusals: this.#registerAgain.refusals }, 'responder session lost; registering again')
     this.#state = 'reconnecting'
     void this.#stopListening()
-    this.#scheduleRegister()
+    this.#registerAgain.schedule()
   }
 
-  #scheduleRegister(): void {
-    const ceiling = Math.min(maxBackoffMs, 50 * 2 ** (this.#failures + this.#refusals))
-    this.#retryTimer = setTimeout(async () => {
-      if (this.#state !== 'reconnecting') return
-      try {
-        await this.#register()
-      } catch (error) {
-        this.#failures++
-        this.#context.logger.warn({ err: error, attempt: this.#failures }, 'responder registration failed')
-        if (this.#state === 'reconnecting') this.#scheduleRegister()
-        return
-      }
-      if (this.#state !== 'reconnecting') return
-      this.#failures = 0
-      this.#state = 'running'
-      void this.#handoffs.recover()
-      this.#context.telemetry.reconnected?.('responder', this.channel)
-      this.#context.logger.info({ responderId: this.#session?.responderId }, 'responder registered again')
-      this.#claims.wake()
-    }, Math.random() * ceiling)
+  /** Registered again after a loss: serving resumes. */
+  #registeredAgain(): void {
+    this.#state = 'running'
+    void this.#handoffs.recover()
+    this.#context.telemetry.reconnected?.('responder', this.channel)
+    this.#context.logger.info({ responderId: this.#session?.responderId }, 'responder registered again')
+    this.#claims.wake()
   }
 
   #whenIdle(): Promise<void> {
