@@ -10,7 +10,12 @@ const maxBackoffMs = 5000
 /** Ceiling of the first wait. */
 const firstBackoffMs = 50
 
-/** A wait after `failures` failures in a row (0: the first try after a loss). */
+/** The longest wait after `failures` failures in a row (0: the first try after a loss). */
+export function backoffCeilingMs(failures: number): number {
+  return Math.min(maxBackoffMs, firstBackoffMs * 2 ** failures)
+}
+
+/** A wait after `failures` failures in a row: random, up to its ceiling. */
 export function retryDelayMs(failures: number): number {
-  return Math.random() * Math.min(maxBackoffMs, firstBackoffMs * 2 ** failures)
+  return Math.random() * backoffCeilingMs(failures)
 }

@@ -117,31 +117,76 @@ test('pgrr_reply writes the SQL callers\' outcomes of a registration on its own 
   assert.equal(before.length, 1)
   const [locked] = await writer.unsafe<{ ok: boolean }[]>(`select ${s}.pgrr_hold_request_lock($1::bigint) as ok`, [held.claimed])
   assert.equal(locked!.ok, true)
-  const awaiters = (['handed', 'claimed'] as const).map(async (kind) => {
+  const awaitReply = async (kind: 'handed' | 'claimed') => {
     const caller = await ownSession(t, `caller-${kind}`)
     const [row] = await caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '20 s') as reply`, [held[kind]])
     return row!.reply
-  })
-  // Both awaiters wait: nothing is written yet.
+  }
+  // The claimed request's awaiter waits on its request lock. (The handed one's comes after the reply: an
+  // awaiter looking at the bells while the reply rings could make it skip the ring, see pgrr_ring_reply.)
+  const claimedReply = awaitReply('claimed')
+  claimedReply.catch(() => {})
   await waitFor(async () => {
     const [row] = await db.sql.unsafe<{ n: number }[]>(
-      `select count(*)::int as n from pg_stat_activity where application_name in ('pgrr-test-caller-handed', 'pgrr-test-caller-claimed') and wait_event_type = 'Lock'`,
+      `select count(*)::int as n from pg_stat_activity where application_name = 'pgrr-test-caller-claimed' and wait_event_type = 'Lock'`,
     )
-    return row!.n === 2
-  }, { message: 'both awaiters block' })
+    return row!.n === 1
+  }, { message: 'the awaiter blocks' })
   const [result] = await writer.unsafe<{ elsewhere: string[] }[]>(
     `select elsewhere::text[] as elsewhere from ${s}.pgrr_reply($1, $2::bigint[], '{f,f}', '{handed reply,claimed reply}', '{f,f}', '{NULL,NULL}', null, $3::int[])`,
     [a.responder, [held.handed, held.claimed], [b.responder, b.responder]],
   )
   assert.deepEqual(result!.elsewhere, [], 'nothing left for another statement')
   assert.deepEqual(await bells(), [(before[0]! + 1) % 4], 'b\'s bell of the lane rang')
-  assert.deepEqual(await Promise.all(awaiters), ['handed reply', 'claimed reply'])
+  assert.equal(await claimedReply, 'claimed reply')
+  assert.equal(await awaitReply('handed'), 'handed reply')
   const [lock] = await db.sql.unsafe<{ held: boolean }[]>(
     `select exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.objsubid = 2
                       and l.classid = ${s}.pgrr_ns_request()::oid and l.objid = ${s}.pgrr_request_key($1::bigint)::oid) as held`,
     [held.claimed],
   )
   assert.equal(lock!.held, false, 'the claimed request\'s lock is given back')
+})
+
+test('a batch refused after it gave back a sibling\'s request lock: the next statement still writes that outcome', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const writer = await ownSession(t, 'refused-batch')
+  const a = await registerOn(db, writer, 'replies.refused.a', 'host-3', 9)
+  const b = await registerOn(db, writer, 'replies.refused.b', 'host-3', 9)
+  const insert = async (responder: { responder: number; channelId: number }, replyTo: string | null, handed: boolean) => {
+    const [row] = await db.sql.unsafe<{ id: string }[]>(
+      `insert into ${s}.pgrr_request (id, channel_id, payload, reply_to, deadline, state, responder_id, claimed_at, attempt, handed)
+       values (${s}.pgrr_random_id(), $1, 'x', $2, clock_timestamp() + interval '30 s', 'claimed', $3, clock_timestamp(), 1, $4)
+       returning id::text`,
+      [responder.channelId, replyTo, responder.responder, handed],
+    )
+    return row!.id
+  }
+  // b's claimed SQL request, its request lock held by the session as a claim leaves it; a's request of a
+  // TypeScript caller, whose reply an AFTER trigger refuses (at the end of the statement: after every lock
+  // of the statement was moved).
+  const sqlId = await insert(b, null, false)
+  const tsId = await insert(a, `pgrr_test_refused_${process.pid}`, true)
+  await writer.unsafe(`select ${s}.pgrr_hold_request_lock($1::bigint)`, [sqlId])
+  await db.sql.unsafe(`create function ${s}.replies_refuse() returns trigger language plpgsql as $$
+    begin
+      if new.reply = 'refuse' then raise exception 'reply refused by the test'; end if;
+      return new;
+    end $$`)
+  t.after(() => db.sql.unsafe(`drop function if exists ${s}.replies_refuse() cascade`))
+  await db.sql.unsafe(`create trigger replies_refuse after update on ${s}.pgrr_request for each row execute function ${s}.replies_refuse()`)
+  await assert.rejects(
+    writer.unsafe(`select ${s}.pgrr_reply($1, $2::bigint[], '{f,f}', '{sql reply,refuse}', '{f,f}', '{NULL,NULL}', null, $3::int[])`,
+      [a.responder, [sqlId, tsId], [b.responder, a.responder]]),
+    /reply refused by the test/,
+  )
+  // The lock was given back and the rollback did not take it again; b's own statement writes the outcome.
+  await writer.unsafe(`select ${s}.pgrr_reply($1, $2::bigint[], '{f}', '{sql reply}', '{f}', '{NULL}')`, [b.responder, [sqlId]])
+  const [row] = await db.sql.unsafe<{ state: string; reply: string }[]>(`select state, reply from ${s}.pgrr_request where id = $1::bigint`, [sqlId])
+  assert.deepEqual({ ...row }, { state: 'replied', reply: 'sql reply' })
+  const caller = await ownSession(t, 'refused-batch-caller')
+  const [answer] = await caller.unsafe<{ reply: string }[]>(`select ${s}.await_reply($1::bigint, interval '20 s') as reply`, [sqlId])
+  assert.equal(answer!.reply, 'sql reply')
 })
 
 test('a process serving two channels answers the TypeScript and SQL callers of both when their handlers end together', { timeout: 60_000 }, async (t) => {

@@ -256,8 +256,9 @@ test('a claim that fails after taking request locks: the registration is release
 
 test('a claim refused every time: each registration after a refusal waits longer, until a claim goes through', { timeout: 60_000 }, async (t) => {
   const s = db.quoted
-  // The refusals counted in the warning of each registration that follows one.
+  // The refusals counted in the warning of each registration that follows one, and its longest wait.
   const refusals: number[] = []
+  const waits: number[] = []
   let counted: { n: number; done: () => void } | undefined
   const warnings = (n: number): Promise<void> => new Promise((done) => (refusals.length >= n ? done() : (counted = { n, done })))
   const logger = {
@@ -265,6 +266,7 @@ test('a claim refused every time: each registration after a refusal waits longer
     warn: (entry: object | string, message?: string) => {
       if (message !== 'responder session lost; registering again' || typeof entry !== 'object') return
       refusals.push((entry as { refusals: number }).refusals)
+      waits.push((entry as { waitUpToMs: number }).waitUpToMs)
       if (counted !== undefined && refusals.length >= counted.n) counted.done()
     },
   }
@@ -289,6 +291,7 @@ test('a claim refused every time: each registration after a refusal waits longer
   await warnings(4)
   // One more refusal each time (the wait before registering again doubles with it), none forgotten in between.
   assert.deepEqual(refusals.slice(0, 4), [1, 2, 3, 4])
+  assert.deepEqual(waits.slice(0, 4), [100, 200, 400, 800])
   await accept()
   assert.equal((await firstReply)[0]!.reply, 'ok:poison 1')
 
@@ -299,6 +302,7 @@ test('a claim refused every time: each registration after a refusal waits longer
   const secondReply = awaitReply(second.id)
   await warnings(seen + 1)
   assert.equal(refusals[seen], 1)
+  assert.equal(waits[seen], 100)
   await accept()
   assert.equal((await secondReply)[0]!.reply, 'ok:poison 2')
   assert.equal(await client.request('session.refused', 'again'), 'ok:again')

@@ -21,8 +21,10 @@
 -- larger ones as pgrr_reply_short_entry (the caller fetches them); every payload under 8000 bytes.
 
 -- Moves the request lock of request id from session to transaction scope, if this session holds it: true
--- then, false (without waiting) when another session holds it or nobody did. With the registration, what
--- proves in pgrr_reply that the caller is the responder holding the request. One hold of the key only: a
+-- then, false (without waiting) when another session holds it or nobody did. The outcome is written either
+-- way: the registration on this session proves that the caller holds the request, and the hold may have
+-- been given back by an earlier statement that failed after it (a rollback does not take back a session
+-- lock it released); the awaiter then finds the lock free and reads the reply. One hold of the key only: a
 -- session that holds it for two requests (see pgrr_request_key) keeps the other.
 create function :SCHEMA.pgrr_release_request_lock(p_id bigint) returns boolean
 language sql volatile
@@ -246,12 +248,15 @@ begin
           offset 0
         ) q
     ),
+    -- The rows this session writes: a TypeScript caller's, and an SQL caller's of a registration on this
+    -- session, whose request lock (a claimed one's) moves to transaction scope here, written whatever that
+    -- returns (see pgrr_release_request_lock; `is not null`, so that the call is not folded away).
     held as materialized (
       select o.* from owned o
        where case when o.reply_to is not null then true
                   when not o.here then false
                   when o.handed then true
-                  else :SCHEMA.pgrr_release_request_lock(o.id) end
+                  else :SCHEMA.pgrr_release_request_lock(o.id) is not null end
     ),
     gone as (
       delete from :SCHEMA.pgrr_request q

@@ -12,13 +12,13 @@ export interface ClaimLoopOptions extends ResponderContext {
   readonly jobs: Jobs
   /** The registration to claim for while the server runs; undefined otherwise (no claim then). */
   readonly claimingFor: () => Registration | undefined
-  /** A claim returned: what waited for it (handed requests) may go on. */
-  readonly settled: () => void
+  /** A claim of `session` returned: what waited for it (handed requests) may go on. */
+  readonly settled: (session: Registration) => void
   /**
-   * A claim failed, on the session of `session`: it is ended (see below), and what was handed to it meanwhile
-   * goes with it.
+   * A claim failed with `error`, on the session of `session`: it is ended (see below), and what was handed to
+   * it meanwhile goes with it.
    */
-  readonly failed: (session: Registration) => void
+  readonly failed: (session: Registration, error: unknown) => void
 }
 
 /** The claims of one responder. */
@@ -87,11 +87,11 @@ export class ClaimLoop {
       // (session locks survive a rollback): releasing the registration gives them back (pgrr_release), or
       // ending the session. So: a new registration, and claims resume from there.
       this.#backlog = false
-      this.#options.failed(session)
+      this.#options.failed(session, error)
       return
     }
     this.#claiming = false
-    this.#options.settled()
+    this.#options.settled(session)
     if (this.#claimAgain || (this.#backlog && jobs.size < concurrency)) this.wake()
   }
 }

@@ -5,7 +5,7 @@
  * comes back with every registration (a claim that always fails on one request, say) so waits longer each
  * time instead of registering again and again at once; a loss without refusals starts again within 50 ms.
  */
-import { retryDelayMs } from '../backoff.ts'
+import { backoffCeilingMs } from '../backoff.ts'
 import type { Logger } from '../logger.ts'
 
 export interface RegisterAgainOptions {
@@ -34,6 +34,11 @@ export class RegisterAgain {
     return this.#refusals
   }
 
+  /** The longest wait before the next attempt: doubled by each failure and each refusal in a row. */
+  get waitUpToMs(): number {
+    return backoffCeilingMs(this.#failures + this.#refusals)
+  }
+
   /** The registration is released because the database refused one of its statements. */
   refused(): void {
     this.#refusals++
@@ -59,7 +64,7 @@ export class RegisterAgain {
       if (!this.#options.wanted()) return
       this.#failures = 0
       this.#options.registered()
-    }, retryDelayMs(this.#failures + this.#refusals))
+    }, Math.random() * this.waitUpToMs)
   }
 
   /** No attempt after this (the server closed). */

@@ -18,6 +18,7 @@
  * its polls.ts polls and its lease.ts renews the lease (with the counters and statistics).
  */
 import type { ClientContext } from '../client/context.ts'
+import { isConnectionLoss } from '../database-error.ts'
 import { query, type Session } from '../database.ts'
 import { ClosedError, ConnectionError } from '../errors.ts'
 import { durationOption, integerOption } from '../option-values.ts'
@@ -135,14 +136,16 @@ export class Server {
       concurrency,
       jobs,
       claimingFor: () => (this.#state === 'running' ? this.#session : undefined),
-      settled: () => {
-        this.#registerAgain.claimed()
+      settled: (session) => {
+        // A claim of the current registration went through: it works.
+        if (session.generation === this.#generation) this.#registerAgain.claimed()
         this.#handoffs.claimSettled()
         this.#addressed.startNext()
       },
-      failed: (session) => {
+      failed: (session, error) => {
         this.#handoffs.claimFailed()
-        if (session.generation === this.#generation) this.#recycleWork()
+        // A lost connection is no refusal: it does not make the next registration wait longer.
+        if (session.generation === this.#generation) this.#recycleWork(!isConnectionLoss(error))
       },
     })
     this.#addressed = new AddressedRequests({
@@ -379,16 +382,17 @@ export class Server {
   }
 
   /**
-   * A statement was refused: what this registration holds is in doubt. Releases it on purpose (its locks
-   * given back, with any a statement cut off part-way left behind, its requests taken back) and carries on
-   * with a new registration on the same session; the other servers of the client go on undisturbed.
+   * A statement was refused (`refused`; or failed with the connection, for a claim): what this registration
+   * holds is in doubt. Releases it on purpose (its locks given back, with any a statement cut off part-way
+   * left behind, its requests taken back) and carries on with a new registration on the same session; the
+   * other servers of the client go on undisturbed.
    */
-  #recycleWork(): void {
+  #recycleWork(refused = true): void {
     const old = this.#work
     const responderId = this.#session?.responderId
     this.#work = undefined
     if (old !== undefined) void this.#context.responders.session.leave(this.#member, old, responderId, closeWaitMs)
-    this.#registerAgain.refused()
+    if (refused) this.#registerAgain.refused()
     this.#workLost()
   }
 
@@ -406,7 +410,8 @@ export class Server {
       this.#notifyIdle()
       return
     }
-    this.#context.logger.warn({ refusals: this.#registerAgain.refusals }, 'responder session lost; registering again')
+    const { refusals, waitUpToMs } = this.#registerAgain
+    this.#context.logger.warn({ refusals, waitUpToMs }, 'responder session lost; registering again')
     this.#state = 'reconnecting'
     void this.#stopListening()
     this.#registerAgain.schedule()
