@@ -281,6 +281,10 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (options.serveConcurrency !== SERVE_CONCURRENCY && notPgrr.length > 0) {
     throw new Error(`--serve-concurrency: only pgrr-ts and pgrr-sql have a pgrr responder (not ${notPgrr.join(', ')}): name them in --systems`)
   }
+  const inNotify = options.systems.filter((system) => ['floor-batch', 'batch-sketch', 'batch-row-sketch'].includes(system))
+  if (options.payloadBytes > 7800 && inNotify.length > 0) {
+    throw new Error(`--payload-bytes: ${inNotify.join(', ')} carry bodies inside their NOTIFYs, at most 7800 bytes each`)
+  }
   if (options.channels > 1 && unspread.length > 0) {
     throw new Error(`--channels: only pgrr-ts, pgrr-sql and nats spread their requests over channels (not ${unspread.join(', ')}): name them in --systems`)
   }

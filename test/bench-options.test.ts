@@ -36,6 +36,7 @@ test('the plain matrix is unchanged by the scenario options; --channels spreads 
   const spread = parseBenchArgs(['--systems', 'pgrr-ts,pgrr-sql,nats', '--channels', '100'], env)
   assert.equal(spread.kind === 'bench' && spread.options.channels, 100)
   assert.throws(() => parseBenchArgs(['--channels', '100'], env), /--channels: only pgrr-ts, pgrr-sql and nats .*floor-notify/)
+  assert.throws(() => parseBenchArgs(['--systems', 'pgrr-ts,batch-sketch', '--payload-bytes', '9000'], env), /--payload-bytes: batch-sketch carry bodies inside their NOTIFYs/)
   assert.throws(() => parseBenchArgs(['--systems', 'nats', '--channels', '0'], env), /--channels: expected a positive integer/)
   assert.throws(() => parseBenchArgs(['--long', '--channels', '2'], env), /--channels: only for the matrix/)
 })

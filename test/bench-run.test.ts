@@ -68,7 +68,8 @@ test('a run refuses to start while another database of the server runs one', { t
 
 test('the batching sketches and the batched floor answer every request and drop their schemas', { timeout: 120_000 }, async () => {
   const systems = ['floor-batch', 'batch-sketch', 'batch-row-sketch']
-  const run = await bench(['--systems', systems.join(','), '--concurrency', '1,16', '--count', '300', '--json'])
+  // 16 bodies of 3,000 bytes: a batch's requests and replies take several NOTIFYs.
+  const run = await bench(['--systems', systems.join(','), '--concurrency', '1,16', '--count', '300', '--payload-bytes', '3000', '--json'])
   assert.equal(run.code, 0, run.stderr)
   const { results } = JSON.parse(run.stdout) as { results: { system: string; concurrency: number; count: number; errors: number; requestsPerSec: number }[] }
   assert.deepEqual(

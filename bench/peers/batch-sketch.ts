@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { transform } from '../payload.ts'
 import type { Peer, PeerConfig } from '../peer.ts'
 import { PEER_SCHEMAS } from '../systems.ts'
-import { batcher, openBatchCaller, resolveEach, startSketchResponder, type Waiter } from './batching.ts'
+import { batcher, notifyChunks, openBatchCaller, resolveEach, startSketchResponder, type Waiter } from './batching.ts'
 
 const SCHEMA = PEER_SCHEMAS['batch-sketch']
 const TABLE = `${SCHEMA}.request`
@@ -17,7 +17,7 @@ const SEND = {
   name: 'sketch_send',
   text: `with inserted as (insert into ${TABLE} (id, reply_channel, payload)
                           select id, $1, payload from unnest($2::text[], $3::text[]) as r(id, payload))
-         select pg_notify($4, array_to_string($2, ' '))`,
+         select count(pg_notify($4, ids)) from unnest($5::text[]) as ids`,
 }
 
 function requestChannel(config: PeerConfig): string {
@@ -33,7 +33,10 @@ export const peer: Peer = {
     const send = batcher<{ id: string; payload: string }>(caller.senders, async (client, batch) => {
       const ids = batch.map((entry) => entry.id)
       try {
-        await client.query({ ...SEND, values: [caller.replyChannel, ids, batch.map((entry) => entry.payload), requestChannel(config)] })
+        await client.query({
+          ...SEND,
+          values: [caller.replyChannel, ids, batch.map((entry) => entry.payload), requestChannel(config), notifyChunks(ids)],
+        })
       } catch (error) {
         for (const id of ids) waiting.get(id)?.reject(error)
       }
@@ -61,15 +64,22 @@ export const peer: Peer = {
         name: 'sketch_claim',
         text: `update ${TABLE} set claimed = true where id = any($1::text[]) and not claimed returning id, payload`,
       },
+      // Each caller's replies packed by running size into NOTIFYs under PostgreSQL's 8000 bytes (as pgrr_reply
+      // packs them): entries up to 1500 bytes several to a NOTIFY of at most 6000 + 1500, larger ones alone.
       reply: {
         name: 'sketch_reply',
         text: `with deleted as (delete from ${TABLE} t using unnest($1::text[], $2::text[]) as r(id, reply)
-                             where t.id = r.id returning t.reply_channel, r.id, r.reply)
+                             where t.id = r.id returning t.reply_channel, r.id, r.reply),
+                    entries as (select reply_channel, id, json_build_array(id, reply)::text as entry from deleted),
+                    sized as (select e.*, octet_length(e.entry) > 1500 as alone,
+                                     sum(case when octet_length(e.entry) <= 1500 then octet_length(e.entry) + 1 else 0 end)
+                                       over (partition by e.reply_channel order by e.id) as running
+                                from entries e)
                select count(pg_notify(reply_channel, entries)) as notified
-                 from (select reply_channel, json_agg(json_build_array(id, reply))::text as entries
-                         from deleted group by reply_channel) per_caller`,
+                 from (select reply_channel, '[' || string_agg(entry, ',') || ']' as entries
+                         from sized
+                        group by reply_channel, alone, case when alone then id else ((running - 1) / 6000)::text end) per_notify`,
       },
-      ids: (payload) => payload.split(' '),
-      answer: (row) => ({ id: row.id, answer: transform(row.payload) }),
+      answer: (row) => ({ id: row.id, answers: [transform(row.payload)] }),
     }),
 }

@@ -5,6 +5,32 @@ import type pg from 'pg'
 import type { PeerConfig, ResponderSession } from '../peer.ts'
 import { openClient } from './floor-pg.ts'
 
+/** Most bytes of one NOTIFY payload: PostgreSQL refuses more than 8000. */
+const NOTIFY_MAX_BYTES = 7900
+
+/**
+ * `entries` as JSON arrays of at most NOTIFY_MAX_BYTES each, in order, `wrap` applied to each array (a prefix
+ * the receiver needs, say): a batch of large requests or replies goes in several NOTIFYs.
+ */
+export function notifyChunks(entries: unknown[], wrap: (json: string) => string = (json) => json): string[] {
+  const chunks: string[] = []
+  let current: string[] = []
+  let bytes = Buffer.byteLength(wrap('[]'))
+  for (const entry of entries) {
+    const json = JSON.stringify(entry)
+    const size = Buffer.byteLength(json) + 1
+    if (current.length > 0 && bytes + size > NOTIFY_MAX_BYTES) {
+      chunks.push(wrap(`[${current.join(',')}]`))
+      current = []
+      bytes = Buffer.byteLength(wrap('[]'))
+    }
+    current.push(json)
+    bytes += size
+  }
+  if (current.length > 0) chunks.push(wrap(`[${current.join(',')}]`))
+  return chunks
+}
+
 /** Statements running at once on each side, each on a connection of its own (as pgrr-ts runs two). */
 const STATEMENTS_AT_ONCE = 2
 
@@ -71,12 +97,10 @@ export interface SketchResponder<Row> {
   requestChannel: string
   /** Claims the ids ($1, text[]) not claimed yet, returning the rows to answer. */
   claim: { name: string; text: string }
-  /** Deletes the answered rows ($1 ids, $2 answers, both text[]) and NOTIFYs their callers. */
+  /** Deletes the answered rows ($1: their ids, text[]) and NOTIFYs their callers ($2: what `answer` made). */
   reply: { name: string; text: string }
-  /** The ids a request NOTIFY names. */
-  ids: (payload: string) => string[]
-  /** A claimed row's id and answer. */
-  answer: (row: Row) => { id: string; answer: string }
+  /** A claimed row's id and what the reply statement takes for it. */
+  answer: (row: Row) => { id: string; answers: string[] }
 }
 
 /**
@@ -91,7 +115,7 @@ export async function startSketchResponder<Row>(config: PeerConfig, sketch: Sket
   const [first] = workers as [pg.Client]
   await first.query(`create schema if not exists ${sketch.schema}`)
   await first.query(sketch.createTable)
-  type Work = { claim: string } | { id: string; answer: string }
+  type Work = { claim: string } | { id: string; answers: string[] }
   const work = batcher<Work>(workers, async (client, batch) => {
     const claims: string[] = []
     const ids: string[] = []
@@ -100,7 +124,7 @@ export async function startSketchResponder<Row>(config: PeerConfig, sketch: Sket
       if ('claim' in item) claims.push(item.claim)
       else {
         ids.push(item.id)
-        answers.push(item.answer)
+        answers.push(...item.answers)
       }
     }
     // A failure shows up as a timeout on the caller's side.
@@ -109,8 +133,9 @@ export async function startSketchResponder<Row>(config: PeerConfig, sketch: Sket
     const claimed = await client.query<Row & pg.QueryResultRow>({ ...sketch.claim, values: [claims] }).catch(() => ({ rows: [] as Row[] }))
     for (const row of claimed.rows) work(sketch.answer(row))
   })
+  // A request NOTIFY: a JSON array of ids (several NOTIFYs for a large batch, see notifyChunks).
   listen.on('notification', ({ payload = '' }) => {
-    for (const id of sketch.ids(payload)) work({ claim: id })
+    for (const id of JSON.parse(payload) as string[]) work({ claim: id })
   })
   await listen.query(`listen "${sketch.requestChannel}"`)
   const { rows } = await first.query<{ server_version: string }>('show server_version')

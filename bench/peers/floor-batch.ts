@@ -1,14 +1,14 @@
 // The batches of batch-sketch with no table (a measuring aid): each caller batch is one NOTIFY carrying its
-// requests, each responder batch one NOTIFY per caller carrying its replies. Between this and batch-sketch lies
+// requests, each responder batch one NOTIFY per caller carrying its replies (several when they exceed what
+// one NOTIFY holds). Between this and batch-sketch lies
 // the cost of a row per request; between floor-notify and this, what batching NOTIFYs gains.
 import { randomBytes } from 'node:crypto'
 import { transform } from '../payload.ts'
 import type { Peer, PeerConfig } from '../peer.ts'
-import { batcher, openBatchCaller, openClients, resolveEach, type Waiter } from './batching.ts'
+import { batcher, notifyChunks, openBatchCaller, openClients, resolveEach, type Waiter } from './batching.ts'
 import { openClient } from './floor-pg.ts'
 
-const NOTIFY = { name: 'floor_batch_notify', text: 'select pg_notify($1, $2)' }
-/** One statement NOTIFYing each caller its replies. */
+/** One statement sending NOTIFYs: channels and payloads, pairwise. */
 const NOTIFY_EACH = {
   name: 'floor_batch_notify_each',
   text: 'select count(pg_notify(channel, entries)) from unnest($1::text[], $2::text[]) as n(channel, entries)',
@@ -26,7 +26,9 @@ export const peer: Peer = {
     let nextId = 0
     const send = batcher<[string, string]>(caller.senders, async (client, batch) => {
       try {
-        await client.query({ ...NOTIFY, values: [requestChannel(config), JSON.stringify([caller.replyChannel, batch])] })
+        // Each NOTIFY: the caller's reply channel, a space, a JSON array of [id, payload].
+        const chunks = notifyChunks(batch, (json) => `${caller.replyChannel} ${json}`)
+        await client.query({ ...NOTIFY_EACH, values: [chunks.map(() => requestChannel(config)), chunks] })
       } catch (error) {
         for (const [id] of batch) waiting.get(id)?.reject(error)
       }
@@ -55,13 +57,21 @@ export const peer: Peer = {
         entries.push(entry)
         perCaller.set(channel, entries)
       }
-      const channels = [...perCaller.keys()]
-      const entries = channels.map((channel) => JSON.stringify(perCaller.get(channel)))
+      const channels: string[] = []
+      const payloads: string[] = []
+      for (const [channel, entries] of perCaller) {
+        for (const chunk of notifyChunks(entries)) {
+          channels.push(channel)
+          payloads.push(chunk)
+        }
+      }
       // A lost reply shows up as a timeout on the caller's side.
-      await client.query({ ...NOTIFY_EACH, values: [channels, entries] }).catch(() => {})
+      await client.query({ ...NOTIFY_EACH, values: [channels, payloads] }).catch(() => {})
     })
     listen.on('notification', ({ payload = '' }) => {
-      const [channel, batch] = JSON.parse(payload) as [string, [string, string][]]
+      const space = payload.indexOf(' ')
+      const channel = payload.slice(0, space)
+      const batch = JSON.parse(payload.slice(space + 1)) as [string, string][]
       for (const [id, body] of batch) reply({ channel, entry: [id, transform(body)] })
     })
     await listen.query(`listen "${requestChannel(config)}"`)
