@@ -51,7 +51,8 @@ export function batcher<T>(clients: pg.Client[], run: (client: pg.Client, batch:
     if (client === undefined) return
     const batch = queued
     queued = []
-    void run(client, batch).finally(() => {
+    // A run handles its statement's failure; anything else it throws must not stop the batches.
+    void run(client, batch).catch(() => undefined).finally(() => {
       idle.push(client)
       if (queued.length > 0) next()
     })

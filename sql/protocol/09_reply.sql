@@ -5,8 +5,8 @@
 -- session that registered its responder, or, for a TypeScript caller's request, by that of another
 -- registration of the same process (same login, host and pid), so that one statement carries the outcomes
 -- of every channel a process serves; a request made from SQL is answered on the session its responder
--- registered on (since protocol 7 any registration of the process on that session writes it: they share
--- it), which holds what its awaiter waits on. A reply is a HOT update (the
+-- registered on (since protocol 7 by any registration of the process on that session: a client's
+-- registrations share one), which holds what its awaiter waits on. A reply is a HOT update (the
 -- pending index is keyed on the one column only a claim changes), and the caller deletes the row once it
 -- has read it (10_await.sql, 11_caller.sql).
 -- A reply (or error reply) for a request whose deadline has passed is refused, whatever the responder's
@@ -146,7 +146,7 @@ $$;
 -- A request is written only when it is still held by the responder named for it, and that responder is
 -- responder or one of the same process (the same login, host and pid as responder's registration); any
 -- other is ignored. A request made from SQL needs the session its responder registered on (this one for
--- all the registrations of a process, which share their session), which holds what its awaiter waits on:
+-- every registration of the same client, which share it), which holds what its awaiter waits on:
 -- a claimed one's request lock, which moves from session to transaction scope first, so that its awaiter
 -- wakes exactly when this commits (a handed one's reply bell of its responder rings instead). Those of a
 -- responder registered on another session are left as they are and returned in elsewhere, for that
