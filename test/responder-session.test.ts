@@ -142,6 +142,29 @@ test('when the session is lost, every server registers again on one new session'
   assert.deepEqual([await client.request('session.lost.a', 'x'), await client.request('session.lost.b', 'y')], ['a:x', 'b:y'])
 })
 
+test('pgrr_release of one registration keeps every lock its sibling on the session accounts for', { timeout: 30_000 }, async (t) => {
+  const s = db.quoted
+  const shared = await ownSession(t, 'release-sibling')
+  const a = await registerOn(db, shared, 'session.sibling.a')
+  const b = await registerOn(db, shared, 'session.sibling.b')
+  // b holds a claimed SQL caller's request, its lock on the session as a claim leaves it.
+  const [row] = await db.sql.unsafe<{ id: string }[]>(
+    `insert into ${s}.pgrr_request (id, channel_id, payload, deadline, state, responder_id, claimed_at, attempt)
+     values (${s}.pgrr_random_id(), $1, 'x', clock_timestamp() + interval '30 s', 'claimed', $2, clock_timestamp(), 1)
+     returning id::text`,
+    [b.channelId, b.responder],
+  )
+  await shared.unsafe(`select ${s}.pgrr_hold_request_lock($1::bigint)`, [row!.id])
+  const [{ pid }] = await shared.unsafe<{ pid: number }[]>('select pg_backend_pid() as pid') as unknown as [{ pid: number }]
+  const before = await heldLocks(pid, b.responder, b.channelId, row!.id)
+  assert.ok(before.includes('responder') && before.includes('request'), `held before: ${before.join(', ')}`)
+  assert.equal(before.filter((what) => what.startsWith('reply bell')).length, 16)
+  await shared.unsafe(`select ${s}.pgrr_release($1)`, [a.responder])
+  assert.deepEqual(await heldLocks(pid, b.responder, b.channelId, row!.id), before)
+  assert.deepEqual(await heldLocks(pid, a.responder, a.channelId, row!.id), before.filter((what) => what === 'request'),
+    'of a\'s, nothing is left')
+})
+
 test('pgrr_release does nothing for a responder this session did not register', { timeout: 30_000 }, async (t) => {
   const s = db.quoted
   const owner = await ownSession(t, 'owner')

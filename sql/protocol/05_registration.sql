@@ -181,10 +181,7 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_channel_id int;
-  v_requests int[];
   r record;
-  v_ns int;
-  v_key int;
 begin
   select w.channel_id into v_channel_id
     from :SCHEMA.pgrr_responder w
@@ -200,40 +197,39 @@ begin
       perform set_config(:SCHEMA.pgrr_bell_setting(v_channel_id), '', false);
     end if;
   end if;
-  -- What the registrations left here account for: their responder locks and reply bells (by responder id,
-  -- the key's high bits), their channels' claim bells, and the request locks of the SQL callers' requests
-  -- they claimed (a handed one has none).
-  v_requests := array(select :SCHEMA.pgrr_request_key(q.id)
-                        from :SCHEMA.pgrr_request q
-                        join :SCHEMA.pgrr_responder w on w.id = q.responder_id
-                       where w.backend_pid = pg_backend_pid() and w.login = session_user
-                         and q.state in ('claimed', 'cancelled') and q.reply_to is null and not q.handed);
+  -- Every lock of the session in the four namespaces, less those the registrations left here account for:
+  -- their responder locks, reply bells and channels' claim bells, and the request locks of the SQL callers'
+  -- requests they claimed (a handed one has none). Keys made by the functions that define them; pg_locks
+  -- shows them as oids, which cast to and from int without loss.
   for r in
-    select l.classid::bigint as ns, l.objid::bigint as key
+    with here as (
+      select w.id, w.channel_id from :SCHEMA.pgrr_responder w
+       where w.backend_pid = pg_backend_pid() and w.login = session_user
+    )
+    select l.classid::int as ns, l.objid::int as key
       from pg_locks l
      where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock' and l.objsubid = 2
        and l.classid in (:SCHEMA.pgrr_ns_request()::oid, :SCHEMA.pgrr_ns_responder()::oid,
                          :SCHEMA.pgrr_ns_bell()::oid, :SCHEMA.pgrr_ns_reply_bell()::oid)
+    except
+    select :SCHEMA.pgrr_ns_responder(), h.id from here h
+    except
+    select :SCHEMA.pgrr_ns_reply_bell(), :SCHEMA.pgrr_reply_bell_key(h.id, lane, k)
+      from here h, generate_series(0, :SCHEMA.pgrr_reply_lanes() - 1) lane, generate_series(0, 3) k
+    except
+    select :SCHEMA.pgrr_ns_bell(), :SCHEMA.pgrr_bell_key(c.channel_id, parity)
+      from (select distinct h.channel_id from here h) c, generate_series(0, 2) parity
+    except
+    select :SCHEMA.pgrr_ns_request(), :SCHEMA.pgrr_request_key(q.id)
+      from :SCHEMA.pgrr_request q join here h on h.id = q.responder_id
+     where q.state in ('claimed', 'cancelled') and q.reply_to is null and not q.handed
   loop
-    -- pg_locks shows the two keys as unsigned.
-    v_ns := (r.ns - case when r.ns >= 2147483648 then 4294967296 else 0 end)::int;
-    v_key := (r.key - case when r.key >= 2147483648 then 4294967296 else 0 end)::int;
-    continue when case
-      when v_ns = :SCHEMA.pgrr_ns_request() then v_key = any (v_requests)
-      when v_ns = :SCHEMA.pgrr_ns_responder() then :SCHEMA.pgrr_registered_here(v_key)
-      when v_ns = :SCHEMA.pgrr_ns_bell() then
-        r.key % 4 < 3 and exists (select 1 from :SCHEMA.pgrr_responder w
-                                   where w.channel_id = r.key / 4 and w.backend_pid = pg_backend_pid() and w.login = session_user)
-      else
-        exists (select 1 from :SCHEMA.pgrr_responder w
-                 where w.id % 67108864 = r.key / 64 and w.backend_pid = pg_backend_pid() and w.login = session_user)
-    end;
     -- Every hold of it (advisory locks count them; an unlock of a lock not held would warn).
     for v_try in 1..100 loop
       exit when not exists (select 1 from pg_locks l
                              where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ExclusiveLock'
                                and l.objsubid = 2 and l.classid = r.ns::oid and l.objid = r.key::oid);
-      perform pg_advisory_unlock(v_ns, v_key);
+      perform pg_advisory_unlock(r.ns, r.key);
     end loop;
   end loop;
   if v_channel_id is not null then
